@@ -1,0 +1,3 @@
+from rpa_gateway.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Reading and validating the compat request: Authorization and the JSON body."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+
+from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.executions import ExecutionRequest
+
+
+class ExecBody(BaseModel):
+    """The body astron-agent's RPA node sends; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    project_id: str = Field(min_length=1, max_length=256)
+    sid: str | None = Field(default=None, max_length=256)
+    exec_position: str = Field(default="EXECUTOR", max_length=64)
+    params: dict[str, Any] | None = None
+    version: int | None = None
+    phone_number: str | None = Field(default=None, max_length=64)
+
+    @field_validator("project_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    def to_request(self) -> ExecutionRequest:
+        return ExecutionRequest(
+            project_id=self.project_id,
+            sid=self.sid or uuid.uuid4().hex,
+            params=self.params or {},
+            exec_position=self.exec_position or "EXECUTOR",
+            version=self.version,
+            phone_number=self.phone_number,
+        )
+
+
+def bearer_token(request: Request) -> str:
+    """The caller's token, with or without a ``Bearer `` prefix."""
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, rest = value.partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else value
+    if not token:
+        raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
+    return token
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise RequestRejected(400, "invalid_body", "request body is empty; send a JSON object")
+    try:
+        decoded = json.loads(raw)
+    except ValueError as exc:
+        raise RequestRejected(
+            400, "invalid_json", f"request body is not valid JSON: {exc}"
+        ) from None
+    if not isinstance(decoded, dict):
+        raise RequestRejected(422, "invalid_body", "request body must be a JSON object")
+    return decoded
+
+
+def parse_exec_body(payload: dict[str, Any]) -> ExecBody:
+    try:
+        return ExecBody.model_validate(payload)
+    except ValidationError as exc:
+        problems = []
+        fields = []
+        for error in exc.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in error["loc"]) or "body"
+            fields.append(field)
+            problems.append(f"{field}: {str(error['msg']).removeprefix('Value error, ')}")
+        raise RequestRejected(422, "invalid_body", "; ".join(problems), fields) from None
+
+
+def _too_large(limit: int) -> RequestRejected:
+    return RequestRejected(413, "body_too_large", f"request body is larger than {limit} bytes")

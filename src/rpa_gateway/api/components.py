@@ -1,0 +1,23 @@
+"""The parts the HTTP layer reaches through ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from starlette.requests import Request
+
+from rpa_gateway.config import Settings
+from rpa_gateway.service import ExecutionService
+from rpa_gateway.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    settings: Settings
+    store: Store
+    executions: ExecutionService
+
+
+def components(request: Request) -> Components:
+    return cast(Components, request.app.state.components)

@@ -1,0 +1,1 @@
+"""Where robots run: the backend seam and its implementations."""

@@ -1,0 +1,207 @@
+"""The ``astron`` backend: the astron-rpa (Xiaowu) RPA OpenAPI over one pooled client.
+
+Replies are ``{"code": "<str>", "msg": str, "data": any}`` envelopes where code
+``"0000"`` is success and ``"5001"`` an error even with HTTP 200, so the HTTP
+status alone is never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from rpa_gateway.backends.base import CreateFailed, QueryFault, TaskPhase, TaskState
+from rpa_gateway.executions import ExecutionRequest, JsonObject
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "0000"
+WORKING_STATUSES = frozenset({"PENDING", "RUNNING"})
+_MAX_DETAIL = 300
+
+
+class AstronBackend:
+    name = "astron"
+
+    def __init__(
+        self,
+        *,
+        create_url: str,
+        query_url: str,
+        cancel_url: str = "",
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_connections: int = 256,
+        keepalive_timeout: float = 4.0,
+    ) -> None:
+        self._create_url = create_url
+        self._query_url = query_url.rstrip("/")
+        self._cancel_url = cancel_url
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=max_connections, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_read=read_timeout
+            ),
+            # The caller's token travels in a header only; nothing reads cookies back.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+
+    @property
+    def can_cancel(self) -> bool:
+        return bool(self._cancel_url)
+
+    async def start(self, request: ExecutionRequest, token: str) -> str:
+        if not self._create_url:
+            raise CreateFailed("XIAOWU_RPA_TASK_CREATE_URL is not configured")
+        body: JsonObject = {
+            "project_id": request.project_id,
+            "params": request.params,
+            "exec_position": request.exec_position,
+        }
+        if request.version is not None:
+            body["version"] = request.version
+        try:
+            async with self._session.post(
+                self._create_url, json=body, headers=_auth(token)
+            ) as response:
+                status, raw = response.status, await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            # No connection was made: the request cannot have reached the upstream.
+            raise CreateFailed(
+                f"cannot connect to the RPA platform: {_os_reason(exc)}", retryable=True
+            ) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise CreateFailed("timed out connecting to the RPA platform", retryable=True) from None
+        except TimeoutError:
+            raise CreateFailed("timed out waiting for the RPA platform's reply") from None
+        except aiohttp.ClientError as exc:
+            raise CreateFailed(f"connection failed: {_client_error(exc)}") from None
+        envelope = _envelope(status, raw)
+        if isinstance(envelope, str):
+            raise CreateFailed(envelope)
+        data = envelope.get("data")
+        execution_id = data.get("executionId") if isinstance(data, dict) else None
+        if envelope.get("code") != SUCCESS or not isinstance(execution_id, str) or not execution_id:
+            raise CreateFailed(_upstream_message(status, envelope))
+        return execution_id
+
+    async def status(self, task_id: str, token: str) -> TaskState:
+        url = f"{self._query_url}/{quote(task_id, safe='')}"
+        try:
+            async with self._session.get(url, headers=_auth(token)) as response:
+                status, raw = response.status, await response.read()
+        except TimeoutError:
+            raise QueryFault("timed out waiting for the RPA platform") from None
+        except aiohttp.ClientError as exc:
+            raise QueryFault(f"connection failed: {_client_error(exc)}") from None
+        envelope = _envelope(status, raw)
+        if isinstance(envelope, str):
+            raise QueryFault(envelope)
+        if envelope.get("code") != SUCCESS:
+            raise QueryFault(_upstream_message(status, envelope))
+        data = envelope.get("data")
+        execution = data.get("execution") if isinstance(data, dict) else None
+        if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
+            raise QueryFault("reply has no data.execution.status")
+        return _task_state(execution)
+
+    async def cancel(self, task_id: str, token: str) -> bool:
+        if not self._cancel_url:
+            return False
+        url = self._cancel_url.replace("{execution_id}", quote(task_id, safe=""))
+        try:
+            async with self._session.post(url, headers=_auth(token)) as response:
+                status, raw = response.status, await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("cancel request failed: %s", _client_error(exc))
+            return False
+        envelope = _envelope(status, raw)
+        accepted = not isinstance(envelope, str) and envelope.get("code") == SUCCESS
+        if not accepted:
+            log.warning("cancel refused by the RPA platform: HTTP %s", status)
+        return accepted
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _envelope(status: int, raw: bytes) -> dict[str, Any] | str:
+    """The decoded reply, or a one-line reason why it is not a usable envelope."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return f"HTTP {status}: reply is not JSON ({_snippet(raw)})"
+    if not isinstance(decoded, dict):
+        return f"HTTP {status}: reply is not a JSON object"
+    if "code" not in decoded and status >= 400:
+        return f"HTTP {status}: {_clip(str(decoded.get('detail', decoded)))}"
+    return decoded
+
+
+def _upstream_message(status: int, envelope: dict[str, Any]) -> str:
+    code, msg = envelope.get("code"), envelope.get("msg")
+    if msg:
+        return _clip(str(msg))
+    return f"HTTP {status}, upstream code {code!s}"
+
+
+def _task_state(execution: dict[str, Any]) -> TaskState:
+    upstream_status = str(execution["status"])
+    error = execution.get("error")
+    error_text = _clip(str(error)) if error else None
+    if upstream_status == "COMPLETED":
+        result = execution.get("result")
+        outputs = result.get("data") if isinstance(result, dict) else None
+        return TaskState(TaskPhase.COMPLETED, upstream_status, data=_as_object(outputs))
+    if upstream_status == "FAILED":
+        return TaskState(TaskPhase.FAILED, upstream_status, error=error_text or "robot failed")
+    if upstream_status == "CANCELLED":
+        return TaskState(TaskPhase.CANCELLED, upstream_status, error=error_text)
+    if upstream_status not in WORKING_STATUSES:
+        log.warning("unknown upstream status %r, treated as still working", upstream_status[:40])
+    return TaskState(TaskPhase.WORKING, upstream_status)
+
+
+def _as_object(outputs: object) -> JsonObject:
+    """The robot's outputs as the dict callers expect (``{}`` when it sent none)."""
+    if outputs is None:
+        return {}
+    if isinstance(outputs, dict):
+        return outputs
+    return {"value": outputs}
+
+
+def _client_error(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server closed the connection"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return _os_reason(exc)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "reply was cut short"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
+
+
+def _os_reason(exc: aiohttp.ClientOSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _snippet(raw: bytes) -> str:
+    text = " ".join(raw[:80].decode("utf-8", "replace").split())
+    return text or "empty body"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

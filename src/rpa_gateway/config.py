@@ -1,0 +1,117 @@
+"""Settings from the environment and an optional ``config.env`` file.
+
+Names deployments of the reference service already set keep their meaning and
+defaults (``SERVICE_PORT``, ``XIAOWU_RPA_*``, ``LOG_*``); settings new to this
+service start with ``RPA_``.  Every setting's environment name is its field
+name in upper case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+def _check_http_url(value: str) -> str:
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file="config.env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- names kept from the reference service -------------------------------
+    service_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
+    service_port: Annotated[int, Field(ge=0, le=65535)] = 19999
+    log_level: str = "INFO"
+    log_path: str = ""
+    xiaowu_rpa_timeout: PositiveSeconds = 300.0
+    xiaowu_rpa_ping_interval: PositiveSeconds = 3.0
+    xiaowu_rpa_task_query_interval: PositiveSeconds = 10.0
+    xiaowu_rpa_task_create_url: str = ""
+    xiaowu_rpa_task_query_url: str = ""
+    xiaowu_rpa_task_cancel_url: str = ""
+
+    # --- settings new to this service -----------------------------------------
+    rpa_data_dir: Path = Path("data")
+    rpa_poll_first_delay: PositiveSeconds = 1.0
+    rpa_poll_backoff: Annotated[float, Field(ge=1.0)] = 2.0
+    rpa_query_max_failures: Annotated[int, Field(ge=1)] = 5
+    rpa_retry_base_delay: PositiveSeconds = 0.5
+    rpa_create_connect_retries: Annotated[int, Field(ge=0)] = 2
+    rpa_upstream_connect_timeout: PositiveSeconds = 5.0
+    rpa_upstream_read_timeout: PositiveSeconds = 30.0
+    rpa_upstream_max_connections: Annotated[int, Field(ge=1)] = 256
+    rpa_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    rpa_shutdown_grace: Annotated[int, Field(ge=0)] = 5
+    rpa_access_log: bool = False
+    rpa_log_json: bool = False
+    rpa_upstream_keepalive: PositiveSeconds = 4.0
+
+    @field_validator(
+        "xiaowu_rpa_task_create_url", "xiaowu_rpa_task_query_url", "xiaowu_rpa_task_cancel_url"
+    )
+    @classmethod
+    def _urls_are_http(cls, value: str) -> str:
+        return _check_http_url(value.strip())
+
+    @field_validator("xiaowu_rpa_task_cancel_url")
+    @classmethod
+    def _cancel_url_names_the_execution(cls, value: str) -> str:
+        if value and "{execution_id}" not in value:
+            raise ValueError("must contain {execution_id}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
+        return level
+
+    @model_validator(mode="after")
+    def _query_url_goes_with_create_url(self) -> Settings:
+        if self.xiaowu_rpa_task_create_url and not self.xiaowu_rpa_task_query_url:
+            raise ValueError(
+                "XIAOWU_RPA_TASK_QUERY_URL: must be set when XIAOWU_RPA_TASK_CREATE_URL is set"
+            )
+        return self
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; the message is one line per problem."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning validation errors into lines naming the key."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            lines.append(f"{str(error['loc'][0]).upper()}: {message}")
+        else:
+            lines.append(message)
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""The execution record and its event log entries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class Status(StrEnum):
+    """Where an execution is.  The last four are terminal."""
+
+    ACCEPTED = "ACCEPTED"  # recorded; the upstream task is being created
+    PENDING = "PENDING"  # the upstream task exists and has not started
+    RUNNING = "RUNNING"  # the upstream reports the robot working
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.CANCELLED})
+
+
+class EventKind(StrEnum):
+    STATE = "state"  # the execution changed status
+    PROGRESS = "progress"  # a progress report from the robot
+    TERMINAL = "terminal"  # the one final event: code, message, data
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    execution_id: str
+    seq: int
+    kind: EventKind
+    data: JsonObject
+    at: float
+
+    @property
+    def id(self) -> str:
+        """The SSE event id: resuming from it re-attaches to this execution."""
+        return f"{self.execution_id}:{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an execution ended: the terminal frame's code, message and data."""
+
+    status: Status
+    code: int
+    message: str
+    data: JsonObject | None = None
+
+
+@dataclass(slots=True)
+class ExecutionRequest:
+    """What the caller asked for, without any secret."""
+
+    project_id: str
+    sid: str
+    params: JsonObject = field(default_factory=dict)
+    exec_position: str = "EXECUTOR"
+    version: int | None = None
+    phone_number: str | None = None
+
+
+@dataclass(slots=True)
+class Execution:
+    id: str
+    request: ExecutionRequest
+    status: Status
+    created_at: float
+    updated_at: float
+    deadline_at: float
+    upstream_id: str | None = None
+    finished_at: float | None = None
+    outcome: Outcome | None = None
+    polls: int = 0
+    retries: int = 0
+    last_seq: int = 0
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_event_id(event_id: str) -> tuple[str, int] | None:
+    """Split ``<execution id>:<seq>``; ``None`` when it is not of that form."""
+    execution_id, sep, seq = event_id.strip().rpartition(":")
+    if not sep or not execution_id or not seq.isdigit():
+        return None
+    return execution_id, int(seq)

@@ -1,0 +1,47 @@
+"""In-process fan-out of new events to the streams following an execution."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from rpa_gateway.executions import Event
+
+
+class QueueSubscription:
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def deliver(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def get(self) -> Event:
+        return await self._queue.get()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[QueueSubscription]] = {}
+
+    def publish(self, event: Event) -> None:
+        for subscription in self._subscribers.get(event.execution_id, ()):
+            subscription.deliver(event)
+
+    @asynccontextmanager
+    async def subscribe(self, execution_id: str) -> AsyncIterator[QueueSubscription]:
+        subscription = QueueSubscription()
+        self._subscribers.setdefault(execution_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(execution_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[execution_id]
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())

@@ -1,0 +1,227 @@
+"""Drives each execution to exactly one terminal event, independent of any connection.
+
+One asyncio task per live execution: create the upstream run, poll it on a
+backing-off schedule, retry query faults with jittered backoff, enforce the
+deadline (cancelling upstream when it can), and record the end.  Whatever goes
+wrong inside - backend, store, a bug - the task still records one terminal
+event; if even the store refuses, live streams are handed the terminal event
+directly so none is left without its frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from rpa_gateway import codes
+from rpa_gateway.backends.base import Backend, CreateFailed, QueryFault, TaskPhase, TaskState
+from rpa_gateway.codes import Code
+from rpa_gateway.executions import Event, EventKind, Execution, Outcome, Status
+from rpa_gateway.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+_CANCEL_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    first_delay: float
+    backoff: float
+    ceiling: float
+    retry_base_delay: float
+    max_consecutive_faults: int
+    create_connect_retries: int
+
+    def next_delay(self, delay: float) -> float:
+        return min(delay * self.backoff, self.ceiling)
+
+    def retry_delay(self, faults: int) -> float:
+        """Full-jitter exponential backoff after ``faults`` consecutive faults."""
+        cap = min(self.ceiling, self.retry_base_delay * 2 ** (faults - 1))
+        return random.uniform(min(self.retry_base_delay, cap), cap)
+
+
+class Supervisor:
+    def __init__(self, store: Store, backend: Backend, policy: PollPolicy) -> None:
+        self._store = store
+        self._backend = backend
+        self._policy = policy
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def start(self, execution: Execution, token: str) -> None:
+        if execution.id in self._tasks:
+            return
+        task = asyncio.create_task(self._drive(execution, token), name=f"exec-{execution.id}")
+        self._tasks[execution.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(execution.id, None))
+
+    async def stop(self) -> None:
+        """Stop driving (shutdown); unfinished executions stay unfinished in the store."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drive(self, execution: Execution, token: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, execution.deadline_at - time.time())
+        deadline_scope = asyncio.timeout_at(deadline)
+        try:
+            try:
+                async with deadline_scope:
+                    outcome = await self._run(execution, token)
+            except TimeoutError:
+                if not deadline_scope.expired():
+                    raise
+                outcome = await self._timed_out(execution, token)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("execution %s failed inside the service", execution.id)
+            detail = _redact(f"{type(exc).__name__}: {exc}", token)
+            outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
+        self._finish(execution, _redact_outcome(outcome, token))
+
+    async def _run(self, execution: Execution, token: str) -> Outcome:
+        if execution.upstream_id is None:
+            try:
+                execution.upstream_id = await self._create(execution, token)
+            except CreateFailed as exc:
+                log.info(
+                    "execution %s: create failed: %s", execution.id, _redact(exc.detail, token)
+                )
+                return Outcome(
+                    Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail)
+                )
+            self._store.append(
+                execution,
+                EventKind.STATE,
+                {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
+                Status.PENDING,
+            )
+        return await self._watch(execution, execution.upstream_id, token)
+
+    async def _create(self, execution: Execution, token: str) -> str:
+        attempt = 0
+        while True:
+            try:
+                return await self._backend.start(execution.request, token)
+            except CreateFailed as exc:
+                if not exc.retryable or attempt >= self._policy.create_connect_retries:
+                    raise
+                attempt += 1
+                execution.retries += 1
+                await asyncio.sleep(self._policy.retry_delay(attempt))
+
+    async def _watch(self, execution: Execution, task_id: str, token: str) -> Outcome:
+        policy = self._policy
+        delay = policy.first_delay
+        faults = 0
+        upstream_status = "PENDING"  # what a freshly created upstream run reports
+        while True:
+            await asyncio.sleep(delay)
+            execution.polls += 1
+            try:
+                state = await self._backend.status(task_id, token)
+            except QueryFault as exc:
+                faults += 1
+                execution.retries += 1
+                log.info(
+                    "execution %s: query fault %d/%d: %s",
+                    execution.id,
+                    faults,
+                    policy.max_consecutive_faults,
+                    _redact(exc.reason, token),
+                )
+                if faults >= policy.max_consecutive_faults:
+                    return Outcome(
+                        Status.FAILED, Code.QUERY_ERROR, codes.query_error_message(exc.reason)
+                    )
+                delay = policy.retry_delay(faults)
+                continue
+            faults = 0
+            outcome = _outcome_of(state)
+            if outcome is not None:
+                return outcome
+            if state.upstream_status != upstream_status:
+                upstream_status = state.upstream_status
+                self._record_progress(execution, state)
+            delay = policy.next_delay(delay)
+
+    def _record_progress(self, execution: Execution, state: TaskState) -> None:
+        status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status
+        if status is Status.ACCEPTED:
+            status = Status.PENDING
+        self._store.append(
+            execution,
+            EventKind.STATE,
+            {"status": status.value, "upstream_status": state.upstream_status},
+            status,
+        )
+
+    async def _timed_out(self, execution: Execution, token: str) -> Outcome:
+        cancelled = False
+        if execution.upstream_id is not None and self._backend.can_cancel:
+            try:
+                async with asyncio.timeout(_CANCEL_TIMEOUT):
+                    cancelled = await self._backend.cancel(execution.upstream_id, token)
+            except TimeoutError:
+                log.warning("execution %s: cancel upstream timed out", execution.id)
+        log.info("execution %s: deadline passed (upstream cancelled: %s)", execution.id, cancelled)
+        return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
+
+    def _finish(self, execution: Execution, outcome: Outcome) -> None:
+        try:
+            event = self._store.finish(execution, outcome)
+        except StoreError:
+            log.exception("execution %s: cannot record its end; telling live streams", execution.id)
+            self._store.publish_only(
+                Event(
+                    execution.id,
+                    execution.last_seq + 1,
+                    EventKind.TERMINAL,
+                    {
+                        "status": outcome.status.value,
+                        "code": Code.UNKNOWN.value,
+                        "message": codes.unknown_error_message("the execution store failed"),
+                        "data": None,
+                    },
+                    time.time(),
+                )
+            )
+            return
+        if event is not None:
+            log.info("execution %s finished: code %d", execution.id, outcome.code)
+
+
+def _outcome_of(state: TaskState) -> Outcome | None:
+    if state.phase is TaskPhase.COMPLETED:
+        return Outcome(Status.SUCCEEDED, Code.SUCCESS, codes.success_message(), state.data or {})
+    if state.phase is TaskPhase.FAILED:
+        return Outcome(
+            Status.FAILED,
+            Code.QUERY_ERROR,
+            codes.query_error_message(state.error or "robot failed"),
+        )
+    if state.phase is TaskPhase.CANCELLED:
+        return Outcome(Status.CANCELLED, Code.CANCELLED, codes.cancelled_message(state.error or ""))
+    return None
+
+
+def _redact(text: str, token: str) -> str:
+    return text.replace(token, "[redacted]") if token and token in text else text
+
+
+def _redact_outcome(outcome: Outcome, token: str) -> Outcome:
+    message = _redact(outcome.message, token)
+    if message is outcome.message:
+        return outcome
+    return Outcome(outcome.status, outcome.code, message, outcome.data)

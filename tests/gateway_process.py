@@ -1,0 +1,77 @@
+"""The gateway as a real server process on a real socket, as users run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.log_file = workdir / "gateway.log"
+        self.env = {
+            **os.environ,
+            "SERVICE_HOST": "127.0.0.1",
+            "SERVICE_PORT": str(self.port),
+            "RPA_DATA_DIR": str(workdir / "data"),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return Path(self.env["RPA_DATA_DIR"]) / "rpa-gateway.db"
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "rpa_gateway", "serve"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited at start:\n{self.log_text()}")
+            try:
+                if httpx.get(self.base_url + "/rpa/v1/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -1,0 +1,77 @@
+"""Start-up configuration: reference names, config.env, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway_process import GatewayProcess
+
+
+def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "serve"],
+        env={**os.environ, "RPA_DATA_DIR": str(cwd / "data"), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {
+                "XIAOWU_RPA_TASK_CREATE_URL": "ftp://rpa/create",
+                "XIAOWU_RPA_TASK_QUERY_URL": "http://rpa/q",
+            },
+            "XIAOWU_RPA_TASK_CREATE_URL: must be an http:// or https:// URL",
+        ),
+        ({"XIAOWU_RPA_PING_INTERVAL": "-1"}, "XIAOWU_RPA_PING_INTERVAL: Input should be greater"),
+        (
+            {"XIAOWU_RPA_TASK_QUERY_INTERVAL": "soon"},
+            "XIAOWU_RPA_TASK_QUERY_INTERVAL: Input should",
+        ),
+        ({"XIAOWU_RPA_TIMEOUT": "0"}, "XIAOWU_RPA_TIMEOUT: Input should be greater than 0"),
+        (
+            {"XIAOWU_RPA_TASK_CANCEL_URL": "http://rpa/cancel"},
+            "XIAOWU_RPA_TASK_CANCEL_URL: must contain {execution_id}",
+        ),
+        (
+            {"XIAOWU_RPA_TASK_CREATE_URL": "http://rpa/create"},
+            "XIAOWU_RPA_TASK_QUERY_URL: must be set when XIAOWU_RPA_TASK_CREATE_URL is set",
+        ),
+        ({"SERVICE_PORT": "70000"}, "SERVICE_PORT: Input should be less than or equal to 65535"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: must be one of"),
+    ],
+)
+def test_invalid_setting_stops_startup_with_one_line(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    completed = serve_exit(env, tmp_path)
+    assert completed.returncode == 2
+    errors = completed.stderr.strip().splitlines()
+    assert len(errors) == 1, completed.stderr
+    assert errors[0].startswith("rpa-gateway: configuration error: ")
+    assert line in errors[0]
+
+
+def test_config_env_file_is_read(tmp_path: Path) -> None:
+    gateway = GatewayProcess({}, tmp_path)
+    del gateway.env["SERVICE_PORT"]
+    (tmp_path / "config.env").write_text(
+        f"SERVICE_PORT={gateway.port}\nXIAOWU_RPA_PING_INTERVAL=7\n"
+    )
+    gateway.start()
+    try:
+        assert httpx.get(gateway.base_url + "/rpa/v1/ping").json() == "pong"
+    finally:
+        gateway.stop()

@@ -1,0 +1,45 @@
+"""The deadline ends an execution with 55003 and cancels the upstream run when it can."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream
+from tests.sse_client import exec_stream
+
+
+def test_deadline_gives_timeout_and_cancels_upstream(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(XIAOWU_RPA_TIMEOUT="1")
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, steps=[{"status": "RUNNING"}])
+    result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
+    assert result.terminal == {"code": 55003, "message": "Timeout error", "sid": "s", "data": None}
+    (run,) = fake.runs_for(pid)
+    assert fake.cancels.count(run.id) == 1
+    assert run.cancelled
+
+
+def test_deadline_without_cancel_url_still_times_out(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(XIAOWU_RPA_TIMEOUT="1", XIAOWU_RPA_TASK_CANCEL_URL="")
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, steps=[{"status": "PENDING"}])
+    result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
+    assert result.terminal["code"] == 55003
+    (run,) = fake.runs_for(pid)
+    assert run.id not in fake.cancels
+
+
+def test_deadline_during_a_hanging_create_is_a_timeout(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(XIAOWU_RPA_TIMEOUT="1", RPA_UPSTREAM_READ_TIMEOUT="10")
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, create={"fault": "slow", "seconds": 3})
+    result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
+    assert result.terminal["code"] == 55003
+    assert fake.creates_for(pid) == 1

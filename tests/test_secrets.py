@@ -1,0 +1,44 @@
+"""Callers' tokens never reach logs or the store."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream
+from tests.sse_client import exec_stream
+
+TOKEN = "sk-LEAKCANARY-0123456789abcdef"
+
+
+def test_token_never_in_logs_or_store(start_gateway: GatewayFactory, fake: FakeUpstream) -> None:
+    gateway = start_gateway(LOG_LEVEL="DEBUG", RPA_ACCESS_LOG="true")
+    scenarios = [
+        {"steps": [{"status": "COMPLETED", "result": {"data": {}}}]},
+        {"steps": [{"status": "FAILED", "error": "boom"}]},
+        {"steps": [{"fault": "html502"}]},
+        {"steps": [{"fault": "reset"}]},
+        {"create": {"fault": "unauthorized"}},
+        {"create": {"fault": "code5001", "msg": f"bad key {TOKEN}"}},
+    ]
+    outcomes = []
+    for scenario in scenarios:
+        pid = f"p-{uuid.uuid4().hex[:8]}"
+        fake.script(pid, create=scenario.get("create"), steps=scenario.get("steps"))
+        result = exec_stream(
+            gateway.base_url,
+            {"project_id": pid, "sid": "s", "params": {"n": 1}},
+            token=f"Bearer {TOKEN}",
+        )
+        outcomes.append(result.terminal)
+    exec_stream(gateway.base_url, {"nope": 1}, token=TOKEN)  # a rejected request too
+    gateway.stop()
+
+    assert f"Bearer {TOKEN}" in fake.authorizations, "the token did reach the upstream"
+    assert all(TOKEN not in str(outcome) for outcome in outcomes)
+    assert "[redacted]" in outcomes[-1]["message"]
+    log = gateway.log_text()
+    assert "query fault" in log and "accepted" in log, "the log was written"
+    assert TOKEN not in log
+    for path in gateway.database.parent.iterdir():
+        assert TOKEN.encode() not in path.read_bytes(), path
