@@ -22,12 +22,14 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
 )
+from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.base import StoreError
 from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
 from tests.fakes.rpa_upstream import CREATE_PATH, QUERY_PATH, FakeUpstream
 
+VAULT = TokenVault(b"f" * 32, b"s" * 32)
 POLICY = PollPolicy(
     first_delay=0.01,
     backoff=2,
@@ -50,13 +52,13 @@ class BackendWithABug(AstronBackend):
 
 async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -> list[Event]:
     supervisor = Supervisor(store, backend, POLICY)
-    service = ExecutionService(store, supervisor, timeout=10)
+    service = ExecutionService(store, supervisor, VAULT, timeout=10)
     try:
-        execution = service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
+        execution, _ = service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
         events = []
         async with asyncio.timeout(10):
             async for event in service.follow(execution.id, 0, idle_interval=1):
-                if event is not None:
+                if isinstance(event, Event):
                     events.append(event)
         return events
     finally:
@@ -102,30 +104,38 @@ def test_a_bug_in_the_backend_ends_with_55999(tmp_path: Path, fake: FakeUpstream
     reopened.close()
 
 
-def test_unfinished_executions_of_a_dead_process_are_ended_at_start(tmp_path: Path) -> None:
+def test_a_create_interrupted_by_a_crash_is_not_sent_again(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """The process died after the create went out but before its reply was recorded."""
+    pid = f"p-{uuid.uuid4().hex[:8]}"
     store = SqliteStore(tmp_path / "db")
     now = time.time()
-    execution = Execution(
+    crashed = Execution(
         id="e1",
-        request=ExecutionRequest(project_id="p", sid="s"),
+        request=ExecutionRequest(project_id=pid, sid="s"),
         status=Status.ACCEPTED,
         created_at=now,
         updated_at=now,
         deadline_at=now + 60,
+        owner=VAULT.fingerprint("tok"),
     )
-    store.create(execution)
+    store.create(crashed, VAULT.seal("tok", "e1"))
+    crashed.create_started = True
+    store.save(crashed)
+
+    async def restart() -> list[Event]:
+        upstream = backend(fake)
+        supervisor = Supervisor(store, upstream, POLICY)
+        service = ExecutionService(store, supervisor, VAULT, timeout=10)
+        assert service.resume_unfinished() == (1, 0)
+        await supervisor.wait("e1")
+        await upstream.aclose()
+        return store.events_after("e1", 0)
+
+    events = asyncio.run(restart())
+    assert events[-1].kind is EventKind.TERMINAL
+    assert events[-1].data["code"] == 55001
+    assert "not created again" in events[-1].data["message"]
+    assert fake.creates_for(pid) == 0
     store.close()
-
-    async def restart() -> int:
-        reopened = SqliteStore(tmp_path / "db")
-        unused = backend(FakeUpstream())
-        supervisor = Supervisor(reopened, unused, POLICY)
-        ended = ExecutionService(reopened, supervisor, timeout=10).close_interrupted()
-        await unused.aclose()
-        events = reopened.events_after("e1", 0)
-        assert [e.kind for e in events] == [EventKind.STATE, EventKind.TERMINAL]
-        assert events[-1].data["code"] == 55999
-        reopened.close()
-        return ended
-
-    assert asyncio.run(restart()) == 1

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, health
+from rpa_gateway.api import compat, executions, health
 from rpa_gateway.api.components import Components
+from rpa_gateway.api.errors import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
-from rpa_gateway.config import Settings
+from rpa_gateway.config import Settings, decode_key
+from rpa_gateway.housekeeping import run_housekeeping
+from rpa_gateway.lifecycle import Lifecycle
+from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
@@ -49,22 +53,30 @@ def build_backend(settings: Settings) -> Backend:
     )
 
 
+def build_vault(settings: Settings) -> TokenVault:
+    key = settings.rpa_token_key
+    return TokenVault.from_settings(
+        decode_key(key.get_secret_value()) if key is not None else None, settings.rpa_data_dir
+    )
+
+
 def _where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}{parts.path}" if url else "(unset)"
 
 
 def create_app(settings: Settings) -> FastAPI:
+    lifecycle = Lifecycle()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = SqliteStore(settings.rpa_data_dir / DATABASE_FILE)
+        lifecycle.attach(store)
+        vault = build_vault(settings)
         backend = build_backend(settings)
         supervisor = Supervisor(store, backend, poll_policy(settings))
-        executions = ExecutionService(store, supervisor, timeout=settings.xiaowu_rpa_timeout)
-        interrupted = executions.close_interrupted()
-        if interrupted:
-            log.warning("ended %d executions interrupted by the previous shutdown", interrupted)
-        app.state.components = Components(settings, store, executions)
+        service = ExecutionService(store, supervisor, vault, timeout=settings.xiaowu_rpa_timeout)
+        app.state.components = Components(settings, store, service, lifecycle)
         log.info(
             "backend %s: create %s, query %s; store %s",
             backend.name,
@@ -72,9 +84,29 @@ def create_app(settings: Settings) -> FastAPI:
             _where(settings.xiaowu_rpa_task_query_url),
             store.path,
         )
+        resumed, waiting = service.resume_unfinished()
+        if resumed or waiting:
+            log.info(
+                "resumed %d unfinished executions; %d wait for their owner's token "
+                "(no RPA_TOKEN_KEY)",
+                resumed,
+                waiting,
+            )
+        housekeeping = asyncio.create_task(
+            run_housekeeping(
+                store,
+                service,
+                retention=settings.rpa_retention_seconds,
+                interval=settings.rpa_retention_sweep_seconds,
+            )
+        )
         try:
             yield
         finally:
+            lifecycle.begin_drain()
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await supervisor.stop()
             await backend.aclose()
             store.close()
@@ -82,15 +114,15 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="rpa-gateway",
         version=__version__,
-        description="Runs RPA robots for AI agent workflows and streams their outcome as SSE.",
+        description="Runs RPA robots for AI agent workflows and streams their outcome as "
+        "Server-Sent Events. `/rpa/v1/exec` keeps the reference wire format; "
+        "`/rpa/v1/executions` is the native API. Every call needs `Authorization: Bearer "
+        "<token>`; an execution is visible only to the token that created it.",
         lifespan=lifespan,
     )
+    app.state.lifecycle = lifecycle
     app.include_router(compat.router)
+    app.include_router(executions.router)
     app.include_router(health.router)
-    app.add_exception_handler(Exception, _internal_error)
+    install_error_handlers(app)
     return app
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)

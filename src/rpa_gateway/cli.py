@@ -1,4 +1,4 @@
-"""The command line: ``rpa-gateway serve``."""
+"""The command line: ``rpa-gateway serve`` and ``rpa-gateway keygen``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from rpa_gateway.config import ConfigError, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from rpa_gateway.app import create_app
     from rpa_gateway.logging_setup import configure_logging
+    from rpa_gateway.server import serve
 
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -26,18 +25,14 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"rpa-gateway: configuration error: {line}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.service_host,
-        port=settings.service_port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=settings.rpa_access_log,
-        log_config=None,
-        timeout_graceful_shutdown=settings.rpa_shutdown_grace,
-        backlog=2048,
-    )
+    serve(create_app(settings), settings)
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from rpa_gateway.security import new_key
+
+    print(new_key())
     return 0
 
 
@@ -48,11 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: SERVICE_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="listen port (default: SERVICE_PORT or 19999)")
     serve.set_defaults(handler=_serve)
+    keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")
+    keygen.set_defaults(handler=_keygen)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = args.handler
-    result: int = handler(args)
+    result: int = args.handler(args)
     return result

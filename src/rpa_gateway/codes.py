@@ -1,7 +1,9 @@
 """Result codes and messages of the wire contract callers already handle.
 
-Codes 55000-55999 belong to this service.  ``CANCELLED`` is new: an execution
-cancelled upstream (or through this service) ends with it.
+Codes 55000-55999 belong to this service.  New ones: ``CANCELLED`` ends an
+execution cancelled upstream or through this service; ``RECONNECT`` ends a
+stream (not the execution) when the service shuts down, so a caller that cannot
+resume fails loudly instead of reading a stream without a result as success.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ class Code(IntEnum):
     QUERY_ERROR = 55002
     TIMEOUT = 55003
     CANCELLED = 55004
+    RECONNECT = 55005
     UNKNOWN = 55999
 
 
@@ -36,6 +39,13 @@ def timeout_message() -> str:
 
 def cancelled_message(detail: str = "") -> str:
     return f"Task cancelled: {detail}" if detail else "Task cancelled"
+
+
+def reconnect_message(event_id: str) -> str:
+    return (
+        "Service restarting: the execution goes on; reconnect with"
+        f" Last-Event-ID: {event_id} to get its result"
+    )
 
 
 def unknown_error_message(detail: str) -> str:

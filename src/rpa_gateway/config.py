@@ -8,11 +8,13 @@ name in upper case.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     rpa_access_log: bool = False
     rpa_log_json: bool = False
     rpa_upstream_keepalive: PositiveSeconds = 4.0
+    # 32 bytes, URL-safe base64 (``rpa-gateway keygen``): encrypts callers' tokens at rest so
+    # executions resume after a restart on their own.  Unset: tokens live in memory only.
+    rpa_token_key: SecretStr | None = None
+    rpa_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    rpa_retention_sweep_seconds: PositiveSeconds = 60.0
+    rpa_reconnect_delay_ms: Annotated[int, Field(ge=0)] = 1000
 
     @field_validator(
         "xiaowu_rpa_task_create_url", "xiaowu_rpa_task_query_url", "xiaowu_rpa_task_cancel_url"
@@ -75,6 +83,14 @@ class Settings(BaseSettings):
     def _cancel_url_names_the_execution(cls, value: str) -> str:
         if value and "{execution_id}" not in value:
             raise ValueError("must contain {execution_id}")
+        return value
+
+    @field_validator("rpa_token_key")
+    @classmethod
+    def _token_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        decode_key(value.get_secret_value())
         return value
 
     @field_validator("log_level")
@@ -92,6 +108,17 @@ class Settings(BaseSettings):
                 "XIAOWU_RPA_TASK_QUERY_URL: must be set when XIAOWU_RPA_TASK_CREATE_URL is set"
             )
         return self
+
+
+def decode_key(text: str) -> bytes:
+    """A 32-byte key from URL-safe base64; the error never repeats the value."""
+    try:
+        key = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) != 32:
+        raise ValueError("must be 32 bytes in URL-safe base64 (make one: rpa-gateway keygen)")
+    return key
 
 
 class ConfigError(Exception):

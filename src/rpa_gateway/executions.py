@@ -79,7 +79,14 @@ class Execution:
     created_at: float
     updated_at: float
     deadline_at: float
+    owner: str = ""  # keyed fingerprint of the token that created it
+    idempotency_key: str | None = None
+    request_hash: str | None = None
     upstream_id: str | None = None
+    # Set (and stored) before the create request goes out: after a crash, a run
+    # with this flag and no upstream id may exist upstream, so it is not recreated.
+    create_started: bool = False
+    cancel_requested: bool = False
     finished_at: float | None = None
     outcome: Outcome | None = None
     polls: int = 0

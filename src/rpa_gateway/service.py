@@ -1,4 +1,4 @@
-"""Execution operations the HTTP layer calls: create, look up, follow."""
+"""Execution operations the HTTP layer calls: create, attach, list, cancel, follow."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from enum import Enum
 
 from rpa_gateway import codes
 from rpa_gateway.codes import Code
@@ -18,20 +19,64 @@ from rpa_gateway.executions import (
     Status,
     new_execution_id,
 )
-from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.security import TokenVault
+from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, Store, StoreError
 from rpa_gateway.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
+_CANCEL_WAIT = 10.0
+
+
+class ExecutionNotFound(Exception):
+    """No such execution for this caller (another owner's look the same: absent)."""
+
+
+class AlreadyFinished(Exception):
+    def __init__(self, execution: Execution) -> None:
+        super().__init__(execution.id)
+        self.execution = execution
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request."""
+
+
+class Signal(Enum):
+    PING = "ping"  # nothing happened for a while
+    RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
+
 
 class ExecutionService:
-    def __init__(self, store: Store, supervisor: Supervisor, *, timeout: float) -> None:
+    def __init__(
+        self, store: Store, supervisor: Supervisor, vault: TokenVault, *, timeout: float
+    ) -> None:
         self._store = store
         self._supervisor = supervisor
+        self._vault = vault
         self._timeout = timeout
 
-    def create(self, request: ExecutionRequest, token: str) -> Execution:
-        """Record a new execution and hand it to the supervisor.  Raises StoreError."""
+    def create(
+        self,
+        request: ExecutionRequest,
+        token: str,
+        *,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Execution, bool]:
+        """A new execution handed to the supervisor, or the one this key already made.
+
+        Returns the execution and whether it is new.  Raises IdempotencyConflict
+        and StoreError.
+        """
+        owner = self._vault.fingerprint(token)
+        if idempotency_key is not None:
+            existing = self._store.find_idempotent(owner, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != request_hash:
+                    raise IdempotencyConflict(idempotency_key)
+                self._resume_if_parked(existing, token)
+                return existing, False
         now = time.time()
         execution = Execution(
             id=new_execution_id(),
@@ -40,8 +85,14 @@ class ExecutionService:
             created_at=now,
             updated_at=now,
             deadline_at=now + self._timeout,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
         )
-        self._store.create(execution)
+        try:
+            self._store.create(execution, self._vault.seal(token, execution.id))
+        except DuplicateIdempotencyKey:
+            raise IdempotencyConflict(idempotency_key) from None
         log.info(
             "execution %s accepted: project %s, sid %s",
             execution.id,
@@ -49,34 +100,82 @@ class ExecutionService:
             request.sid,
         )
         self._supervisor.start(execution, token)
+        return execution, True
+
+    def attach(self, execution_id: str, token: str) -> Execution:
+        """The caller's execution; one waiting for its owner's token is resumed with it."""
+        execution = self._store.get(execution_id)
+        if execution is None or not self._vault.owns(execution.owner, token):
+            raise ExecutionNotFound(execution_id)
+        self._resume_if_parked(execution, token)
         return execution
 
-    def close_interrupted(self) -> int:
-        """End executions a previous process left unfinished; returns how many.
-
-        Their callers' tokens lived only in that process's memory, so they cannot
-        be polled again; each gets its terminal event instead of hanging forever.
-        """
-        interrupted = self._store.unfinished()
-        for execution in interrupted:
-            self._store.finish(
-                execution,
-                Outcome(
-                    Status.FAILED,
-                    Code.UNKNOWN,
-                    codes.unknown_error_message("the service restarted during the execution"),
-                ),
+    def list_executions(self, token: str, query: ListQuery) -> list[Execution]:
+        return self._store.list_executions(
+            ListQuery(
+                owner=self._vault.fingerprint(token),
+                status=query.status,
+                project_id=query.project_id,
+                limit=query.limit,
+                before=query.before,
             )
-        return len(interrupted)
+        )
+
+    async def cancel(self, execution_id: str, token: str) -> Execution:
+        """Cancel and wait (briefly) for the end.  Raises ExecutionNotFound, AlreadyFinished."""
+        execution = self.attach(execution_id, token)
+        if execution.finished_at is not None:
+            if execution.cancel_requested and execution.status is Status.CANCELLED:
+                return execution  # cancelled already: asking again changes nothing
+            raise AlreadyFinished(execution)
+        self._supervisor.cancel(execution, token)
+        try:
+            async with asyncio.timeout(_CANCEL_WAIT):
+                await self._supervisor.wait(execution_id)
+        except TimeoutError:
+            log.warning("execution %s: cancel still in progress", execution_id)
+        return self._store.get(execution_id) or execution
+
+    def resume_unfinished(self) -> tuple[int, int]:
+        """Supervise again what a previous process left unfinished.
+
+        Executions whose token is sealed resume now; the others wait for their
+        owner to come back with the token.  Returns (resumed, waiting).
+        """
+        resumed = waiting = 0
+        for execution in self._store.unfinished():
+            sealed = self._store.sealed_token(execution.id)
+            token = self._vault.open(sealed, execution.id) if sealed is not None else None
+            if token is None:
+                waiting += 1
+                continue
+            self._supervisor.start(execution, token)
+            resumed += 1
+        return resumed, waiting
+
+    def expire_waiting(self, now: float) -> int:
+        """End executions past their deadline that nobody drives (no token to poll with)."""
+        expired = 0
+        for execution in self._store.unfinished():
+            if execution.deadline_at <= now and not self._supervisor.is_running(execution.id):
+                outcome = Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
+                if self._store.finish(execution, outcome) is not None:
+                    expired += 1
+        return expired
+
+    def _resume_if_parked(self, execution: Execution, token: str) -> None:
+        if execution.finished_at is None and not self._supervisor.is_running(execution.id):
+            log.info("execution %s resumed by its owner", execution.id)
+            self._supervisor.start(execution, token)
 
     async def follow(
         self, execution_id: str, after_seq: int, idle_interval: float
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncIterator[Event | Signal]:
         """The execution's events after ``after_seq``, then live ones until the terminal one.
 
-        Yields ``None`` whenever ``idle_interval`` seconds pass without an event, so
-        the caller can keep the connection alive.  A failing store still ends the
-        sequence with a terminal event.
+        Yields ``Signal.PING`` whenever ``idle_interval`` seconds pass without an
+        event, and ends with ``Signal.RECONNECT`` if the service shuts down first.
+        A failing store still ends the sequence with a terminal event.
         """
         cursor = after_seq
         try:
@@ -89,21 +188,24 @@ class ExecutionService:
                 while True:
                     try:
                         async with asyncio.timeout(idle_interval):
-                            event = await subscription.get()
+                            event_or_drain = await subscription.get()
                     except TimeoutError:
-                        yield None
+                        yield Signal.PING
                         continue
-                    if event.seq <= cursor:
+                    if event_or_drain is None:
+                        yield Signal.RECONNECT
+                        return
+                    if event_or_drain.seq <= cursor:
                         continue
                     backlog = (
                         self._store.events_after(execution_id, cursor)
-                        if event.seq > cursor + 1
-                        else [event]
+                        if event_or_drain.seq > cursor + 1
+                        else [event_or_drain]
                     )
-                    for missed in backlog:
-                        yield missed
-                        cursor = missed.seq
-                        if missed.kind is EventKind.TERMINAL:
+                    for event in backlog:
+                        yield event
+                        cursor = event.seq
+                        if event.kind is EventKind.TERMINAL:
                             return
         except StoreError:
             log.exception("execution %s: cannot read its events", execution_id)

@@ -51,17 +51,46 @@ class Supervisor:
         self._backend = backend
         self._policy = policy
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._executions: dict[str, Execution] = {}
 
     @property
     def active(self) -> int:
         return len(self._tasks)
 
+    def is_running(self, execution_id: str) -> bool:
+        return execution_id in self._tasks
+
     def start(self, execution: Execution, token: str) -> None:
+        """Drive the execution (new or resumed) unless it is already being driven."""
         if execution.id in self._tasks:
             return
         task = asyncio.create_task(self._drive(execution, token), name=f"exec-{execution.id}")
         self._tasks[execution.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(execution.id, None))
+        self._executions[execution.id] = execution
+        task.add_done_callback(lambda _: self._forget(execution.id))
+
+    def _forget(self, execution_id: str) -> None:
+        self._tasks.pop(execution_id, None)
+        self._executions.pop(execution_id, None)
+
+    def cancel(self, execution: Execution, token: str) -> None:
+        """Stop the execution at the caller's request; it ends with the cancelled code."""
+        driven = self._executions.get(execution.id)
+        if driven is None:
+            execution.cancel_requested = True
+            self._store.save(execution)
+            self.start(execution, token)
+            return
+        if driven.cancel_requested:
+            return
+        driven.cancel_requested = True
+        self._store.save(driven)
+        self._tasks[execution.id].cancel()
+
+    async def wait(self, execution_id: str) -> None:
+        task = self._tasks.get(execution_id)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def stop(self) -> None:
         """Stop driving (shutdown); unfinished executions stay unfinished in the store."""
@@ -71,27 +100,48 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive(self, execution: Execution, token: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, execution.deadline_at - time.time())
-        deadline_scope = asyncio.timeout_at(deadline)
         try:
-            try:
-                async with deadline_scope:
-                    outcome = await self._run(execution, token)
-            except TimeoutError:
-                if not deadline_scope.expired():
-                    raise
-                outcome = await self._timed_out(execution, token)
+            outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:
-            raise
+            if not execution.cancel_requested:
+                raise  # shutting down: the execution is resumed by the next process
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            outcome = await self._cancelled(execution, token)
         except Exception as exc:
             log.exception("execution %s failed inside the service", execution.id)
             detail = _redact(f"{type(exc).__name__}: {exc}", token)
             outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
         self._finish(execution, _redact_outcome(outcome, token))
 
+    async def _outcome(self, execution: Execution, token: str) -> Outcome:
+        if execution.cancel_requested:
+            return await self._cancelled(execution, token)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, execution.deadline_at - time.time())
+        deadline_scope = asyncio.timeout_at(deadline)
+        try:
+            async with deadline_scope:
+                return await self._run(execution, token)
+        except TimeoutError:
+            if not deadline_scope.expired():
+                raise
+            return await self._timed_out(execution, token)
+
     async def _run(self, execution: Execution, token: str) -> Outcome:
         if execution.upstream_id is None:
+            if execution.create_started:
+                return Outcome(
+                    Status.FAILED,
+                    Code.CREATE_ERROR,
+                    codes.create_error_message(
+                        "the service restarted while creating the upstream run; it is not created"
+                        " again, so the robot cannot run twice"
+                    ),
+                )
+            execution.create_started = True
+            self._store.save(execution)
             try:
                 execution.upstream_id = await self._create(execution, token)
             except CreateFailed as exc:
@@ -168,15 +218,30 @@ class Supervisor:
         )
 
     async def _timed_out(self, execution: Execution, token: str) -> Outcome:
-        cancelled = False
-        if execution.upstream_id is not None and self._backend.can_cancel:
-            try:
-                async with asyncio.timeout(_CANCEL_TIMEOUT):
-                    cancelled = await self._backend.cancel(execution.upstream_id, token)
-            except TimeoutError:
-                log.warning("execution %s: cancel upstream timed out", execution.id)
+        cancelled = await self._cancel_upstream(execution, token)
         log.info("execution %s: deadline passed (upstream cancelled: %s)", execution.id, cancelled)
         return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
+
+    async def _cancelled(self, execution: Execution, token: str) -> Outcome:
+        cancelled = await self._cancel_upstream(execution, token)
+        log.info(
+            "execution %s: cancelled by the caller (upstream cancelled: %s)",
+            execution.id,
+            cancelled,
+        )
+        return Outcome(
+            Status.CANCELLED, Code.CANCELLED, codes.cancelled_message("cancelled by the caller")
+        )
+
+    async def _cancel_upstream(self, execution: Execution, token: str) -> bool:
+        if execution.upstream_id is None or not self._backend.can_cancel:
+            return False
+        try:
+            async with asyncio.timeout(_CANCEL_TIMEOUT):
+                return await self._backend.cancel(execution.upstream_id, token)
+        except TimeoutError:
+            log.warning("execution %s: cancel upstream timed out", execution.id)
+            return False
 
     def _finish(self, execution: Execution, outcome: Outcome) -> None:
         try:

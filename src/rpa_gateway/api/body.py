@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 
 from rpa_gateway.api.errors import RequestRejected
-from rpa_gateway.executions import ExecutionRequest
+from rpa_gateway.executions import ExecutionRequest, parse_event_id
 
 
 class ExecBody(BaseModel):
@@ -32,6 +33,11 @@ class ExecBody(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    def request_hash(self) -> str:
+        """Identifies the request as sent, to tell a replay from a different body."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def to_request(self) -> ExecutionRequest:
         return ExecutionRequest(
             project_id=self.project_id,
@@ -51,6 +57,33 @@ def bearer_token(request: Request) -> str:
     if not token:
         raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
     return token
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise RequestRejected(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters"
+        )
+    return key
+
+
+def last_event_id(request: Request) -> tuple[str, int] | None:
+    """The resume cursor from ``Last-Event-ID`` (or ``?last_event_id=``), if any."""
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if value is None or not value.strip():
+        return None
+    cursor = parse_event_id(value)
+    if cursor is None:
+        raise RequestRejected(
+            400,
+            "invalid_last_event_id",
+            "Last-Event-ID must be of the form <execution id>:<sequence>",
+        )
+    return cursor
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:

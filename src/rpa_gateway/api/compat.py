@@ -6,11 +6,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rpa_gateway.api import compat_wire
-from rpa_gateway.api.body import bearer_token, parse_exec_body, read_json_object
+from rpa_gateway.api.body import (
+    bearer_token,
+    idempotency_key,
+    last_event_id,
+    parse_exec_body,
+    read_json_object,
+)
 from rpa_gateway.api.components import components
-from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.api.errors import draining
 from rpa_gateway.sse import EventStreamResponse
-from rpa_gateway.store.base import StoreError
 
 router = APIRouter()
 
@@ -26,23 +31,39 @@ def wants_progress(request: Request) -> bool:
 @router.post(
     "/rpa/v1/exec",
     summary="Run an RPA project and stream its outcome (reference wire format)",
+    description=(
+        "Starts an execution and streams it as Server-Sent Events: id-only events, `: ping` "
+        "comments, then exactly one `data:` frame `{code, message, sid, data}`. With a "
+        "`Last-Event-ID` header it re-attaches to that execution instead (the body is then "
+        "ignored) and replays what the client missed. `Idempotency-Key` returns the "
+        "execution already made with that key."
+    ),
     response_class=EventStreamResponse,
 )
 async def exec_rpa(request: Request) -> Response:
     parts = components(request)
-    try:
-        token = bearer_token(request)
+    token = bearer_token(request)
+    cursor = last_event_id(request)
+    if cursor is not None:
+        execution = parts.executions.attach(cursor[0], token)
+        after = cursor[1]
+    else:
+        if parts.lifecycle.draining:
+            raise draining()
+        key = idempotency_key(request)
         body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
-        execution_request = body.to_request()
-        try:
-            execution = parts.executions.create(execution_request, token)
-        except StoreError:
-            raise RequestRejected(
-                503, "store_unavailable", "the execution store is unavailable; retry later"
-            ) from None
-    except RequestRejected as rejected:
-        return rejected.response()
-    events = parts.executions.follow(execution.id, 0, parts.settings.xiaowu_rpa_ping_interval)
+        execution, _ = parts.executions.create(
+            body.to_request(), token, idempotency_key=key, request_hash=body.request_hash()
+        )
+        after = 0
+    settings = parts.settings
+    events = parts.executions.follow(execution.id, after, settings.xiaowu_rpa_ping_interval)
     return EventStreamResponse(
-        compat_wire.render(events, execution_request.sid, with_progress=wants_progress(request))
+        compat_wire.render(
+            events,
+            execution.request.sid,
+            with_progress=wants_progress(request),
+            retry_ms=settings.rpa_reconnect_delay_ms,
+            last_event_id=f"{execution.id}:{after}",
+        )
     )

@@ -13,8 +13,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from rpa_gateway import sse
+from rpa_gateway import codes, sse
+from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind
+from rpa_gateway.service import Signal
 
 
 def _json(value: Any) -> str:
@@ -36,16 +38,36 @@ def progress_frame(event: Event, sid: str) -> bytes:
     return sse.frame(id=event.id, event="progress", data=_json(payload))
 
 
+def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
+    payload = {
+        "code": Code.RECONNECT.value,
+        "message": codes.reconnect_message(last_event_id),
+        "sid": sid,
+        "data": None,
+    }
+    return sse.frame(id=last_event_id, data=_json(payload), retry_ms=retry_ms)
+
+
 async def render(
-    events: AsyncIterator[Event | None], sid: str, *, with_progress: bool
+    events: AsyncIterator[Event | Signal],
+    sid: str,
+    *,
+    with_progress: bool,
+    retry_ms: int,
+    last_event_id: str,
 ) -> AsyncIterator[bytes]:
     async for event in events:
-        if event is None:
+        if event is Signal.PING:
             yield sse.PING
+        elif event is Signal.RECONNECT:
+            yield reconnect_frame(last_event_id, sid, retry_ms)
+            return
         elif event.kind is EventKind.TERMINAL:
             yield terminal_frame(event, sid)
             return
-        elif event.kind is EventKind.PROGRESS and with_progress:
-            yield progress_frame(event, sid)
         else:
-            yield sse.frame(id=event.id)
+            last_event_id = event.id
+            if event.kind is EventKind.PROGRESS and with_progress:
+                yield progress_frame(event, sid)
+            else:
+                yield sse.frame(id=event.id)

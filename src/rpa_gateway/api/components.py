@@ -8,6 +8,7 @@ from typing import cast
 from starlette.requests import Request
 
 from rpa_gateway.config import Settings
+from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.base import Store
 
@@ -17,6 +18,7 @@ class Components:
     settings: Settings
     store: Store
     executions: ExecutionService
+    lifecycle: Lifecycle
 
 
 def components(request: Request) -> Components:

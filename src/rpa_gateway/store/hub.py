@@ -13,26 +13,36 @@ class QueueSubscription:
     __slots__ = ("_queue",)
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        # ``None`` in the queue means: the service is shutting down.
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event | None) -> None:
         self._queue.put_nowait(event)
 
-    async def get(self) -> Event:
+    async def get(self) -> Event | None:
         return await self._queue.get()
 
 
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[QueueSubscription]] = {}
+        self._draining = False
 
     def publish(self, event: Event) -> None:
         for subscription in self._subscribers.get(event.execution_id, ()):
             subscription.deliver(event)
 
+    def drain(self) -> None:
+        self._draining = True
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                subscription.deliver(None)
+
     @asynccontextmanager
     async def subscribe(self, execution_id: str) -> AsyncIterator[QueueSubscription]:
         subscription = QueueSubscription()
+        if self._draining:
+            subscription.deliver(None)
         self._subscribers.setdefault(execution_id, set()).add(subscription)
         try:
             yield subscription

@@ -25,32 +25,43 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
 )
-from rpa_gateway.store.base import StoreError, Subscription
+from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, StoreError, Subscription
 from rpa_gateway.store.hub import Hub
 
 SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
-    id          TEXT PRIMARY KEY,
-    project_id  TEXT NOT NULL,
-    sid         TEXT NOT NULL,
-    request     TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    deadline_at REAL NOT NULL,
-    finished_at REAL,
-    upstream_id TEXT,
-    code        INTEGER,
-    message     TEXT,
-    data        TEXT,
-    polls       INTEGER NOT NULL DEFAULT 0,
-    retries     INTEGER NOT NULL DEFAULT 0,
-    last_seq    INTEGER NOT NULL
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    project_id       TEXT NOT NULL,
+    sid              TEXT NOT NULL,
+    request          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    deadline_at      REAL NOT NULL,
+    finished_at      REAL,
+    idempotency_key  TEXT,
+    request_hash     TEXT,
+    upstream_id      TEXT,
+    create_started   INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    code             INTEGER,
+    message          TEXT,
+    data             TEXT,
+    polls            INTEGER NOT NULL DEFAULT 0,
+    retries          INTEGER NOT NULL DEFAULT 0,
+    last_seq         INTEGER NOT NULL,
+    sealed_token     BLOB
 );
 CREATE INDEX IF NOT EXISTS executions_unfinished
     ON executions (created_at) WHERE finished_at IS NULL;
+CREATE INDEX IF NOT EXISTS executions_finished ON executions (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS executions_by_owner ON executions (owner, created_at DESC, id DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
+    ON executions (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     execution_id TEXT NOT NULL,
     seq          INTEGER NOT NULL,
@@ -63,10 +74,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_one_terminal
     ON events (execution_id) WHERE kind = 'terminal';
 """
 
-_EXECUTION_COLUMNS = (
-    "id, project_id, sid, request, status, created_at, updated_at, deadline_at, finished_at,"
-    " upstream_id, code, message, data, polls, retries, last_seq"
+_COLUMNS = (
+    "id, owner, project_id, sid, request, status, created_at, updated_at, deadline_at,"
+    " finished_at, idempotency_key, request_hash, upstream_id, create_started,"
+    " cancel_requested, code, message, data, polls, retries, last_seq"
 )
+_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def _dumps(value: Any) -> str:
@@ -80,9 +93,12 @@ class SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # Before any table exists, so freed pages can be returned to the OS after purges.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version} is not {SCHEMA_VERSION}")
@@ -92,7 +108,7 @@ class SqliteStore:
             raise StoreError(f"cannot open {path}: {exc}") from exc
 
     # --- writes ---------------------------------------------------------------
-    def create(self, execution: Execution) -> Event:
+    def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
         request = execution.request
         request_json = _dumps(
             {
@@ -107,10 +123,11 @@ class SqliteStore:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
-                    f"INSERT INTO executions ({_EXECUTION_COLUMNS})"
-                    " VALUES (?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL,NULL,0,0,1)",
+                    f"INSERT INTO executions ({_COLUMNS}, sealed_token) VALUES"
+                    " (?,?,?,?,?,?,?,?,?,NULL,?,?,NULL,0,0,NULL,NULL,NULL,0,0,1,?)",
                     (
                         execution.id,
+                        execution.owner,
                         request.project_id,
                         request.sid,
                         request_json,
@@ -118,18 +135,42 @@ class SqliteStore:
                         execution.created_at,
                         execution.updated_at,
                         execution.deadline_at,
+                        execution.idempotency_key,
+                        execution.request_hash,
+                        sealed_token,
                     ),
                 )
                 self._db.execute(
                     "INSERT INTO events VALUES (?,1,?,?,?)",
                     (execution.id, EventKind.STATE.value, _dumps(data), execution.created_at),
                 )
+        except sqlite3.IntegrityError as exc:
+            if execution.idempotency_key is not None and "idempotency" in str(exc):
+                raise DuplicateIdempotencyKey(execution.idempotency_key) from None
+            raise StoreError(f"cannot record execution: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot record execution: {exc}") from exc
         execution.last_seq = 1
         event = Event(execution.id, 1, EventKind.STATE, data, execution.created_at)
         self._hub.publish(event)
         return event
+
+    def save(self, execution: Execution) -> None:
+        try:
+            self._db.execute(
+                "UPDATE executions SET upstream_id=?, create_started=?, cancel_requested=?,"
+                " polls=?, retries=? WHERE id=?",
+                (
+                    execution.upstream_id,
+                    execution.create_started,
+                    execution.cancel_requested,
+                    execution.polls,
+                    execution.retries,
+                    execution.id,
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save execution: {exc}") from exc
 
     def append(
         self,
@@ -187,7 +228,8 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 row = self._db.execute(
                     "UPDATE executions SET status=?, updated_at=?, finished_at=?, upstream_id=?,"
-                    " code=?, message=?, data=?, polls=?, retries=?, last_seq=last_seq+1"
+                    " code=?, message=?, data=?, polls=?, retries=?, last_seq=last_seq+1,"
+                    " sealed_token=NULL"
                     " WHERE id=? AND finished_at IS NULL RETURNING last_seq",
                     (
                         outcome.status.value,
@@ -220,15 +262,45 @@ class SqliteStore:
         self._hub.publish(event)
         return event
 
+    def purge_finished(self, finished_before: float, batch: int) -> int:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                ids = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT id FROM executions WHERE finished_at IS NOT NULL"
+                        " AND finished_at < ? ORDER BY finished_at LIMIT ?",
+                        (finished_before, batch),
+                    )
+                ]
+                if not ids:
+                    return 0
+                marks = ",".join("?" * len(ids))
+                self._db.execute(f"DELETE FROM events WHERE execution_id IN ({marks})", ids)
+                self._db.execute(f"DELETE FROM executions WHERE id IN ({marks})", ids)
+            self._db.execute("PRAGMA incremental_vacuum")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot purge executions: {exc}") from exc
+        return len(ids)
+
     # --- reads ----------------------------------------------------------------
     def get(self, execution_id: str) -> Execution | None:
+        return self._one(f"SELECT {_COLUMNS} FROM executions WHERE id=?", (execution_id,))
+
+    def find_idempotent(self, owner: str, key: str) -> Execution | None:
+        return self._one(
+            f"SELECT {_COLUMNS} FROM executions WHERE owner=? AND idempotency_key=?", (owner, key)
+        )
+
+    def sealed_token(self, execution_id: str) -> bytes | None:
         try:
             row = self._db.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id=?", (execution_id,)
+                "SELECT sealed_token FROM executions WHERE id=?", (execution_id,)
             ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read execution: {exc}") from exc
-        return None if row is None else _execution_from_row(row)
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def events_after(self, execution_id: str, seq: int) -> list[Event]:
         try:
@@ -245,13 +317,38 @@ class SqliteStore:
         ]
 
     def unfinished(self) -> list[Execution]:
+        return self._many(
+            f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL ORDER BY created_at", ()
+        )
+
+    def list_executions(self, query: ListQuery) -> list[Execution]:
+        clauses = ["owner=?"]
+        args: list[Any] = [query.owner]
+        if query.status is not None:
+            clauses.append("status=?")
+            args.append(query.status.value)
+        if query.project_id is not None:
+            clauses.append("project_id=?")
+            args.append(query.project_id)
+        if query.before is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [query.before[0], query.before[0], query.before[1]]
+        args.append(query.limit)
+        return self._many(
+            f"SELECT {_COLUMNS} FROM executions WHERE {' AND '.join(clauses)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            tuple(args),
+        )
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Execution | None:
+        found = self._many(sql, args)
+        return found[0] if found else None
+
+    def _many(self, sql: str, args: tuple[Any, ...]) -> list[Execution]:
         try:
-            rows = self._db.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE finished_at IS NULL"
-                " ORDER BY created_at"
-            ).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot list executions: {exc}") from exc
+            raise StoreError(f"cannot read executions: {exc}") from exc
         return [_execution_from_row(row) for row in rows]
 
     # --- notification -----------------------------------------------------------
@@ -265,6 +362,9 @@ class SqliteStore:
 
     def publish_only(self, event: Event) -> None:
         self._hub.publish(event)
+
+    def drain(self) -> None:
+        self._hub.drain()
 
     # --- lifecycle ----------------------------------------------------------------
     def check(self) -> None:
@@ -280,6 +380,7 @@ class SqliteStore:
 def _execution_from_row(row: tuple[Any, ...]) -> Execution:
     (
         execution_id,
+        owner,
         project_id,
         sid,
         request_json,
@@ -288,7 +389,11 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         updated_at,
         deadline_at,
         finished_at,
+        idempotency_key,
+        request_hash,
         upstream_id,
+        create_started,
+        cancel_requested,
         code,
         message,
         data,
@@ -318,7 +423,12 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         created_at=created_at,
         updated_at=updated_at,
         deadline_at=deadline_at,
+        owner=owner,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
         upstream_id=upstream_id,
+        create_started=bool(create_started),
+        cancel_requested=bool(cancel_requested),
         finished_at=finished_at,
         outcome=outcome,
         polls=polls,

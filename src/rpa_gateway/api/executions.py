@@ -1,0 +1,142 @@
+"""The native API: executions as resources, their event streams, cancellation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import JSONResponse, Response
+
+from rpa_gateway.api import native_wire
+from rpa_gateway.api.body import (
+    bearer_token,
+    idempotency_key,
+    last_event_id,
+    parse_exec_body,
+    read_json_object,
+)
+from rpa_gateway.api.components import components
+from rpa_gateway.api.errors import ErrorBody, RequestRejected, draining
+from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
+from rpa_gateway.executions import Status
+from rpa_gateway.sse import EventStreamResponse
+from rpa_gateway.store.base import ListQuery
+
+router = APIRouter(prefix="/rpa/v1/executions", tags=["executions"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "no token"},
+    404: {"model": ErrorBody, "description": "no such execution for this token"},
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ExecutionView,
+    responses={
+        **_ERRORS,
+        422: {
+            "model": ErrorBody,
+            "description": "invalid body, or Idempotency-Key reused with a different body",
+        },
+    },
+    summary="Start an execution",
+    description="Same body as `/rpa/v1/exec`. Answers at once; follow it with `/events`. "
+    "An `Idempotency-Key` header returns the execution already made with that key.",
+)
+async def create_execution(request: Request) -> JSONResponse:
+    parts = components(request)
+    token = bearer_token(request)
+    if parts.lifecycle.draining:
+        raise draining()
+    key = idempotency_key(request)
+    body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
+    execution, created = parts.executions.create(
+        body.to_request(), token, idempotency_key=key, request_hash=body.request_hash()
+    )
+    headers = {"Location": f"/rpa/v1/executions/{execution.id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(
+        ExecutionView.of(execution).model_dump(mode="json"), status_code=202, headers=headers
+    )
+
+
+@router.get(
+    "",
+    response_model=ExecutionPage,
+    responses=_ERRORS,
+    summary="List this token's executions, newest first",
+)
+async def list_executions(
+    request: Request,
+    status: Annotated[Status | None, Query(description="only this status")] = None,
+    project_id: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> ExecutionPage:
+    token = bearer_token(request)
+    before = None
+    if cursor:
+        before = decode_cursor(cursor)
+        if before is None:
+            raise RequestRejected(
+                400, "invalid_cursor", "cursor is not one this API returned", ["cursor"]
+            )
+    items = components(request).executions.list_executions(
+        token,
+        ListQuery(owner="", status=status, project_id=project_id, limit=limit + 1, before=before),
+    )
+    page, more = items[:limit], len(items) > limit
+    return ExecutionPage(
+        items=[ExecutionView.of(e) for e in page],
+        next_cursor=encode_cursor(page[-1]) if more and page else None,
+    )
+
+
+@router.get(
+    "/{execution_id}", response_model=ExecutionView, responses=_ERRORS, summary="One execution"
+)
+async def get_execution(request: Request, execution_id: str) -> ExecutionView:
+    execution = components(request).executions.attach(execution_id, bearer_token(request))
+    return ExecutionView.of(execution)
+
+
+@router.get(
+    "/{execution_id}/events",
+    response_class=EventStreamResponse,
+    responses=_ERRORS,
+    summary="Every event of an execution as Server-Sent Events",
+    description="Replays the log, then follows it to the terminal event. Resume with the "
+    "`Last-Event-ID` header, or `?last_event_id=` / `?after=<seq>` where headers cannot be set.",
+)
+async def execution_events(
+    request: Request,
+    execution_id: str,
+    after: Annotated[int | None, Query(ge=0, description="resume after this sequence")] = None,
+) -> Response:
+    parts = components(request)
+    token = bearer_token(request)
+    cursor = last_event_id(request)
+    if cursor is not None and cursor[0] != execution_id:
+        raise RequestRejected(400, "invalid_last_event_id", "Last-Event-ID names another execution")
+    start = cursor[1] if cursor is not None else (after or 0)
+    execution = parts.executions.attach(execution_id, token)
+    events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
+    return EventStreamResponse(
+        native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
+    )
+
+
+@router.post(
+    "/{execution_id}/cancel",
+    response_model=ExecutionView,
+    responses={**_ERRORS, 409: {"model": ErrorBody, "description": "already finished"}},
+    summary="Cancel an execution",
+    description="Idempotent while the execution runs; cancels the upstream run when the "
+    "platform allows it. The execution ends with code 55004.",
+)
+async def cancel_execution(request: Request, execution_id: str) -> ExecutionView:
+    execution = await components(request).executions.cancel(execution_id, bearer_token(request))
+    return ExecutionView.of(execution)

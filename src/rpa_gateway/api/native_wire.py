@@ -1,0 +1,33 @@
+"""The native event stream: every event of the log, named and in full."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from rpa_gateway import sse
+from rpa_gateway.executions import Event, EventKind
+from rpa_gateway.service import Signal
+
+
+def event_frame(event: Event) -> bytes:
+    payload = {"execution_id": event.execution_id, "seq": event.seq, "at": event.at, **event.data}
+    return sse.frame(
+        id=event.id,
+        event=event.kind.value,
+        data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+async def render(events: AsyncIterator[Event | Signal], *, retry_ms: int) -> AsyncIterator[bytes]:
+    async for event in events:
+        if event is Signal.PING:
+            yield sse.PING
+        elif event is Signal.RECONNECT:
+            # EventSource clients reconnect on their own, sending Last-Event-ID.
+            yield sse.frame(retry_ms=retry_ms)
+            return
+        else:
+            yield event_frame(event)
+            if event.kind is EventKind.TERMINAL:
+                return

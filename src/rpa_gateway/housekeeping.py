@@ -1,0 +1,41 @@
+"""Periodic upkeep: delete finished executions past retention, expire orphaned ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from rpa_gateway.service import ExecutionService
+from rpa_gateway.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 500
+
+
+def sweep(store: Store, executions: ExecutionService, retention: float) -> tuple[int, int]:
+    """One pass; returns (executions purged, executions expired)."""
+    now = time.time()
+    purged = 0
+    if retention > 0:
+        while True:
+            deleted = store.purge_finished(now - retention, PURGE_BATCH)
+            purged += deleted
+            if deleted < PURGE_BATCH:
+                break
+    return purged, executions.expire_waiting(now)
+
+
+async def run_housekeeping(
+    store: Store, executions: ExecutionService, *, retention: float, interval: float
+) -> None:
+    while True:
+        try:
+            purged, expired = sweep(store, executions, retention)
+        except StoreError:
+            log.exception("housekeeping failed; trying again in %.0f s", interval)
+        else:
+            if purged or expired:
+                log.info("housekeeping: purged %d finished executions, expired %d", purged, expired)
+        await asyncio.sleep(interval)

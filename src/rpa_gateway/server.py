@@ -1,0 +1,48 @@
+"""The HTTP server: uvicorn, with a shutdown that drains streams first."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from rpa_gateway.config import Settings
+from rpa_gateway.lifecycle import Lifecycle
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, first tell open streams to reconnect, then shut down as usual."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            # A signal handler interrupts the loop anywhere; act from the loop itself.
+            loop.call_soon_threadsafe(self._lifecycle.begin_drain)
+        super().handle_exit(sig, frame)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.service_host,
+        port=settings.service_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.rpa_access_log,
+        log_config=None,
+        timeout_graceful_shutdown=settings.rpa_shutdown_grace,
+        backlog=2048,
+        server_header=False,
+    )
+    lifecycle: Lifecycle = app.state.lifecycle
+    DrainingServer(config, lifecycle).run()
