@@ -48,7 +48,7 @@ def exec_stream(
     base_url: str,
     body: Any,
     *,
-    token: str | None = "t-secret",  # noqa: S107 - a test token
+    token: str | None = "t-secret",
     headers: dict[str, str] | None = None,
     stop_after_lines: int | None = None,
     timeout: float = 30.0,

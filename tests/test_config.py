@@ -51,6 +51,7 @@ def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[st
         ),
         ({"SERVICE_PORT": "70000"}, "SERVICE_PORT: Input should be less than or equal to 65535"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: must be one of"),
+        ({"RPA_TOKEN_KEY": "not-a-valid-key-value"}, "RPA_TOKEN_KEY: must be 32 bytes"),
     ],
 )
 def test_invalid_setting_stops_startup_with_one_line(
@@ -62,6 +63,22 @@ def test_invalid_setting_stops_startup_with_one_line(
     assert len(errors) == 1, completed.stderr
     assert errors[0].startswith("rpa-gateway: configuration error: ")
     assert line in errors[0]
+    assert "not-a-valid-key-value" not in completed.stderr, "a secret is never echoed"
+
+
+def test_keygen_makes_a_key_the_service_accepts(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "keygen"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    gateway = GatewayProcess({"RPA_TOKEN_KEY": made}, tmp_path).start()
+    try:
+        assert httpx.get(gateway.base_url + "/rpa/v1/ready").status_code == 200
+    finally:
+        gateway.stop()
 
 
 def test_config_env_file_is_read(tmp_path: Path) -> None:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from tests.conftest import GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.sse_client import exec_stream
 
 TOKEN = "sk-LEAKCANARY-0123456789abcdef"
+KEY = "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4"
 
 
-def test_token_never_in_logs_or_store(start_gateway: GatewayFactory, fake: FakeUpstream) -> None:
-    gateway = start_gateway(LOG_LEVEL="DEBUG", RPA_ACCESS_LOG="true")
+@pytest.mark.parametrize("sealed", [False, True], ids=["memory-only", "sealed-at-rest"])
+def test_token_never_in_logs_or_store(
+    start_gateway: GatewayFactory, fake: FakeUpstream, sealed: bool
+) -> None:
+    key = {"RPA_TOKEN_KEY": KEY} if sealed else {}
+    gateway = start_gateway(LOG_LEVEL="DEBUG", RPA_ACCESS_LOG="true", **key)
     scenarios = [
         {"steps": [{"status": "COMPLETED", "result": {"data": {}}}]},
         {"steps": [{"status": "FAILED", "error": "boom"}]},
@@ -42,3 +49,4 @@ def test_token_never_in_logs_or_store(start_gateway: GatewayFactory, fake: FakeU
     assert TOKEN not in log
     for path in gateway.database.parent.iterdir():
         assert TOKEN.encode() not in path.read_bytes(), path
+    assert KEY not in log
