@@ -19,8 +19,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench projects
+	$(BIN)/ruff format --check src tests bench projects
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

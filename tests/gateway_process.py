@@ -27,9 +27,9 @@ class GatewayProcess:
         self.env = {
             **os.environ,
             "SERVICE_HOST": "127.0.0.1",
-            "SERVICE_PORT": str(self.port),
             "RPA_DATA_DIR": str(workdir / "data"),
             **env,
+            "SERVICE_PORT": str(self.port),
         }
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -51,6 +51,11 @@ def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[st
         ),
         ({"SERVICE_PORT": "70000"}, "SERVICE_PORT: Input should be less than or equal to 65535"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: must be one of"),
+        (
+            {"RPA_BACKEND": "astron"},
+            "XIAOWU_RPA_TASK_CREATE_URL: must be set when RPA_BACKEND is astron",
+        ),
+        ({"RPA_BACKEND": "cloud"}, "RPA_BACKEND: Input should be 'local' or 'astron'"),
         ({"RPA_TOKEN_KEY": "not-a-valid-key-value"}, "RPA_TOKEN_KEY: must be 32 bytes"),
     ],
 )

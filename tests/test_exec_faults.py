@@ -132,13 +132,6 @@ def test_unreachable_upstream_is_retried_then_55001(start_gateway: GatewayFactor
     assert row["retries"] == 2, "a connection that never opened is safe to retry"
 
 
-def test_unconfigured_upstream_fails_clearly(start_gateway: GatewayFactory) -> None:
-    gateway = start_gateway(upstream=False)
-    result = exec_stream(gateway.base_url, {"project_id": "p", "sid": "s"})
-    assert result.terminal["code"] == 55001
-    assert "XIAOWU_RPA_TASK_CREATE_URL is not configured" in result.terminal["message"]
-
-
 def test_upstream_execution_id_is_escaped_in_the_query_path(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:

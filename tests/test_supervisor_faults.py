@@ -52,7 +52,7 @@ class BackendWithABug(AstronBackend):
 
 async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -> list[Event]:
     supervisor = Supervisor(store, backend, POLICY)
-    service = ExecutionService(store, supervisor, VAULT, timeout=10)
+    service = ExecutionService(store, supervisor, VAULT, backend, timeout=10)
     try:
         execution, _ = service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
         events = []
@@ -127,7 +127,7 @@ def test_a_create_interrupted_by_a_crash_is_not_sent_again(
     async def restart() -> list[Event]:
         upstream = backend(fake)
         supervisor = Supervisor(store, upstream, POLICY)
-        service = ExecutionService(store, supervisor, VAULT, timeout=10)
+        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
         assert service.resume_unfinished() == (1, 0)
         await supervisor.wait("e1")
         await upstream.aclose()

@@ -7,16 +7,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, executions, health
+from rpa_gateway.api import compat, executions, health, projects
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.errors import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
+from rpa_gateway.backends.local import LocalBackend
 from rpa_gateway.config import Settings, decode_key
 from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
@@ -42,6 +42,12 @@ def poll_policy(settings: Settings) -> PollPolicy:
 
 
 def build_backend(settings: Settings) -> Backend:
+    if settings.backend == "local":
+        return LocalBackend(
+            settings.rpa_projects_dir,
+            max_runs=settings.rpa_local_max_runs,
+            kill_grace=settings.rpa_local_kill_grace,
+        )
     return AstronBackend(
         create_url=settings.xiaowu_rpa_task_create_url,
         query_url=settings.xiaowu_rpa_task_query_url,
@@ -60,11 +66,6 @@ def build_vault(settings: Settings) -> TokenVault:
     )
 
 
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}{parts.path}" if url else "(unset)"
-
-
 def create_app(settings: Settings) -> FastAPI:
     lifecycle = Lifecycle()
 
@@ -75,20 +76,15 @@ def create_app(settings: Settings) -> FastAPI:
         vault = build_vault(settings)
         backend = build_backend(settings)
         supervisor = Supervisor(store, backend, poll_policy(settings))
-        service = ExecutionService(store, supervisor, vault, timeout=settings.xiaowu_rpa_timeout)
-        app.state.components = Components(settings, store, service, lifecycle)
-        log.info(
-            "backend %s: create %s, query %s; store %s",
-            backend.name,
-            _where(settings.xiaowu_rpa_task_create_url),
-            _where(settings.xiaowu_rpa_task_query_url),
-            store.path,
+        service = ExecutionService(
+            store, supervisor, vault, backend, timeout=settings.xiaowu_rpa_timeout
         )
+        app.state.components = Components(settings, store, service, lifecycle)
+        log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), store.path)
         resumed, waiting = service.resume_unfinished()
         if resumed or waiting:
             log.info(
-                "resumed %d unfinished executions; %d wait for their owner's token "
-                "(no RPA_TOKEN_KEY)",
+                "resumed %d unfinished executions; %d wait for their owner's token",
                 resumed,
                 waiting,
             )
@@ -123,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.lifecycle = lifecycle
     app.include_router(compat.router)
     app.include_router(executions.router)
+    app.include_router(projects.router)
     app.include_router(health.router)
     install_error_handlers(app)
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     xiaowu_rpa_task_cancel_url: str = ""
 
     # --- settings new to this service -----------------------------------------
+    # local | astron; unset: astron when XIAOWU_RPA_TASK_CREATE_URL is set, else local.
+    rpa_backend: Literal["local", "astron"] | None = None
+    rpa_projects_dir: Path = Path("projects")
+    rpa_local_max_runs: Annotated[int, Field(ge=1)] = 8
+    rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")
     rpa_poll_first_delay: PositiveSeconds = 1.0
     rpa_poll_backoff: Annotated[float, Field(ge=1.0)] = 2.0
@@ -100,6 +105,18 @@ class Settings(BaseSettings):
         if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
             raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return level
+
+    @property
+    def backend(self) -> Literal["local", "astron"]:
+        if self.rpa_backend is not None:
+            return self.rpa_backend
+        return "astron" if self.xiaowu_rpa_task_create_url else "local"
+
+    @model_validator(mode="after")
+    def _astron_needs_its_urls(self) -> Settings:
+        if self.backend == "astron" and not self.xiaowu_rpa_task_create_url:
+            raise ValueError("XIAOWU_RPA_TASK_CREATE_URL: must be set when RPA_BACKEND is astron")
+        return self
 
     @model_validator(mode="after")
     def _query_url_goes_with_create_url(self) -> Settings:

@@ -92,6 +92,7 @@ class Execution:
     polls: int = 0
     retries: int = 0
     last_seq: int = 0
+    logs: list[str] = field(default_factory=list)  # the run's log lines (local backend)
 
 
 def new_execution_id() -> str:

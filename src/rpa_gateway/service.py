@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from enum import Enum
 
 from rpa_gateway import codes
+from rpa_gateway.backends.base import Backend, ProjectInfo, TaskInfo
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import (
     Event,
@@ -49,10 +50,17 @@ class Signal(Enum):
 
 class ExecutionService:
     def __init__(
-        self, store: Store, supervisor: Supervisor, vault: TokenVault, *, timeout: float
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        vault: TokenVault,
+        backend: Backend,
+        *,
+        timeout: float,
     ) -> None:
         self._store = store
         self._supervisor = supervisor
+        self._backend = backend
         self._vault = vault
         self._timeout = timeout
 
@@ -66,8 +74,8 @@ class ExecutionService:
     ) -> tuple[Execution, bool]:
         """A new execution handed to the supervisor, or the one this key already made.
 
-        Returns the execution and whether it is new.  Raises IdempotencyConflict
-        and StoreError.
+        Returns the execution and whether it is new.  Raises InvalidRequest (the
+        backend refuses it before anything runs), IdempotencyConflict and StoreError.
         """
         owner = self._vault.fingerprint(token)
         if idempotency_key is not None:
@@ -77,6 +85,7 @@ class ExecutionService:
                     raise IdempotencyConflict(idempotency_key)
                 self._resume_if_parked(existing, token)
                 return existing, False
+        self._backend.check(request)
         now = time.time()
         execution = Execution(
             id=new_execution_id(),
@@ -109,6 +118,15 @@ class ExecutionService:
             raise ExecutionNotFound(execution_id)
         self._resume_if_parked(execution, token)
         return execution
+
+    def run_info(self, execution: Execution) -> TaskInfo | None:
+        """Live details of a running execution's run (queue position, logs so far)."""
+        if execution.finished_at is not None or execution.upstream_id is None:
+            return None
+        return self._backend.info(execution.upstream_id)
+
+    def projects(self) -> list[ProjectInfo] | None:
+        return self._backend.projects()
 
     def list_executions(self, token: str, query: ListQuery) -> list[Execution]:
         return self._store.list_executions(

@@ -17,14 +17,21 @@ import time
 from dataclasses import dataclass
 
 from rpa_gateway import codes
-from rpa_gateway.backends.base import Backend, CreateFailed, QueryFault, TaskPhase, TaskState
+from rpa_gateway.backends.base import (
+    Backend,
+    CreateFailed,
+    Progress,
+    QueryFault,
+    TaskPhase,
+    TaskState,
+)
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind, Execution, Outcome, Status
 from rpa_gateway.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-_CANCEL_TIMEOUT = 5.0
+_CANCEL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +164,30 @@ class Supervisor:
                 {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
                 Status.PENDING,
             )
+        if self._backend.pushes:
+            return await self._follow_pushes(execution, execution.upstream_id)
         return await self._watch(execution, execution.upstream_id, token)
+
+    async def _follow_pushes(self, execution: Execution, task_id: str) -> Outcome:
+        upstream_status = "PENDING"
+        async for update in self._backend.watch(task_id):
+            if isinstance(update, Progress):
+                self._store.append(execution, EventKind.PROGRESS, update.as_data())
+                continue
+            outcome = _outcome_of(update)
+            if outcome is not None:
+                info = self._backend.info(task_id)
+                if info is not None:
+                    execution.logs = info.logs
+                return outcome
+            if update.upstream_status != upstream_status:
+                upstream_status = update.upstream_status
+                self._record_state(execution, update)
+        return Outcome(
+            Status.FAILED,
+            Code.QUERY_ERROR,
+            codes.query_error_message("the run ended without a final state"),
+        )
 
     async def _create(self, execution: Execution, token: str) -> str:
         attempt = 0
@@ -203,10 +233,10 @@ class Supervisor:
                 return outcome
             if state.upstream_status != upstream_status:
                 upstream_status = state.upstream_status
-                self._record_progress(execution, state)
+                self._record_state(execution, state)
             delay = policy.next_delay(delay)
 
-    def _record_progress(self, execution: Execution, state: TaskState) -> None:
+    def _record_state(self, execution: Execution, state: TaskState) -> None:
         status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status
         if status is Status.ACCEPTED:
             status = Status.PENDING
@@ -278,6 +308,8 @@ def _outcome_of(state: TaskState) -> Outcome | None:
         )
     if state.phase is TaskPhase.CANCELLED:
         return Outcome(Status.CANCELLED, Code.CANCELLED, codes.cancelled_message(state.error or ""))
+    if state.phase is TaskPhase.TIMED_OUT:
+        return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
     return None
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from rpa_gateway.backends.base import InvalidRequest
 from rpa_gateway.service import AlreadyFinished, ExecutionNotFound, IdempotencyConflict
 from rpa_gateway.store.base import StoreError
 
@@ -90,7 +91,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
 
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidRequest)
+        return RequestRejected(422, "invalid_request", exc.message, [exc.field]).response()
+
     app.add_exception_handler(RequestRejected, rejected)
+    app.add_exception_handler(InvalidRequest, invalid)
     app.add_exception_handler(ExecutionNotFound, not_found)
     app.add_exception_handler(AlreadyFinished, finished)
     app.add_exception_handler(IdempotencyConflict, conflict)

@@ -99,8 +99,9 @@ async def list_executions(
     "/{execution_id}", response_model=ExecutionView, responses=_ERRORS, summary="One execution"
 )
 async def get_execution(request: Request, execution_id: str) -> ExecutionView:
-    execution = components(request).executions.attach(execution_id, bearer_token(request))
-    return ExecutionView.of(execution)
+    executions = components(request).executions
+    execution = executions.attach(execution_id, bearer_token(request))
+    return ExecutionView.of(execution, executions.run_info(execution))
 
 
 @router.get(

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from rpa_gateway.backends.base import TaskInfo
 from rpa_gateway.executions import Execution, Status
 
 
@@ -50,9 +51,15 @@ class ExecutionView(BaseModel):
     attempts: Attempts
     result: Result | None = Field(description="present once the execution has ended")
     last_event_id: str = Field(description="resume the event stream after this event")
+    queue_position: int | None = Field(
+        default=None, description="place in the queue while waiting for a free run slot (local)"
+    )
+    logs: list[str] = Field(
+        default_factory=list, description="the run's last log lines (local backend)"
+    )
 
     @classmethod
-    def of(cls, execution: Execution) -> ExecutionView:
+    def of(cls, execution: Execution, run: TaskInfo | None = None) -> ExecutionView:
         outcome = execution.outcome
         return cls(
             id=execution.id,
@@ -71,7 +78,23 @@ class ExecutionView(BaseModel):
             if outcome is not None
             else None,
             last_event_id=f"{execution.id}:{execution.last_seq}",
+            queue_position=run.queue_position if run is not None else None,
+            logs=run.logs if run is not None else execution.logs,
         )
+
+
+class ProjectView(BaseModel):
+    """A project the local backend can run."""
+
+    id: str
+    name: str
+    description: str
+    timeout: float | None = Field(description="seconds a run may take")
+    params_schema: dict[str, Any] | None = Field(description="JSON Schema of `params`")
+
+
+class ProjectList(BaseModel):
+    projects: list[ProjectView]
 
 
 class ExecutionPage(BaseModel):

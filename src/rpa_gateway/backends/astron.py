@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from rpa_gateway.backends.base import CreateFailed, QueryFault, TaskPhase, TaskState
+from rpa_gateway.backends.base import (
+    CreateFailed,
+    ProjectInfo,
+    QueryFault,
+    TaskInfo,
+    TaskPhase,
+    TaskState,
+    TaskUpdate,
+)
 from rpa_gateway.executions import ExecutionRequest, JsonObject
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,25 @@ class AstronBackend:
     @property
     def can_cancel(self) -> bool:
         return bool(self._cancel_url)
+
+    @property
+    def pushes(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return f"RPA OpenAPI at {_where(self._create_url)} (query {_where(self._query_url)})"
+
+    def check(self, request: ExecutionRequest) -> None:
+        return None  # the platform knows its projects; a bad one fails the create (55001)
+
+    def projects(self) -> list[ProjectInfo] | None:
+        return None
+
+    def info(self, task_id: str) -> TaskInfo | None:
+        return None
+
+    def watch(self, task_id: str) -> AsyncIterator[TaskUpdate]:
+        raise NotImplementedError("the RPA OpenAPI is polled, it does not push")
 
     async def start(self, request: ExecutionRequest, token: str) -> str:
         if not self._create_url:
@@ -130,6 +158,15 @@ class AstronBackend:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _where(url: str) -> str:
+    """scheme://host:port/path of a URL, without credentials or query."""
+    if not url:
+        return "(unset)"
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 def _auth(token: str) -> dict[str, str]:

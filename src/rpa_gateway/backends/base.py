@@ -1,10 +1,16 @@
-"""The backend seam: start a robot run, ask how it is doing, cancel it."""
+"""The backend seam: start a robot run, learn how it is doing, cancel it.
+
+A backend either answers ``status`` when polled (``pushes`` false: the RPA
+OpenAPI) or pushes every change through ``watch`` the moment it happens
+(``pushes`` true: local runs).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from rpa_gateway.executions import ExecutionRequest, JsonObject
 
@@ -14,6 +20,7 @@ class TaskPhase(Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +29,38 @@ class TaskState:
     upstream_status: str
     data: JsonObject | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    message: str
+    percent: float | None = None
+
+    def as_data(self) -> JsonObject:
+        data: JsonObject = {"message": self.message}
+        if self.percent is not None:
+            data["percent"] = self.percent
+        return data
+
+
+TaskUpdate = TaskState | Progress
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What a backend can tell about a run beyond its state (shown in the execution view)."""
+
+    queue_position: int | None = None
+    logs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    id: str
+    name: str
+    description: str
+    timeout: float | None
+    params_schema: dict[str, Any] | None
 
 
 class CreateFailed(Exception):
@@ -46,11 +85,37 @@ class QueryFault(Exception):
         self.reason = reason
 
 
+class InvalidRequest(Exception):
+    """The request cannot run on this backend; ``field`` names the part at fault."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
 class Backend(Protocol):
     name: str
 
     @property
     def can_cancel(self) -> bool: ...
+
+    @property
+    def pushes(self) -> bool: ...
+
+    def describe(self) -> str:
+        """Where runs go, for the start-up log (no secrets)."""
+        ...
+
+    def check(self, request: ExecutionRequest) -> None:
+        """Raise :class:`InvalidRequest` before anything runs, when the backend can tell."""
+        ...
+
+    def projects(self) -> list[ProjectInfo] | None:
+        """The projects this backend runs, or ``None`` when it cannot list them."""
+        ...
+
+    def info(self, task_id: str) -> TaskInfo | None: ...
 
     async def start(self, request: ExecutionRequest, token: str) -> str:
         """Start a run; return the backend's id for it.  Raises :class:`CreateFailed`."""
@@ -60,8 +125,12 @@ class Backend(Protocol):
         """The run's state now.  Raises :class:`QueryFault`."""
         ...
 
+    def watch(self, task_id: str) -> AsyncIterator[TaskUpdate]:
+        """Every change of the run as it happens, ending with its final state (push only)."""
+        ...
+
     async def cancel(self, task_id: str, token: str) -> bool:
-        """Ask the backend to stop the run; true when it accepted."""
+        """Ask the backend to stop the run; true when it did or accepted."""
         ...
 
     async def aclose(self) -> None: ...

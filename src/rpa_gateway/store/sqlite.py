@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS executions (
     polls            INTEGER NOT NULL DEFAULT 0,
     retries          INTEGER NOT NULL DEFAULT 0,
     last_seq         INTEGER NOT NULL,
+    logs             TEXT,
     sealed_token     BLOB
 );
 CREATE INDEX IF NOT EXISTS executions_unfinished
@@ -77,7 +78,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_one_terminal
 _COLUMNS = (
     "id, owner, project_id, sid, request, status, created_at, updated_at, deadline_at,"
     " finished_at, idempotency_key, request_hash, upstream_id, create_started,"
-    " cancel_requested, code, message, data, polls, retries, last_seq"
+    " cancel_requested, code, message, data, polls, retries, last_seq, logs"
 )
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
@@ -124,7 +125,7 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
                     f"INSERT INTO executions ({_COLUMNS}, sealed_token) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,NULL,?,?,NULL,0,0,NULL,NULL,NULL,0,0,1,?)",
+                    " (?,?,?,?,?,?,?,?,?,NULL,?,?,NULL,0,0,NULL,NULL,NULL,0,0,1,NULL,?)",
                     (
                         execution.id,
                         execution.owner,
@@ -229,7 +230,7 @@ class SqliteStore:
                 row = self._db.execute(
                     "UPDATE executions SET status=?, updated_at=?, finished_at=?, upstream_id=?,"
                     " code=?, message=?, data=?, polls=?, retries=?, last_seq=last_seq+1,"
-                    " sealed_token=NULL"
+                    " logs=?, sealed_token=NULL"
                     " WHERE id=? AND finished_at IS NULL RETURNING last_seq",
                     (
                         outcome.status.value,
@@ -241,6 +242,7 @@ class SqliteStore:
                         _dumps(outcome.data),
                         execution.polls,
                         execution.retries,
+                        _dumps(execution.logs) if execution.logs else None,
                         execution.id,
                     ),
                 ).fetchone()
@@ -400,6 +402,7 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         polls,
         retries,
         last_seq,
+        logs,
     ) = row
     stored = json.loads(request_json)
     request = ExecutionRequest(
@@ -434,4 +437,5 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         polls=polls,
         retries=retries,
         last_seq=last_seq,
+        logs=json.loads(logs) if logs else [],
     )

@@ -1,0 +1,39 @@
+"""``GET /rpa/v1/projects``: what the local backend can run."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from rpa_gateway.api.body import bearer_token
+from rpa_gateway.api.components import components
+from rpa_gateway.api.errors import ErrorBody, RequestRejected
+from rpa_gateway.api.views import ProjectList, ProjectView
+
+router = APIRouter(tags=["projects"])
+
+
+@router.get(
+    "/rpa/v1/projects",
+    response_model=ProjectList,
+    responses={501: {"model": ErrorBody, "description": "the backend cannot list projects"}},
+    summary="Projects this service runs (local backend)",
+)
+async def list_projects(request: Request) -> ProjectList:
+    bearer_token(request)
+    projects = components(request).executions.projects()
+    if projects is None:
+        raise RequestRejected(
+            501, "not_supported", "the astron backend does not list projects; its platform does"
+        )
+    return ProjectList(
+        projects=[
+            ProjectView(
+                id=p.id,
+                name=p.name,
+                description=p.description,
+                timeout=p.timeout,
+                params_schema=p.params_schema,
+            )
+            for p in projects
+        ]
+    )

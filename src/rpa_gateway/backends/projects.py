@@ -1,0 +1,121 @@
+"""Local RPA projects: folders named by ``project_id``, each with a ``project.toml``.
+
+```toml
+name = "Hello"
+description = "Greets params.name"
+command = ["{python}", "main.py"]   # argv, run inside the folder; {python} = this interpreter
+timeout = 30                        # seconds (optional; XIAOWU_RPA_TIMEOUT still applies)
+
+[params_schema]                     # optional JSON Schema for params
+type = "object"
+required = ["name"]
+properties.name = { type = "string" }
+```
+
+A ``project_id`` is accepted only when it names a folder directly inside the
+projects directory once every symlink is resolved: no ``../``, no absolute
+paths, no symlinks leading out.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+PROJECT_FILE = "project.toml"
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ProjectError(Exception):
+    """A project cannot be used; ``field`` names the request field at fault."""
+
+    def __init__(self, message: str, field: str = "project_id") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    folder: Path
+    name: str
+    description: str
+    command: tuple[str, ...]
+    timeout: float | None
+    params_schema: dict[str, Any] | None = field(default=None, compare=False)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if self.params_schema is None:
+            return
+        error = next(iter(Draft202012Validator(self.params_schema).iter_errors(params)), None)
+        if error is not None:
+            where = ".".join(str(part) for part in ("params", *error.absolute_path))
+            raise ProjectError(f"{where}: {error.message}", where)
+
+
+class ProjectCatalog:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def get(self, project_id: str) -> Project:
+        if not _PROJECT_ID.match(project_id):
+            raise ProjectError(f"project_id {project_id!r} is not a project name")
+        folder = (self.root / project_id).resolve()
+        if folder.parent != self.root or not (folder / PROJECT_FILE).is_file():
+            raise ProjectError(f"no project {project_id!r} in the projects directory")
+        return _load(project_id, folder)
+
+    def all(self) -> list[Project]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for entry in sorted(self.root.iterdir()):
+            try:
+                found.append(self.get(entry.name))
+            except ProjectError:
+                continue
+        return found
+
+
+def _load(project_id: str, folder: Path) -> Project:
+    try:
+        spec = tomllib.loads((folder / PROJECT_FILE).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProjectError(
+            f"project {project_id!r} has an unreadable {PROJECT_FILE}: {exc}"
+        ) from None
+    command = spec.get("command")
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(part, str) for part in command)
+    ):
+        raise ProjectError(f"project {project_id!r}: command must be a list of strings")
+    timeout = spec.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ProjectError(f"project {project_id!r}: timeout must be a positive number")
+    schema = spec.get("params_schema")
+    if schema is not None:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise ProjectError(
+                f"project {project_id!r}: params_schema is invalid: {exc.message}"
+            ) from None
+    return Project(
+        id=project_id,
+        folder=folder,
+        name=str(spec.get("name", project_id)),
+        description=str(spec.get("description", "")),
+        command=tuple(sys.executable if part == "{python}" else part for part in command),
+        timeout=float(timeout) if timeout is not None else None,
+        params_schema=schema,
+    )

@@ -1,0 +1,158 @@
+"""The shipped example projects run as the README says, on the default (local) backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayFactory
+from tests.gateway_process import GatewayProcess
+from tests.native_client import auth
+from tests.sse_client import exec_stream
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayFactory) -> GatewayProcess:
+    # No XIAOWU_RPA_TASK_CREATE_URL: the local backend is the default.
+    return start_gateway(upstream=False, RPA_PROJECTS_DIR=str(EXAMPLES))
+
+
+@pytest.fixture
+def web_page() -> Iterator[str]:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><head><title>  Local\n test page </title></head><body>hi</body></html>"
+            self.send_response(200 if self.path == "/" else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_hello_as_in_the_quickstart(gateway: GatewayProcess) -> None:
+    result = exec_stream(
+        gateway.base_url, {"project_id": "hello", "params": {"name": "Ada"}}, token="Bearer t"
+    )
+    assert result.terminal["code"] == 0
+    assert result.terminal["data"] == {"greeting": "Hello, Ada!", "params": {"name": "Ada"}}
+    assert "backend local serves" in gateway.log_text()
+
+
+def test_countdown_reports_progress_each_second(gateway: GatewayProcess) -> None:
+    result = exec_stream(
+        gateway.base_url,
+        {"project_id": "countdown", "params": {"seconds": 2}},
+        params={"progress": "true"},
+    )
+    progress = [f["data"]["progress"] for f in result.frames[:-1]]
+    assert progress == [
+        {"message": "2 s left", "percent": 0.0},
+        {"message": "1 s left", "percent": 50.0},
+    ]
+    assert result.frames[-1]["code"] == 0 and result.frames[-1]["data"]["seconds"] == 2
+
+
+def test_page_title_fetches_a_page(gateway: GatewayProcess, web_page: str) -> None:
+    result = exec_stream(
+        gateway.base_url, {"project_id": "page-title", "params": {"url": web_page}}
+    )
+    data = result.terminal["data"]
+    assert (data["status"], data["title"], data["url"]) == (200, "Local test page", web_page)
+    missing = exec_stream(
+        gateway.base_url, {"project_id": "page-title", "params": {"url": web_page + "gone"}}
+    )
+    assert missing.terminal["data"]["status"] == 404
+    unreachable = exec_stream(
+        gateway.base_url, {"project_id": "page-title", "params": {"url": "http://127.0.0.1:9/"}}
+    )
+    assert unreachable.terminal["code"] == 55002
+    assert "cannot fetch" in unreachable.terminal["message"]
+    bad = exec_stream(gateway.base_url, {"project_id": "page-title", "params": {"url": "ftp:x"}})
+    assert bad.status_code == 422
+
+
+def test_projects_are_listed(gateway: GatewayProcess) -> None:
+    listed = httpx.get(f"{gateway.base_url}/rpa/v1/projects", headers=auth("t")).json()
+    ids = [p["id"] for p in listed["projects"]]
+    assert ids == ["countdown", "hello", "page-title"]
+    countdown = listed["projects"][0]
+    assert countdown["params_schema"]["required"] == ["seconds"]
+
+
+def test_cli_run_shows_progress_and_prints_the_result(gateway: GatewayProcess) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rpa_gateway",
+            "run",
+            "countdown",
+            "-p",
+            "seconds=1",
+            "--url",
+            gateway.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"seconds": 1' in done.stdout
+    assert "[  0.0%] 1 s left" in done.stderr
+
+
+def test_cli_run_fails_with_the_message(gateway: GatewayProcess) -> None:
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rpa_gateway",
+            "run",
+            "page-title",
+            "-p",
+            "url=http://127.0.0.1:9/",
+            "--url",
+            gateway.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert "failed (55002)" in failed.stderr and "cannot fetch" in failed.stderr
+    refused = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "run", "no-such-project", "--url", gateway.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "refused (HTTP 422)" in refused.stderr
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "run", "hello", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
