@@ -60,6 +60,7 @@ class GatewayProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.stop(signal.SIGKILL)  # never leave a half-started server behind
         raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log_text()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
