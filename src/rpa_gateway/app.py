@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, executions, health, projects
+from rpa_gateway.api import compat, executions, health, metrics, projects
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.errors import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
@@ -24,6 +24,8 @@ from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
+from rpa_gateway.telemetry import Telemetry
+from rpa_gateway.telemetry.calls import NO_CALLS, Calls
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,13 @@ def poll_policy(settings: Settings) -> PollPolicy:
     )
 
 
-def build_backend(settings: Settings) -> Backend:
+def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
     if settings.backend == "local":
         return LocalBackend(
             settings.rpa_projects_dir,
             max_runs=settings.rpa_local_max_runs,
             kill_grace=settings.rpa_local_kill_grace,
+            calls=calls,
         )
     return AstronBackend(
         create_url=settings.xiaowu_rpa_task_create_url,
@@ -56,6 +59,7 @@ def build_backend(settings: Settings) -> Backend:
         read_timeout=settings.rpa_upstream_read_timeout,
         max_connections=settings.rpa_upstream_max_connections,
         keepalive_timeout=settings.rpa_upstream_keepalive,
+        calls=calls,
     )
 
 
@@ -68,18 +72,20 @@ def build_vault(settings: Settings) -> TokenVault:
 
 def create_app(settings: Settings) -> FastAPI:
     lifecycle = Lifecycle()
+    telemetry = Telemetry(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = SqliteStore(settings.rpa_data_dir / DATABASE_FILE)
         lifecycle.attach(store)
+        telemetry.attach(store, settings.backend)
         vault = build_vault(settings)
-        backend = build_backend(settings)
+        backend = build_backend(settings, telemetry.calls)
         supervisor = Supervisor(store, backend, poll_policy(settings))
         service = ExecutionService(
             store, supervisor, vault, backend, timeout=settings.xiaowu_rpa_timeout
         )
-        app.state.components = Components(settings, store, service, lifecycle)
+        app.state.components = Components(settings, store, service, lifecycle, telemetry)
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), store.path)
         resumed, waiting = service.resume_unfinished()
         if resumed or waiting:
@@ -105,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await housekeeping
             await supervisor.stop()
             await backend.aclose()
+            await telemetry.shutdown()
             store.close()
 
     app = FastAPI(
@@ -121,5 +128,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(executions.router)
     app.include_router(projects.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     install_error_handlers(app)
     return app

@@ -49,7 +49,23 @@ class Settings(BaseSettings):
     xiaowu_rpa_task_query_url: str = ""
     xiaowu_rpa_task_cancel_url: str = ""
 
+    otlp_enable: bool = False
+    otlp_endpoint: str = ""  # host:port or URL of an OTLP/HTTP receiver; unset: OTEL_* vars
+    otlp_service_name: str = "rpa-gateway"
+    otlp_dc: str = ""
+    otlp_metric_export_interval_millis: Annotated[int, Field(ge=100)] = 3000
+    otlp_trace_timeout: Annotated[int, Field(ge=1)] = 3000  # ms per export request
+    otlp_trace_max_queue_size: Annotated[int, Field(ge=1)] = 2048
+    otlp_trace_schedule_delay_millis: Annotated[int, Field(ge=1)] = 3000
+    otlp_trace_max_export_batch_size: Annotated[int, Field(ge=1)] = 512
+    otlp_trace_export_timeout_millis: Annotated[int, Field(ge=1)] = 30000
+    kafka_servers: str = ""  # bootstrap servers; unset: no trace records
+    kafka_topic: str = "rpa-trace"
+    kafka_timeout: PositiveSeconds = 10.0  # a record not delivered by then is dropped
+
     # --- settings new to this service -----------------------------------------
+    rpa_prometheus_enable: bool = False  # serve GET /metrics
+    rpa_kafka_queue_size: Annotated[int, Field(ge=1)] = 10000
     # local | astron; unset: astron when XIAOWU_RPA_TASK_CREATE_URL is set, else local.
     rpa_backend: Literal["local", "astron"] | None = None
     rpa_projects_dir: Path = Path("projects")

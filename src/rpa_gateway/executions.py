@@ -69,6 +69,7 @@ class ExecutionRequest:
     exec_position: str = "EXECUTOR"
     version: int | None = None
     phone_number: str | None = None
+    trace_parent: str | None = None  # the caller's W3C traceparent, parent of our span
 
 
 @dataclass(slots=True)

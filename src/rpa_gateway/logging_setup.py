@@ -1,5 +1,8 @@
 """Process logging: one line per event, text or JSON, to stderr and optionally a rotating file.
 
+Every line carries the execution id and sid of the execution the code was
+working for (``-`` when none), and passes a redaction filter that scrubs
+bearer tokens, Authorization values and the configured keys.
 ``LOG_PATH`` names a directory (as in the reference deployments); the log file
 inside it is ``rpa-gateway.log``, rotated at 50 MB with 5 kept.
 """
@@ -12,9 +15,19 @@ import logging.handlers
 from pathlib import Path
 
 from rpa_gateway.config import Settings
+from rpa_gateway.telemetry.context import current_execution
+from rpa_gateway.telemetry.redaction import RedactingFilter
 
 LOG_FILE_NAME = "rpa-gateway.log"
-_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(execution_id)s %(sid)s]: %(message)s"
+
+
+class ExecutionContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        where = current_execution.get()
+        record.execution_id = where.execution_id if where is not None else "-"
+        record.sid = where.sid if where is not None else "-"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,10 +36,14 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
+            "execution_id": getattr(record, "execution_id", "-"),
+            "sid": getattr(record, "sid", "-"),
             "message": record.getMessage(),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -46,10 +63,14 @@ def configure_logging(settings: Settings) -> None:
                 encoding="utf-8",
             )
         )
+    key = settings.rpa_token_key.get_secret_value() if settings.rpa_token_key else ""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
         handler.setFormatter(formatter)
+        # On the handler, so records of every logger pass through them.
+        handler.addFilter(ExecutionContextFilter())
+        handler.addFilter(RedactingFilter((key,)))
         root.addHandler(handler)
     root.setLevel(settings.log_level)

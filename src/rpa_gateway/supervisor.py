@@ -28,6 +28,7 @@ from rpa_gateway.backends.base import (
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind, Execution, Outcome, Status
 from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.telemetry.context import ExecutionContext, current_execution
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive(self, execution: Execution, token: str) -> None:
+        current_execution.set(ExecutionContext(execution.id, execution.request.sid))
         try:
             outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from typing import Any
 
@@ -38,7 +39,7 @@ class ExecBody(BaseModel):
         canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def to_request(self) -> ExecutionRequest:
+    def to_request(self, trace_parent: str | None = None) -> ExecutionRequest:
         return ExecutionRequest(
             project_id=self.project_id,
             sid=self.sid or uuid.uuid4().hex,
@@ -46,6 +47,7 @@ class ExecBody(BaseModel):
             exec_position=self.exec_position or "EXECUTOR",
             version=self.version,
             phone_number=self.phone_number,
+            trace_parent=trace_parent,
         )
 
 
@@ -57,6 +59,15 @@ def bearer_token(request: Request) -> str:
     if not token:
         raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
     return token
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_parent(request: Request) -> str | None:
+    """The caller's W3C ``traceparent``, when well formed (anything else is ignored)."""
+    value = request.headers.get("traceparent", "").strip().lower()
+    return value if _TRACEPARENT.match(value) else None
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -12,6 +12,7 @@ from rpa_gateway.api.body import (
     last_event_id,
     parse_exec_body,
     read_json_object,
+    trace_parent,
 )
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import draining
@@ -53,17 +54,19 @@ async def exec_rpa(request: Request) -> Response:
         key = idempotency_key(request)
         body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
         execution, _ = parts.executions.create(
-            body.to_request(), token, idempotency_key=key, request_hash=body.request_hash()
+            body.to_request(trace_parent(request)),
+            token,
+            idempotency_key=key,
+            request_hash=body.request_hash(),
         )
         after = 0
     settings = parts.settings
     events = parts.executions.follow(execution.id, after, settings.xiaowu_rpa_ping_interval)
-    return EventStreamResponse(
-        compat_wire.render(
-            events,
-            execution.request.sid,
-            with_progress=wants_progress(request),
-            retry_ms=settings.rpa_reconnect_delay_ms,
-            last_event_id=f"{execution.id}:{after}",
-        )
+    body_stream = compat_wire.render(
+        events,
+        execution.request.sid,
+        with_progress=wants_progress(request),
+        retry_ms=settings.rpa_reconnect_delay_ms,
+        last_event_id=f"{execution.id}:{after}",
     )
+    return EventStreamResponse(parts.telemetry.track_stream(body_stream))

@@ -11,6 +11,7 @@ from rpa_gateway.config import Settings
 from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.base import Store
+from rpa_gateway.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,7 @@ class Components:
     store: Store
     executions: ExecutionService
     lifecycle: Lifecycle
+    telemetry: Telemetry
 
 
 def components(request: Request) -> Components:

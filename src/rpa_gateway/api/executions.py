@@ -14,6 +14,7 @@ from rpa_gateway.api.body import (
     last_event_id,
     parse_exec_body,
     read_json_object,
+    trace_parent,
 )
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import ErrorBody, RequestRejected, draining
@@ -53,7 +54,10 @@ async def create_execution(request: Request) -> JSONResponse:
     key = idempotency_key(request)
     body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
     execution, created = parts.executions.create(
-        body.to_request(), token, idempotency_key=key, request_hash=body.request_hash()
+        body.to_request(trace_parent(request)),
+        token,
+        idempotency_key=key,
+        request_hash=body.request_hash(),
     )
     headers = {"Location": f"/rpa/v1/executions/{execution.id}"}
     if not created:
@@ -125,9 +129,8 @@ async def execution_events(
     start = cursor[1] if cursor is not None else (after or 0)
     execution = parts.executions.attach(execution_id, token)
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
-    return EventStreamResponse(
-        native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
-    )
+    body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
+    return EventStreamResponse(parts.telemetry.track_stream(body_stream))
 
 
 @router.post(

@@ -25,6 +25,7 @@ from rpa_gateway.backends.base import (
     TaskUpdate,
 )
 from rpa_gateway.executions import ExecutionRequest, JsonObject
+from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ class AstronBackend:
         read_timeout: float = 30.0,
         max_connections: int = 256,
         keepalive_timeout: float = 4.0,
+        calls: Calls = NO_CALLS,
     ) -> None:
+        self._calls = calls
         self._create_url = create_url
         self._query_url = query_url.rstrip("/")
         self._cancel_url = cancel_url
@@ -95,66 +98,88 @@ class AstronBackend:
         }
         if request.version is not None:
             body["version"] = request.version
-        try:
-            async with self._session.post(
-                self._create_url, json=body, headers=_auth(token)
-            ) as response:
-                status, raw = response.status, await response.read()
-        except aiohttp.ClientConnectorError as exc:
-            # No connection was made: the request cannot have reached the upstream.
-            raise CreateFailed(
-                f"cannot connect to the RPA platform: {_os_reason(exc)}", retryable=True
-            ) from None
-        except aiohttp.ConnectionTimeoutError:
-            raise CreateFailed("timed out connecting to the RPA platform", retryable=True) from None
-        except TimeoutError:
-            raise CreateFailed("timed out waiting for the RPA platform's reply") from None
-        except aiohttp.ClientError as exc:
-            raise CreateFailed(f"connection failed: {_client_error(exc)}") from None
-        envelope = _envelope(status, raw)
-        if isinstance(envelope, str):
-            raise CreateFailed(envelope)
-        data = envelope.get("data")
-        execution_id = data.get("executionId") if isinstance(data, dict) else None
-        if envelope.get("code") != SUCCESS or not isinstance(execution_id, str) or not execution_id:
-            raise CreateFailed(_upstream_message(status, envelope))
-        return execution_id
+        with self._calls.call("create") as call:
+            try:
+                status, raw = await self._exchange("POST", self._create_url, token, call, body)
+            except _TransportError as exc:
+                raise CreateFailed(exc.detail, retryable=exc.never_sent) from None
+            envelope = _envelope(status, raw)
+            if isinstance(envelope, str):
+                call.failed("bad_reply")
+                raise CreateFailed(envelope)
+            data = envelope.get("data")
+            execution_id = data.get("executionId") if isinstance(data, dict) else None
+            if (
+                envelope.get("code") != SUCCESS
+                or not isinstance(execution_id, str)
+                or not execution_id
+            ):
+                call.failed("refused")
+                raise CreateFailed(_upstream_message(status, envelope))
+            return execution_id
 
     async def status(self, task_id: str, token: str) -> TaskState:
         url = f"{self._query_url}/{quote(task_id, safe='')}"
-        try:
-            async with self._session.get(url, headers=_auth(token)) as response:
-                status, raw = response.status, await response.read()
-        except TimeoutError:
-            raise QueryFault("timed out waiting for the RPA platform") from None
-        except aiohttp.ClientError as exc:
-            raise QueryFault(f"connection failed: {_client_error(exc)}") from None
-        envelope = _envelope(status, raw)
-        if isinstance(envelope, str):
-            raise QueryFault(envelope)
-        if envelope.get("code") != SUCCESS:
-            raise QueryFault(_upstream_message(status, envelope))
-        data = envelope.get("data")
-        execution = data.get("execution") if isinstance(data, dict) else None
-        if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
-            raise QueryFault("reply has no data.execution.status")
-        return _task_state(execution)
+        with self._calls.call("query") as call:
+            try:
+                status, raw = await self._exchange("GET", url, token, call)
+            except _TransportError as exc:
+                raise QueryFault(exc.detail) from None
+            envelope = _envelope(status, raw)
+            if isinstance(envelope, str):
+                call.failed("bad_reply")
+                raise QueryFault(envelope)
+            if envelope.get("code") != SUCCESS:
+                call.failed("refused")
+                raise QueryFault(_upstream_message(status, envelope))
+            data = envelope.get("data")
+            execution = data.get("execution") if isinstance(data, dict) else None
+            if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
+                call.failed("bad_reply")
+                raise QueryFault("reply has no data.execution.status")
+            return _task_state(execution)
 
     async def cancel(self, task_id: str, token: str) -> bool:
         if not self._cancel_url:
             return False
         url = self._cancel_url.replace("{execution_id}", quote(task_id, safe=""))
+        with self._calls.call("cancel") as call:
+            try:
+                status, raw = await self._exchange("POST", url, token, call)
+            except _TransportError as exc:
+                log.warning("cancel request failed: %s", exc.detail)
+                return False
+            envelope = _envelope(status, raw)
+            accepted = not isinstance(envelope, str) and envelope.get("code") == SUCCESS
+            if not accepted:
+                call.failed("refused")
+                log.warning("cancel refused by the RPA platform: HTTP %s", status)
+            return accepted
+
+    async def _exchange(
+        self, method: str, url: str, token: str, call: Call, body: JsonObject | None = None
+    ) -> tuple[int, bytes]:
+        """One request and its whole reply; transport failures become _TransportError."""
+        headers = {"Authorization": f"Bearer {token}", **call.headers}
         try:
-            async with self._session.post(url, headers=_auth(token)) as response:
-                status, raw = response.status, await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("cancel request failed: %s", _client_error(exc))
-            return False
-        envelope = _envelope(status, raw)
-        accepted = not isinstance(envelope, str) and envelope.get("code") == SUCCESS
-        if not accepted:
-            log.warning("cancel refused by the RPA platform: HTTP %s", status)
-        return accepted
+            async with self._session.request(method, url, json=body, headers=headers) as reply:
+                return reply.status, await reply.read()
+        except aiohttp.ClientConnectorError as exc:
+            call.failed("connect")
+            raise _TransportError(
+                f"cannot connect to the RPA platform: {_os_reason(exc)}", never_sent=True
+            ) from None
+        except aiohttp.ConnectionTimeoutError:
+            call.failed("connect")
+            raise _TransportError(
+                "timed out connecting to the RPA platform", never_sent=True
+            ) from None
+        except TimeoutError:
+            call.failed("timeout")
+            raise _TransportError("timed out waiting for the RPA platform's reply") from None
+        except aiohttp.ClientError as exc:
+            call.failed("connection")
+            raise _TransportError(f"connection failed: {_client_error(exc)}") from None
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -169,8 +194,13 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+class _TransportError(Exception):
+    """No usable reply; ``never_sent`` when no connection was ever made."""
+
+    def __init__(self, detail: str, *, never_sent: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.never_sent = never_sent
 
 
 def _envelope(status: int, raw: bytes) -> dict[str, Any] | str:

@@ -9,6 +9,7 @@ an execution whose run is gone fails with a clear message.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from rpa_gateway.backends.base import (
 from rpa_gateway.backends.local_run import LocalRun, OutputLimits
 from rpa_gateway.backends.projects import ProjectCatalog, ProjectError
 from rpa_gateway.executions import ExecutionRequest
+from rpa_gateway.telemetry.calls import NO_CALLS, Calls
 
 _LOST = "the run was lost: the service restarted while it ran"
 
@@ -40,7 +42,9 @@ class LocalBackend:
         max_runs: int,
         kill_grace: float,
         limits: OutputLimits | None = None,
+        calls: Calls = NO_CALLS,
     ) -> None:
+        self._calls = calls
         self._catalog = ProjectCatalog(projects_dir)
         self._max_runs = max_runs
         self._kill_grace = kill_grace
@@ -48,6 +52,7 @@ class LocalBackend:
         self._runs: dict[str, LocalRun] = {}
         self._waiting: deque[str] = deque()
         self._active: set[asyncio.Task[None]] = set()
+        self._contexts: dict[str, contextvars.Context] = {}
 
     @property
     def can_cancel(self) -> bool:
@@ -88,6 +93,8 @@ class LocalBackend:
         self._runs[task_id] = LocalRun(
             task_id, project, request.params, self._limits, self._kill_grace
         )
+        # Runs launched later from the queue still belong to this execution's trace and logs.
+        self._contexts[task_id] = contextvars.copy_context()
         self._waiting.append(task_id)
         self._launch_waiting()
         return task_id
@@ -95,9 +102,19 @@ class LocalBackend:
     def _launch_waiting(self) -> None:
         while self._waiting and len(self._active) < self._max_runs:
             run = self._runs[self._waiting.popleft()]
-            task = asyncio.create_task(run.run(), name=f"local-run-{run.task_id}")
+            task = asyncio.create_task(
+                self._run(run),
+                name=f"local-run-{run.task_id}",
+                context=self._contexts.pop(run.task_id),
+            )
             self._active.add(task)
             task.add_done_callback(self._run_done)
+
+    async def _run(self, run: LocalRun) -> None:
+        with self._calls.call("run") as call:
+            await run.run()
+            if run.final is not None and run.final.phase is not TaskPhase.COMPLETED:
+                call.failed(run.final.phase.value)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
@@ -131,6 +148,7 @@ class LocalBackend:
             return False
         if task_id in self._waiting:
             self._waiting.remove(task_id)
+            self._contexts.pop(task_id, None)
             run.end_before_start(TaskPhase.CANCELLED, "cancelled while queued")
             return True
         await run.stop(TaskPhase.CANCELLED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -89,6 +90,10 @@ class Store(Protocol):
 
     def publish_only(self, event: Event) -> None:
         """Deliver an event to live subscribers without storing it (store is failing)."""
+        ...
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event appended or published, of every execution."""
         ...
 
     def drain(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from rpa_gateway.executions import Event
@@ -26,9 +26,15 @@ class QueueSubscription:
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[QueueSubscription]] = {}
+        self._listeners: list[Callable[[Event], None]] = []
         self._draining = False
 
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
     def publish(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
         for subscription in self._subscribers.get(event.execution_id, ()):
             subscription.deliver(event)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,7 @@ class SqliteStore:
                 "exec_position": request.exec_position,
                 "version": request.version,
                 "phone_number": request.phone_number,
+                "trace_parent": request.trace_parent,
             }
         )
         data = {"status": execution.status.value}
@@ -368,6 +369,9 @@ class SqliteStore:
     def drain(self) -> None:
         self._hub.drain()
 
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._hub.add_listener(listener)
+
     # --- lifecycle ----------------------------------------------------------------
     def check(self) -> None:
         try:
@@ -412,6 +416,7 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         exec_position=stored.get("exec_position") or "EXECUTOR",
         version=stored.get("version"),
         phone_number=stored.get("phone_number"),
+        trace_parent=stored.get("trace_parent"),
     )
     status_value = Status(status)
     outcome = (

@@ -1,0 +1,127 @@
+"""Traces, metrics and the Kafka trace log, built from settings; all off by default.
+
+Off, nothing is registered: the store has no listener, backends get
+:data:`~rpa_gateway.telemetry.calls.NO_CALLS`, streams are not wrapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from rpa_gateway.config import Settings
+from rpa_gateway.store.base import Store
+from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
+from rpa_gateway.telemetry.metrics import Instruments, meter_provider
+from rpa_gateway.telemetry.observer import ExecutionObserver
+from rpa_gateway.telemetry.tracelog import KafkaTraceLog
+from rpa_gateway.telemetry.tracing import tracer_provider
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Telemetry"]
+
+
+class Telemetry:
+    def __init__(self, settings: Settings) -> None:
+        self._tracer_provider: TracerProvider | None = None
+        self._meter_provider: MeterProvider | None = None
+        self.prometheus: CollectorRegistry | None = None
+        self.instruments: Instruments | None = None
+        self.tracelog: KafkaTraceLog | None = None
+        self.calls: Calls = NO_CALLS
+        self._observer: ExecutionObserver | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._settings = settings
+        if settings.otlp_enable:
+            self._tracer_provider = tracer_provider(settings)
+        if settings.otlp_enable or settings.rpa_prometheus_enable:
+            self._meter_provider, self.prometheus = meter_provider(settings)
+            self.instruments = Instruments.on(self._meter_provider.get_meter("rpa_gateway"))
+        if settings.kafka_servers:
+            self.tracelog = KafkaTraceLog(
+                settings.kafka_servers,
+                settings.kafka_topic,
+                timeout=settings.kafka_timeout,
+                queue_size=settings.rpa_kafka_queue_size,
+                on_outcome=self._kafka_outcome,
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tracer_provider or self.instruments or self.tracelog)
+
+    def attach(self, store: Store, backend_name: str) -> None:
+        """Start observing the store's events (only when something is switched on)."""
+        if not self.enabled:
+            return
+        tracer = (
+            self._tracer_provider.get_tracer("rpa_gateway")
+            if self._tracer_provider is not None
+            else None
+        )
+        self._observer = ExecutionObserver(
+            store,
+            backend=backend_name,
+            service_id=self._settings.otlp_service_name,
+            tracer=tracer,
+            instruments=self.instruments,
+            tracelog=self.tracelog,
+        )
+        store.add_listener(self._observer.on_event)
+        self.calls = InstrumentedCalls(tracer, self.instruments, self._observer.span_of)
+        if self.tracelog is not None:
+            self._tasks.append(asyncio.create_task(self.tracelog.run(), name="kafka-poll"))
+        log.info(
+            "telemetry on: traces %s, metrics %s, kafka %s",
+            "OTLP" if tracer else "off",
+            "+".join(
+                n
+                for n, on in (
+                    ("OTLP", self._settings.otlp_enable),
+                    ("/metrics", self.prometheus is not None),
+                )
+                if on
+            )
+            or "off",
+            f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
+        )
+
+    def track_stream(self, body: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
+        if self.instruments is None:
+            return body
+        return self._tracked(body, self.instruments)
+
+    @staticmethod
+    async def _tracked(
+        body: AsyncIterable[bytes], instruments: Instruments
+    ) -> AsyncIterator[bytes]:
+        instruments.open_streams.add(1)
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            instruments.open_streams.add(-1)
+
+    def _kafka_outcome(self, outcome: str, reason: str) -> None:
+        if self.instruments is not None:
+            attributes = {"outcome": outcome, **({"reason": reason} if reason else {})}
+            self.instruments.kafka_records.add(1, attributes)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.tracelog is not None:
+            await asyncio.to_thread(self.tracelog.close)
+        if self._tracer_provider is not None:
+            await asyncio.to_thread(self._tracer_provider.shutdown)
+        if self._meter_provider is not None:
+            await asyncio.to_thread(self._meter_provider.shutdown)
