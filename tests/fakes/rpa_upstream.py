@@ -66,6 +66,7 @@ class FakeUpstream:
         self.query_paths: list[str] = []
         self.cancels: list[str] = []
         self.authorizations: set[str] = set()
+        self.traceparents: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -117,6 +118,8 @@ class FakeUpstream:
             return None
         with self._lock:
             self.authorizations.add(header)
+            if "traceparent" in request.headers:
+                self.traceparents.append(request.headers["traceparent"])
         return header[7:]
 
     async def _create(self, request: web.Request) -> web.StreamResponse:

@@ -38,12 +38,17 @@ class Telemetry:
         self.calls: Calls = NO_CALLS
         self._observer: ExecutionObserver | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._open_streams = 0
         self._settings = settings
         if settings.otlp_enable:
             self._tracer_provider = tracer_provider(settings)
         if settings.otlp_enable or settings.rpa_prometheus_enable:
             self._meter_provider, self.prometheus = meter_provider(settings)
-            self.instruments = Instruments.on(self._meter_provider.get_meter("rpa_gateway"))
+            self.instruments = Instruments.on(
+                self._meter_provider.get_meter("rpa_gateway"),
+                active_executions=lambda: self._observer.active if self._observer else 0,
+                open_streams=lambda: self._open_streams,
+            )
         if settings.kafka_servers:
             self.tracelog = KafkaTraceLog(
                 settings.kafka_servers,
@@ -96,18 +101,15 @@ class Telemetry:
     def track_stream(self, body: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
         if self.instruments is None:
             return body
-        return self._tracked(body, self.instruments)
+        return self._tracked(body)
 
-    @staticmethod
-    async def _tracked(
-        body: AsyncIterable[bytes], instruments: Instruments
-    ) -> AsyncIterator[bytes]:
-        instruments.open_streams.add(1)
+    async def _tracked(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        self._open_streams += 1
         try:
             async for chunk in body:
                 yield chunk
         finally:
-            instruments.open_streams.add(-1)
+            self._open_streams -= 1
 
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import Counter, Histogram, Meter, UpDownCounter
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from prometheus_client import CollectorRegistry
@@ -14,31 +15,34 @@ from prometheus_client import CollectorRegistry
 from rpa_gateway.config import Settings
 from rpa_gateway.telemetry.tracing import otlp_url, resource
 
+Gauge = Callable[[], int]
+
 
 @dataclass(frozen=True, slots=True)
 class Instruments:
     executions: Counter
     execution_duration: Histogram
-    active_executions: UpDownCounter
-    open_streams: UpDownCounter
     upstream_duration: Histogram
     upstream_errors: Counter
     kafka_records: Counter
 
     @classmethod
-    def on(cls, meter: Meter) -> Instruments:
+    def on(cls, meter: Meter, *, active_executions: Gauge, open_streams: Gauge) -> Instruments:
+        # Levels are observed at collection time from the counts the service keeps anyway.
+        meter.create_observable_gauge(
+            "rpa_active_executions",
+            callbacks=[_observe(active_executions)],
+            description="executions begun and not finished in this process",
+        )
+        meter.create_observable_gauge(
+            "rpa_open_streams", callbacks=[_observe(open_streams)], description="open SSE responses"
+        )
         return cls(
             executions=meter.create_counter(
                 "rpa_executions", description="finished executions by code, project, backend"
             ),
             execution_duration=meter.create_histogram(
                 "rpa_execution_duration", unit="s", description="acceptance to terminal event"
-            ),
-            active_executions=meter.create_up_down_counter(
-                "rpa_active_executions", description="executions not finished yet"
-            ),
-            open_streams=meter.create_up_down_counter(
-                "rpa_open_streams", description="open SSE responses"
             ),
             upstream_duration=meter.create_histogram(
                 "rpa_upstream_request_duration",
@@ -52,6 +56,13 @@ class Instruments:
                 "rpa_kafka_records", description="trace records by outcome: sent or dropped"
             ),
         )
+
+
+def _observe(level: Gauge) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(level())]
+
+    return callback
 
 
 def meter_provider(settings: Settings) -> tuple[MeterProvider, CollectorRegistry | None]:

@@ -47,6 +47,11 @@ class ExecutionObserver:
         self._spans: dict[str, Span] = {}
         self._seen: set[str] = set()
 
+    @property
+    def active(self) -> int:
+        """Executions begun and not finished in this process."""
+        return len(self._seen)
+
     def span_of(self, execution_id: str) -> Span | None:
         return self._spans.get(execution_id)
 
@@ -71,8 +76,6 @@ class ExecutionObserver:
     def _begin(self, execution: Execution) -> None:
         self._seen.add(execution.id)
         request = execution.request
-        if self._instruments is not None:
-            self._instruments.active_executions.add(1, {"backend": self._backend})
         if self._tracer is None:
             return
         carrier = {"traceparent": request.trace_parent} if request.trace_parent else {}
@@ -97,7 +100,6 @@ class ExecutionObserver:
         execution = self._store.get(event.execution_id)
         project_id = execution.request.project_id if execution is not None else ""
         if self._instruments is not None:
-            self._instruments.active_executions.add(-1, {"backend": self._backend})
             attributes = {"code": str(code), "project_id": project_id, "backend": self._backend}
             self._instruments.executions.add(1, attributes)
             if execution is not None:
