@@ -14,19 +14,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import importlib.util
 import json
 import math
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -41,6 +46,7 @@ RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 TOKEN = "bench-token"  # noqa: S105 - the fake upstream accepts any token
 WARMUP_STREAMS = 20
+DATABASE_FILE = "rpa-gateway.db"  # in RPA_DATA_DIR
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 Outcome = tuple[str | None, float | None]  # (failure reason or None, delivery latency in ms)
 
@@ -52,16 +58,17 @@ def raise_fd_limit() -> None:
 
 
 # --- the client process ----------------------------------------------------------------------
-async def _read_stream(response: aiohttp.ClientResponse) -> Outcome:
-    """Read SSE lines to the end; succeed on exactly one ``data:`` frame with code 0."""
+def response_failure(response: aiohttp.ClientResponse) -> str | None:
+    """Why the response is not an SSE stream, or ``None`` when it is one."""
     if response.status != 200:
-        return f"http {response.status}", None
+        return f"http {response.status}"
     if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
-        return "not an event stream", None
-    frames: list[tuple[float, bytes]] = []
-    async for line in response.content:
-        if line.startswith(b"data:"):
-            frames.append((time.time(), line[5:]))
+        return "not an event stream"
+    return None
+
+
+def judge_frames(frames: list[tuple[float, bytes]]) -> Outcome:
+    """Succeed on exactly one ``data:`` frame (arrival time, payload) with code 0."""
     if not frames:
         return "stream ended without a data frame", None
     if len(frames) > 1:
@@ -77,6 +84,18 @@ async def _read_stream(response: aiohttp.ClientResponse) -> Outcome:
     if completed_at is None:
         return "no completed_at in data", None
     return None, (received - float(completed_at)) * 1000.0
+
+
+async def read_stream(response: aiohttp.ClientResponse) -> Outcome:
+    """Read SSE lines to the end; succeed on exactly one ``data:`` frame with code 0."""
+    failure = response_failure(response)
+    if failure is not None:
+        return failure, None
+    frames: list[tuple[float, bytes]] = []
+    async for line in response.content:
+        if line.startswith(b"data:"):
+            frames.append((time.time(), line[5:]))
+    return judge_frames(frames)
 
 
 @dataclass(frozen=True)
@@ -97,7 +116,7 @@ async def _one_stream(
     state["max_open"] = max(state["max_open"], state["open"])
     try:
         async with session.post(load.url + "/rpa/v1/exec", json=body) as response:
-            return await _read_stream(response)
+            return await read_stream(response)
     except TimeoutError:
         return "timeout", None
     except aiohttp.ClientError as exc:
@@ -192,6 +211,22 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
     raise RuntimeError(f"{url}: not ready after {timeout} s")
 
 
+def gateway_source() -> str:
+    """Where the gateway's code is imported from (PYTHONPATH may name a snapshot), and,
+    for this checkout, its commit and whether ``src`` has uncommitted changes."""
+    spec = importlib.util.find_spec("rpa_gateway")
+    if spec is None or spec.origin is None:
+        return "rpa_gateway not found"
+    package = Path(spec.origin).parent
+    git = shutil.which("git")
+    if git is None or not package.is_relative_to(ROOT):
+        return str(package)
+    run = functools.partial(subprocess.run, cwd=ROOT, capture_output=True, text=True)
+    commit = run([git, "rev-parse", "--short", "HEAD"]).stdout.strip()
+    dirty = run([git, "status", "--porcelain", "--", "src"]).stdout.strip()
+    return f"{package.relative_to(ROOT)} at {commit}{' + uncommitted changes' if dirty else ''}"
+
+
 def cpu_ms(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK  # utime + stime
@@ -210,8 +245,45 @@ def percentile(ordered: list[float], q: int) -> float | None:
     return round(ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)], 1)
 
 
-def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    began = time.monotonic()
+@dataclass(frozen=True)
+class Services:
+    """The fake upstream and the gateway as ``services()`` started them."""
+
+    fake_url: str
+    gw_url: str
+    gateway: subprocess.Popen[bytes]
+    gw_log: Path
+    data_dir: Path  # the gateway's RPA_DATA_DIR
+
+    def script(self, project: str, script: dict[str, Any]) -> None:
+        """Script the fake upstream's runs of ``project`` (``{"duration": s}``, steps, ...)."""
+        reply = httpx.put(f"{self.fake_url}/_fake/projects/{project}", json=script, timeout=5)
+        reply.raise_for_status()
+
+    def upstream_stats(self) -> dict[str, int]:
+        """The fake upstream's counters: ``creates``, ``runs``, ``cancels``."""
+        stats: dict[str, int] = httpx.get(self.fake_url + "/_fake/stats", timeout=5).json()
+        return stats
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DATABASE_FILE
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` from the gateway's store, opened read-only (WAL: never blocks it)."""
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+
+@contextmanager
+def services(workdir: Path, gateway_env: dict[str, str]) -> Iterator[Services]:
+    """Start the fake upstream and the gateway (``gateway_env`` on top of the defaults).
+
+    Both are stopped on the way out; on an error the tails of their logs are printed.
+    """
     fake_port, gw_port = free_port(), free_port()
     fake_url, gw_url = f"http://{HOST}:{fake_port}", f"http://{HOST}:{gw_port}"
     gw_env = {
@@ -222,7 +294,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "XIAOWU_RPA_TASK_CREATE_URL": fake_url + "/api/rpa-openapi/workflows/execute-async",
         "XIAOWU_RPA_TASK_QUERY_URL": fake_url + "/api/rpa-openapi/executions",
         "LOG_LEVEL": "WARNING",
-        **dict(item.split("=", 1) for item in args.gateway_env),
+        **gateway_env,
     }
     fake = gateway = None
     try:
@@ -232,28 +304,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         wait_ready(fake_url + "/_fake/stats", fake)
         gateway = start(gw_log, gw_env, "-m", "rpa_gateway", "serve")
         wait_ready(gw_url + "/rpa/v1/ready", gateway)
-        for project, duration in (("bench", args.duration), ("warmup", 0.1)):
-            reply = httpx.put(
-                f"{fake_url}/_fake/projects/{project}", json={"duration": duration}, timeout=5
-            )
-            reply.raise_for_status()
-
-        warm = run_client(Load(gw_url, "warmup", WARMUP_STREAMS, 50, 60))
-        warm_failures = Counter(reason for reason, _ in warm["outcomes"] if reason)
-        if warm_failures:
-            print(f"warning: warm-up failures: {dict(warm_failures)}", file=sys.stderr)
-
-        pid = gateway.pid
-        cpu_before, baseline_kb = cpu_ms(pid), mem_kb(pid, "VmRSS")
-        samples = [baseline_kb]
-        load_began = time.monotonic()
-        load = Load(gw_url, "bench", args.streams, args.rate, args.duration + 60)
-        result = run_client(load, sample=lambda: samples.append(mem_kb(pid, "VmRSS")))
-        load_wall = time.monotonic() - load_began
-        cpu_total = cpu_ms(pid) - cpu_before
-        peak_kb = max(max(samples), mem_kb(pid, "VmHWM"))
-        creates = httpx.get(fake_url + "/_fake/stats", timeout=5).json()["creates"]
-        gw_log_lines = gw_log.read_text(errors="replace").splitlines()
+        yield Services(fake_url, gw_url, gateway, gw_log, Path(gw_env["RPA_DATA_DIR"]))
     except Exception:
         for log in (workdir / "gateway.log", workdir / "upstream.log"):
             if log.exists():
@@ -262,6 +313,36 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         stop(gateway)
         stop(fake)
+
+
+def warm_up(svc: Services) -> Counter[str]:
+    """Run WARMUP_STREAMS short executions of project ``warmup``; returns their failures."""
+    svc.script("warmup", {"duration": 0.1})
+    warm = run_client(Load(svc.gw_url, "warmup", WARMUP_STREAMS, 50, 60))
+    failures = Counter(reason for reason, _ in warm["outcomes"] if reason)
+    if failures:
+        print(f"warning: warm-up failures: {dict(failures)}", file=sys.stderr)
+    return failures
+
+
+def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    began = time.monotonic()
+    gateway_env = dict(item.split("=", 1) for item in args.gateway_env)
+    with services(workdir, gateway_env) as svc:
+        svc.script("bench", {"duration": args.duration})
+        warm_failures = warm_up(svc)
+
+        pid = svc.gateway.pid
+        cpu_before, baseline_kb = cpu_ms(pid), mem_kb(pid, "VmRSS")
+        samples = [baseline_kb]
+        load_began = time.monotonic()
+        load = Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60)
+        result = run_client(load, sample=lambda: samples.append(mem_kb(pid, "VmRSS")))
+        load_wall = time.monotonic() - load_began
+        cpu_total = cpu_ms(pid) - cpu_before
+        peak_kb = max(max(samples), mem_kb(pid, "VmHWM"))
+        creates = svc.upstream_stats()["creates"]
+        gw_log_lines = svc.gw_log.read_text(errors="replace").splitlines()
 
     outcomes = result["outcomes"]
     failures = Counter(reason for reason, _ in outcomes if reason)

@@ -74,3 +74,31 @@ def test_orphaned_executions_expire_at_their_deadline(tmp_path: Path, fake: Fake
     finally:
         second.stop()
     assert (row["status"], row["code"], row["message"]) == ("TIMED_OUT", 55003, "Timeout error")
+
+
+def test_purging_returns_space_to_the_file_system(tmp_path: Path) -> None:
+    from rpa_gateway.executions import Execution, ExecutionRequest, Outcome, Status
+    from rpa_gateway.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "db")
+    now = time.time()
+    for i in range(2000):
+        execution = Execution(
+            id=f"e{i}",
+            request=ExecutionRequest("p", "s", {"pad": "x" * 500}),
+            status=Status.ACCEPTED,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + 60,
+        )
+        store.create(execution, None)
+        store.finish(execution, Outcome(Status.SUCCEEDED, 0, "Success", {"pad": "y" * 500}))
+    with sqlite3.connect(tmp_path / "db") as db:
+        (pages_before,) = db.execute("PRAGMA page_count").fetchone()
+    assert store.purge_finished(time.time() + 1, 5000) == 2000
+    with sqlite3.connect(tmp_path / "db") as db:
+        (pages_after,) = db.execute("PRAGMA page_count").fetchone()
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+    store.close()
+    assert free == 0
+    assert pages_after < pages_before / 10

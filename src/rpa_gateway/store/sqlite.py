@@ -282,7 +282,8 @@ class SqliteStore:
                 marks = ",".join("?" * len(ids))
                 self._db.execute(f"DELETE FROM events WHERE execution_id IN ({marks})", ids)
                 self._db.execute(f"DELETE FROM executions WHERE id IN ({marks})", ids)
-            self._db.execute("PRAGMA incremental_vacuum")
+            # executescript steps the pragma to the end; execute() would free one page only.
+            self._db.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot purge executions: {exc}") from exc
         return len(ids)
