@@ -108,14 +108,18 @@ class OtlpReceiver:
             self.port = runner.addresses[0][1]
             ready.set()
             loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
 
-        threading.Thread(target=serve, name="otlp-receiver", daemon=True).start()
+        self._thread = threading.Thread(target=serve, name="otlp-receiver", daemon=True)
+        self._thread.start()
         ready.wait(10)
         return self
 
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
 
 def _attributes(pairs: Any) -> dict[str, Any]:

@@ -261,13 +261,15 @@ class FakeUpstream:
             loop.run_until_complete(runner.cleanup())
             loop.close()
 
-        threading.Thread(target=serve, name="fake-upstream", daemon=True).start()
+        self._thread = threading.Thread(target=serve, name="fake-upstream", daemon=True)
+        self._thread.start()
         ready.wait(10)
         return self
 
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
 
 def _envelope(data: Any, status: int = 200) -> web.Response:
