@@ -122,6 +122,9 @@ def create_app(settings: Settings) -> FastAPI:
         "`/rpa/v1/executions` is the native API. Every call needs `Authorization: Bearer "
         "<token>`; an execution is visible only to the token that created it.",
         lifespan=lifespan,
+        # Our own telemetry observes executions; FastAPI's must neither run per request nor
+        # configure global providers from OTEL_* variables behind our back.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.lifecycle = lifecycle
     app.include_router(compat.router)

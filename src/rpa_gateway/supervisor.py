@@ -292,7 +292,8 @@ class Supervisor:
                         "data": None,
                     },
                     time.time(),
-                )
+                ),
+                execution,
             )
             return
         if event is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +14,7 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
 )
+from rpa_gateway.store.hub import Listener
 
 
 class StoreError(Exception):
@@ -88,12 +88,12 @@ class Store(Protocol):
 
     def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]: ...
 
-    def publish_only(self, event: Event) -> None:
+    def publish_only(self, event: Event, execution: Execution) -> None:
         """Deliver an event to live subscribers without storing it (store is failing)."""
         ...
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        """Call ``listener`` with every event appended or published, of every execution."""
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every event appended or published, and its execution."""
         ...
 
     def drain(self) -> None:

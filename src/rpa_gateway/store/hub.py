@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from rpa_gateway.executions import Event
+from rpa_gateway.executions import Event, Execution
+
+# Called with every new event and the execution as it stands after it.
+Listener = Callable[[Event, Execution], None]
 
 
 class QueueSubscription:
@@ -26,15 +29,15 @@ class QueueSubscription:
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[QueueSubscription]] = {}
-        self._listeners: list[Callable[[Event], None]] = []
+        self._listeners: list[Listener] = []
         self._draining = False
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
+    def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, execution: Execution) -> None:
         for listener in self._listeners:
-            listener(event)
+            listener(event, execution)
         for subscription in self._subscribers.get(event.execution_id, ()):
             subscription.deliver(event)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from rpa_gateway.executions import (
     Status,
 )
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, StoreError, Subscription
-from rpa_gateway.store.hub import Hub
+from rpa_gateway.store.hub import Hub, Listener
 
 SCHEMA_VERSION = 1
 
@@ -154,7 +154,7 @@ class SqliteStore:
             raise StoreError(f"cannot record execution: {exc}") from exc
         execution.last_seq = 1
         event = Event(execution.id, 1, EventKind.STATE, data, execution.created_at)
-        self._hub.publish(event)
+        self._hub.publish(event, execution)
         return event
 
     def save(self, execution: Execution) -> None:
@@ -214,7 +214,7 @@ class SqliteStore:
             raise StoreError(f"cannot append event: {exc}") from exc
         execution.last_seq = seq
         event = Event(execution.id, seq, kind, data, now)
-        self._hub.publish(event)
+        self._hub.publish(event, execution)
         return event
 
     def finish(self, execution: Execution, outcome: Outcome) -> Event | None:
@@ -262,7 +262,7 @@ class SqliteStore:
         execution.updated_at = now
         execution.last_seq = seq
         event = Event(execution.id, seq, EventKind.TERMINAL, data, now)
-        self._hub.publish(event)
+        self._hub.publish(event, execution)
         return event
 
     def purge_finished(self, finished_before: float, batch: int) -> int:
@@ -364,13 +364,13 @@ class SqliteStore:
         async with self._hub.subscribe(execution_id) as subscription:
             yield subscription
 
-    def publish_only(self, event: Event) -> None:
-        self._hub.publish(event)
+    def publish_only(self, event: Event, execution: Execution) -> None:
+        self._hub.publish(event, execution)
 
     def drain(self) -> None:
         self._hub.drain()
 
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
+    def add_listener(self, listener: Listener) -> None:
         self._hub.add_listener(listener)
 
     # --- lifecycle ----------------------------------------------------------------

@@ -72,7 +72,6 @@ class Telemetry:
             else None
         )
         self._observer = ExecutionObserver(
-            store,
             backend=backend_name,
             service_id=self._settings.otlp_service_name,
             tracer=tracer,

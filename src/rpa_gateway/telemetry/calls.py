@@ -8,19 +8,24 @@ With telemetry off, :data:`NO_CALLS` costs one shared object per call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Protocol
 
 from opentelemetry import trace
-from opentelemetry.propagate import inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from rpa_gateway.telemetry.context import current_execution
 from rpa_gateway.telemetry.metrics import Instruments
 
+# Only the W3C trace context travels upstream (no baggage: nothing of ours to carry).
+_PROPAGATOR = TraceContextTextMapPropagator()
+
 
 class Call:
+    """One backend call in progress: headers to send, and how it failed, if it did."""
+
     __slots__ = ("error", "headers")
 
     def __init__(self) -> None:
@@ -30,24 +35,64 @@ class Call:
     def failed(self, kind: str) -> None:
         self.error = kind
 
+    def __enter__(self) -> Call:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None
+
 
 class Calls(Protocol):
-    def call(self, operation: str) -> AbstractContextManager[Call]: ...
+    def call(self, operation: str) -> Call: ...
 
 
 class _NoCalls:
     def __init__(self) -> None:
         self._call = Call()
 
-    @contextmanager
-    def _null(self) -> Iterator[Call]:
-        yield self._call
-
-    def call(self, operation: str) -> AbstractContextManager[Call]:
-        return self._null()
+    def call(self, operation: str) -> Call:
+        return self._call
 
 
 NO_CALLS: Calls = _NoCalls()
+
+
+class _InstrumentedCall(Call):
+    __slots__ = ("_instruments", "_operation", "_span", "_started")
+
+    def __init__(self, operation: str, span: Span | None, instruments: Instruments | None) -> None:
+        super().__init__()
+        self._operation = operation
+        self._span = span
+        self._instruments = instruments
+        self._started = time.perf_counter()
+        if span is not None:
+            _PROPAGATOR.inject(self.headers, context=trace.set_span_in_context(span))
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is not None and self.error is None:
+            self.error = kind.__name__
+        attributes = {"operation": self._operation}
+        if self._instruments is not None:
+            self._instruments.upstream_duration.record(
+                time.perf_counter() - self._started, attributes
+            )
+            if self.error is not None:
+                self._instruments.upstream_errors.add(1, {**attributes, "kind": self.error})
+        if self._span is not None:
+            if self.error is not None:
+                self._span.set_status(Status(StatusCode.ERROR, self.error))
+            self._span.end()
 
 
 class InstrumentedCalls:
@@ -61,9 +106,7 @@ class InstrumentedCalls:
         self._instruments = instruments
         self._span_of = span_of
 
-    @contextmanager
-    def call(self, operation: str) -> Iterator[Call]:
-        call = Call()
+    def call(self, operation: str) -> Call:
         span: Span | None = None
         if self._tracer is not None:
             where = current_execution.get()
@@ -75,22 +118,4 @@ class InstrumentedCalls:
                 kind=SpanKind.CLIENT,
                 attributes={"rpa.operation": operation},
             )
-            inject(call.headers, context=trace.set_span_in_context(span))
-        started = time.perf_counter()
-        try:
-            yield call
-        except BaseException as exc:
-            call.failed(call.error or type(exc).__name__)
-            raise
-        finally:
-            attributes = {"operation": operation}
-            if self._instruments is not None:
-                self._instruments.upstream_duration.record(
-                    time.perf_counter() - started, attributes
-                )
-                if call.error is not None:
-                    self._instruments.upstream_errors.add(1, {**attributes, "kind": call.error})
-            if span is not None:
-                if call.error is not None:
-                    span.set_status(Status(StatusCode.ERROR, call.error))
-                span.end()
+        return _InstrumentedCall(operation, span, self._instruments)

@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from rpa_gateway.executions import Event, EventKind, Execution
+from rpa_gateway.executions import Event, Execution
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,13 @@ Outcome = Callable[[str, str], None]  # (outcome, reason) with outcome "sent" or
 
 
 def trace_record(
-    execution: Execution, events: list[Event], service_id: str, backend: str
+    execution: Execution, terminal: Event, events: list[Event], service_id: str, backend: str
 ) -> dict[str, Any]:
     """The reference's record for one finished execution; ``question`` carries no secrets."""
     request = execution.request
-    outcome = execution.outcome
     start_ms = int(execution.created_at * 1000)
-    end_ms = int((execution.finished_at or execution.updated_at) * 1000)
-    first_change = next((e.at for e in events if e.seq > 1), execution.finished_at)
+    end_ms = int(terminal.at * 1000)
+    first_change = next((e.at for e in events if e.seq > 1), terminal.at)
     question = {
         "project_id": request.project_id,
         "sid": request.sid,
@@ -43,11 +42,12 @@ def trace_record(
         "exec_position": request.exec_position,
         "version": request.version,
     }
+    code, message = terminal.data.get("code"), terminal.data.get("message", "")
     answer = {
-        "code": outcome.code if outcome else None,
-        "message": outcome.message if outcome else None,
+        "code": code,
+        "message": message,
         "sid": request.sid,
-        "data": outcome.data if outcome else None,
+        "data": terminal.data.get("data"),
     }
     return {
         "service_id": service_id,
@@ -63,9 +63,7 @@ def trace_record(
         "start_time": start_ms,
         "end_time": end_ms,
         "duration": end_ms - start_ms,
-        "first_frame_duration": int(
-            ((first_change or execution.created_at) - execution.created_at) * 1000
-        ),
+        "first_frame_duration": int((first_change - execution.created_at) * 1000),
         "srv": {
             "execution_id": execution.id,
             "project_id": request.project_id,
@@ -73,10 +71,7 @@ def trace_record(
             "upstream_id": execution.upstream_id,
         },
         "srv_tag": {"tool_id": request.project_id},
-        "status": {
-            "code": outcome.code if outcome else None,
-            "message": outcome.message if outcome else "",
-        },
+        "status": {"code": code, "message": message},
         "usage": {
             "question_tokens": 0,
             "prompt_tokens": 0,
@@ -92,7 +87,6 @@ def trace_record(
                 "time": int(e.at * 1000),
             }
             for e in events
-            if e.kind is not EventKind.PROGRESS
         ],
     }
 
