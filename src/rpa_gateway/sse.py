@@ -8,8 +8,10 @@ byte framing, which keeps the per-stream cost to one generator.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping
+from typing import Protocol
 
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 MEDIA_TYPE = "text/event-stream"
 
@@ -43,8 +45,30 @@ def frame(
     return "".join(parts).encode()
 
 
+class StreamCounter(Protocol):
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+
 class EventStreamResponse(StreamingResponse):
-    def __init__(self, content: AsyncIterable[bytes], status_code: int = 200) -> None:
+    def __init__(
+        self,
+        content: AsyncIterable[bytes],
+        status_code: int = 200,
+        counter: StreamCounter | None = None,
+    ) -> None:
         super().__init__(
             content, status_code=status_code, headers=dict(HEADERS), media_type=MEDIA_TYPE
         )
+        self._counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._counter is None:
+            await super().__call__(scope, receive, send)
+            return
+        self._counter.opened()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._counter.closed()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.fakes.threaded import ThreadedServer
 
 
 @dataclass
@@ -38,7 +39,7 @@ class OtlpReceiver:
     raw: list[bytes] = field(default_factory=list)
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def endpoint(self) -> str:
@@ -93,33 +94,15 @@ class OtlpReceiver:
         raise AssertionError(f"no such span after {timeout}s; got {[s.name for s in self.spans]}")
 
     def start(self) -> OtlpReceiver:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application(client_max_size=64 * 1024 * 1024)
-            app.router.add_post("/v1/traces", self._traces)
-            app.router.add_post("/v1/metrics", self._metrics)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = runner.addresses[0][1]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="otlp-receiver", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", self._traces)
+        app.router.add_post("/v1/metrics", self._metrics)
+        self._server = ThreadedServer(app)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        self._server.stop()
 
 
 def _attributes(pairs: Any) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.threaded import ThreadedServer
+
 CREATE_PATH = "/api/rpa-openapi/workflows/execute-async"
 QUERY_PATH = "/api/rpa-openapi/executions"
 
@@ -67,8 +69,6 @@ class FakeUpstream:
         self.cancels: list[str] = []
         self.authorizations: set[str] = set()
         self.traceparents: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
         self.port = 0
 
     # --- scripting ------------------------------------------------------------
@@ -245,31 +245,12 @@ class FakeUpstream:
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self, port: int = 0) -> FakeUpstream:
-        ready = threading.Event()
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            runner = web.AppRunner(self.app(), access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", port)
-            loop.run_until_complete(site.start())
-            self._runner = runner
-            self.port = runner.addresses[0][1]
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="fake-upstream", daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._server = ThreadedServer(self.app(), port)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        self._server.stop()
 
 
 def _envelope(data: Any, status: int = 200) -> web.Response:

@@ -8,14 +8,10 @@ from starlette.responses import Response
 from rpa_gateway.api import compat_wire
 from rpa_gateway.api.body import (
     bearer_token,
-    idempotency_key,
     last_event_id,
-    parse_exec_body,
-    read_json_object,
-    trace_parent,
 )
 from rpa_gateway.api.components import components
-from rpa_gateway.api.errors import draining
+from rpa_gateway.api.create import create_execution
 from rpa_gateway.sse import EventStreamResponse
 
 router = APIRouter()
@@ -49,16 +45,7 @@ async def exec_rpa(request: Request) -> Response:
         execution = parts.executions.attach(cursor[0], token)
         after = cursor[1]
     else:
-        if parts.lifecycle.draining:
-            raise draining()
-        key = idempotency_key(request)
-        body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
-        execution, _ = parts.executions.create(
-            body.to_request(trace_parent(request)),
-            token,
-            idempotency_key=key,
-            request_hash=body.request_hash(),
-        )
+        execution, _ = await create_execution(request, parts, token)
         after = 0
     settings = parts.settings
     events = parts.executions.follow(execution.id, after, settings.xiaowu_rpa_ping_interval)
@@ -69,4 +56,4 @@ async def exec_rpa(request: Request) -> Response:
         retry_ms=settings.rpa_reconnect_delay_ms,
         last_event_id=f"{execution.id}:{after}",
     )
-    return EventStreamResponse(parts.telemetry.track_stream(body_stream))
+    return EventStreamResponse(body_stream, counter=parts.telemetry.streams)

@@ -10,14 +10,11 @@ from starlette.responses import JSONResponse, Response
 from rpa_gateway.api import native_wire
 from rpa_gateway.api.body import (
     bearer_token,
-    idempotency_key,
     last_event_id,
-    parse_exec_body,
-    read_json_object,
-    trace_parent,
 )
 from rpa_gateway.api.components import components
-from rpa_gateway.api.errors import ErrorBody, RequestRejected, draining
+from rpa_gateway.api.create import create_execution as create
+from rpa_gateway.api.errors import ErrorBody, RequestRejected
 from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
 from rpa_gateway.executions import Status
 from rpa_gateway.sse import EventStreamResponse
@@ -46,19 +43,8 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     description="Same body as `/rpa/v1/exec`. Answers at once; follow it with `/events`. "
     "An `Idempotency-Key` header returns the execution already made with that key.",
 )
-async def create_execution(request: Request) -> JSONResponse:
-    parts = components(request)
-    token = bearer_token(request)
-    if parts.lifecycle.draining:
-        raise draining()
-    key = idempotency_key(request)
-    body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
-    execution, created = parts.executions.create(
-        body.to_request(trace_parent(request)),
-        token,
-        idempotency_key=key,
-        request_hash=body.request_hash(),
-    )
+async def start_execution(request: Request) -> JSONResponse:
+    execution, created = await create(request, components(request), bearer_token(request))
     headers = {"Location": f"/rpa/v1/executions/{execution.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -130,7 +116,7 @@ async def execution_events(
     execution = parts.executions.attach(execution_id, token)
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
-    return EventStreamResponse(parts.telemetry.track_stream(body_stream))
+    return EventStreamResponse(body_stream, counter=parts.telemetry.streams)
 
 
 @router.post(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from rpa_gateway.config import Settings
+from rpa_gateway.sse import StreamCounter
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
 from rpa_gateway.telemetry.metrics import Instruments, meter_provider
@@ -97,18 +97,16 @@ class Telemetry:
             f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
         )
 
-    def track_stream(self, body: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
-        if self.instruments is None:
-            return body
-        return self._tracked(body)
+    @property
+    def streams(self) -> StreamCounter | None:
+        """Counts open SSE responses for the ``rpa_open_streams`` gauge (when metrics are on)."""
+        return self if self.instruments is not None else None
 
-    async def _tracked(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    def opened(self) -> None:
         self._open_streams += 1
-        try:
-            async for chunk in body:
-                yield chunk
-        finally:
-            self._open_streams -= 1
+
+    def closed(self) -> None:
+        self._open_streams -= 1
 
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:

@@ -116,6 +116,5 @@ class InstrumentedCalls:
                 f"rpa.backend.{operation}",
                 context=context,
                 kind=SpanKind.CLIENT,
-                attributes={"rpa.operation": operation},
             )
         return _InstrumentedCall(operation, span, self._instruments)
