@@ -310,3 +310,24 @@ def test_a_run_dies_with_the_service_and_is_reported_lost(local, tmp_path: Path)
         restarted.stop()
     assert resumed.terminal["code"] == 55002
     assert "lost" in resumed.terminal["message"]
+
+
+def test_projects_get_params_but_not_the_services_secrets(local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_project(
+        local.projects,
+        "nosy",
+        """
+        import json, os, sys
+        print("x" * 300_000, flush=True)   # prints before reading stdin: must not block
+        params = json.load(sys.stdin)
+        leaked = sorted(k for k in os.environ if k.startswith(("RPA_TOKEN", "XIAOWU_")))
+        print(json.dumps({"event": "result", "data": {"size": len(params["blob"]),
+              "leaked": leaked, "env_params": "RPA_PARAMS" in os.environ}}))
+    """,
+    )
+    key = "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4"
+    gateway = local(RPA_TOKEN_KEY=key)
+    result = exec_stream(
+        gateway.base_url, {"project_id": "nosy", "params": {"blob": "b" * 200_000}}, timeout=30
+    )
+    assert result.terminal["data"] == {"size": 200_000, "leaked": [], "env_params": False}

@@ -9,6 +9,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import FAST
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
@@ -143,3 +145,34 @@ def test_sigterm_tells_streams_to_reconnect_and_the_next_process_finishes(
         second.stop()
     assert resumed.terminal["code"] == 0
     assert fake.creates_for(pid) == 1
+
+
+def test_cancelling_an_execution_that_waits_for_its_owner(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, duration=60)
+    settings = {**FAST, **fake.env()}  # no RPA_TOKEN_KEY: tokens live in memory only
+    first = GatewayProcess(settings, tmp_path).start()
+    event_id = exec_stream(
+        first.base_url, {"project_id": pid}, token="owner", stop_after_lines=1
+    ).ids[0]
+    wait_until_all_running(first.database, 1)
+    first.stop(signal.SIGKILL)
+    second = GatewayProcess(settings, tmp_path).start()
+    try:
+        execution_id = event_id.rsplit(":", 1)[0]
+        cancelled = httpx.post(
+            f"{second.base_url}/rpa/v1/executions/{execution_id}/cancel",
+            headers={"Authorization": "owner"},
+            timeout=20,
+        )
+        assert cancelled.status_code == 200
+        assert cancelled.json()["result"]["code"] == 55004
+        resumed = exec_stream(
+            second.base_url, {"project_id": pid}, token="owner", headers={"Last-Event-ID": event_id}
+        )
+    finally:
+        second.stop()
+    assert resumed.terminal["code"] == 55004
+    assert fake.cancels.count(fake.runs_for(pid)[0].id) == 1

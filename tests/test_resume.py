@@ -122,3 +122,19 @@ def test_native_events_of_another_execution_id_is_rejected(
         headers={"Authorization": "t-secret", "Last-Event-ID": f"{uuid.uuid4().hex}:1"},
     )
     assert response.status_code == 400
+
+
+def test_resuming_at_the_end_sends_the_end_again(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    """An EventSource reconnects after the server closes the stream, with the last id."""
+    pid = long_project(fake, polls=1)
+    full = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
+    last = full.ids[-1]
+    again = exec_stream(
+        gateway.base_url, {"project_id": pid}, headers={"Last-Event-ID": last}, timeout=10
+    )
+    assert again.terminal == full.terminal
+    execution_id, seq = last.rsplit(":", 1)
+    status, frames, _ = events(gateway.base_url, execution_id, params={"after": seq})
+    assert status == 200 and [f["event"] for f in frames] == ["terminal"]

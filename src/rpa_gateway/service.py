@@ -113,12 +113,13 @@ class ExecutionService:
         self._supervisor.start(execution, token)
         return execution, True
 
-    def attach(self, execution_id: str, token: str) -> Execution:
+    def attach(self, execution_id: str, token: str, *, resume: bool = True) -> Execution:
         """The caller's execution; one waiting for its owner's token is resumed with it."""
         execution = self._store.get(execution_id)
         if execution is None or not self._vault.owns(execution.owner, token):
             raise ExecutionNotFound(execution_id)
-        self._resume_if_parked(execution, token)
+        if resume:
+            self._resume_if_parked(execution, token)
         return execution
 
     def run_info(self, execution: Execution) -> TaskInfo | None:
@@ -143,7 +144,8 @@ class ExecutionService:
 
     async def cancel(self, execution_id: str, token: str) -> Execution:
         """Cancel and wait (briefly) for the end.  Raises ExecutionNotFound, AlreadyFinished."""
-        execution = self.attach(execution_id, token)
+        # Not resumed first: a waiting execution is started by the cancel itself, flag set.
+        execution = self.attach(execution_id, token, resume=False)
         if execution.finished_at is not None:
             if execution.cancel_requested and execution.status is Status.CANCELLED:
                 return execution  # cancelled already: asking again changes nothing
@@ -204,6 +206,14 @@ class ExecutionService:
                     yield event
                     cursor = event.seq
                     if event.kind is EventKind.TERMINAL:
+                        return
+                if after_seq > 0:
+                    # Resumed at or past the end (EventSource reconnects after the last
+                    # event): nothing more will come, so send the end again.
+                    finished = self._store.get(execution_id)
+                    if finished is not None and finished.finished_at is not None:
+                        for event in self._store.events_after(execution_id, finished.last_seq - 1):
+                            yield event
                         return
                 while True:
                     try:

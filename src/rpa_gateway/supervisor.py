@@ -60,6 +60,7 @@ class Supervisor:
         self._policy = policy
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
+        self._started: set[str] = set()  # tasks whose body has begun (see cancel)
 
     @property
     def active(self) -> int:
@@ -78,6 +79,7 @@ class Supervisor:
         task.add_done_callback(lambda _: self._forget(execution.id))
 
     def _forget(self, execution_id: str) -> None:
+        self._started.discard(execution_id)
         self._tasks.pop(execution_id, None)
         self._executions.pop(execution_id, None)
 
@@ -93,7 +95,10 @@ class Supervisor:
             return
         driven.cancel_requested = True
         self._store.save(driven)
-        self._tasks[execution.id].cancel()
+        if execution.id in self._started:
+            self._tasks[execution.id].cancel()
+        # Not started yet: a task cancelled before its first step never runs its body, so
+        # leave it be; _outcome sees the flag first thing.
 
     async def wait(self, execution_id: str) -> None:
         task = self._tasks.get(execution_id)
@@ -108,6 +113,7 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive(self, execution: Execution, token: str) -> None:
+        self._started.add(execution.id)
         current_execution.set(ExecutionContext(execution.id, execution.request.sid))
         try:
             outcome = await self._outcome(execution, token)
@@ -117,12 +123,22 @@ class Supervisor:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            outcome = await self._cancelled(execution, token)
+            outcome = await self._cancelled_anyway(execution, token)
         except Exception as exc:
             log.exception("execution %s failed inside the service", execution.id)
             detail = _redact(f"{type(exc).__name__}: {exc}", token)
             outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
         self._finish(execution, _redact_outcome(outcome, token))
+
+    async def _cancelled_anyway(self, execution: Execution, token: str) -> Outcome:
+        """The caller's cancel ends the execution even when telling the backend fails."""
+        try:
+            return await self._cancelled(execution, token)
+        except Exception:
+            log.exception("execution %s: cancelling upstream failed", execution.id)
+            return Outcome(
+                Status.CANCELLED, Code.CANCELLED, codes.cancelled_message("cancelled by the caller")
+            )
 
     async def _outcome(self, execution: Execution, token: str) -> Outcome:
         if execution.cancel_requested:

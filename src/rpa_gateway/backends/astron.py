@@ -26,6 +26,7 @@ from rpa_gateway.backends.base import (
 )
 from rpa_gateway.executions import ExecutionRequest, JsonObject
 from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
+from rpa_gateway.telemetry.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class AstronBackend:
                 status, raw = await self._exchange("POST", self._create_url, token, call, body)
             except _TransportError as exc:
                 raise CreateFailed(exc.detail, retryable=exc.never_sent) from None
-            envelope = _envelope(status, raw)
+            envelope = _envelope(status, raw, token)
             if isinstance(envelope, str):
                 call.failed("bad_reply")
                 raise CreateFailed(envelope)
@@ -115,7 +116,7 @@ class AstronBackend:
                 or not execution_id
             ):
                 call.failed("refused")
-                raise CreateFailed(_upstream_message(status, envelope))
+                raise CreateFailed(_upstream_message(status, envelope, token))
             return execution_id
 
     async def status(self, task_id: str, token: str) -> TaskState:
@@ -125,13 +126,13 @@ class AstronBackend:
                 status, raw = await self._exchange("GET", url, token, call)
             except _TransportError as exc:
                 raise QueryFault(exc.detail) from None
-            envelope = _envelope(status, raw)
+            envelope = _envelope(status, raw, token)
             if isinstance(envelope, str):
                 call.failed("bad_reply")
                 raise QueryFault(envelope)
             if envelope.get("code") != SUCCESS:
                 call.failed("refused")
-                raise QueryFault(_upstream_message(status, envelope))
+                raise QueryFault(_upstream_message(status, envelope, token))
             data = envelope.get("data")
             execution = data.get("execution") if isinstance(data, dict) else None
             if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
@@ -149,7 +150,7 @@ class AstronBackend:
             except _TransportError as exc:
                 log.warning("cancel request failed: %s", exc.detail)
                 return False
-            envelope = _envelope(status, raw)
+            envelope = _envelope(status, raw, token)
             accepted = not isinstance(envelope, str) and envelope.get("code") == SUCCESS
             if not accepted:
                 call.failed("refused")
@@ -203,30 +204,30 @@ class _TransportError(Exception):
         self.never_sent = never_sent
 
 
-def _envelope(status: int, raw: bytes) -> dict[str, Any] | str:
+def _envelope(status: int, raw: bytes, token: str) -> dict[str, Any] | str:
     """The decoded reply, or a one-line reason why it is not a usable envelope."""
     try:
         decoded = json.loads(raw)
     except ValueError:
-        return f"HTTP {status}: reply is not JSON ({_snippet(raw)})"
+        return f"HTTP {status}: reply is not JSON ({_snippet(raw, token)})"
     if not isinstance(decoded, dict):
         return f"HTTP {status}: reply is not a JSON object"
     if "code" not in decoded and status >= 400:
-        return f"HTTP {status}: {_clip(str(decoded.get('detail', decoded)))}"
+        return f"HTTP {status}: {_clip(str(decoded.get('detail', decoded)), token)}"
     return decoded
 
 
-def _upstream_message(status: int, envelope: dict[str, Any]) -> str:
+def _upstream_message(status: int, envelope: dict[str, Any], token: str) -> str:
     code, msg = envelope.get("code"), envelope.get("msg")
     if msg:
-        return _clip(str(msg))
+        return _clip(str(msg), token)
     return f"HTTP {status}, upstream code {code!s}"
 
 
 def _task_state(execution: dict[str, Any]) -> TaskState:
     upstream_status = str(execution["status"])
     error = execution.get("error")
-    error_text = _clip(str(error)) if error else None
+    error_text = _clip(str(error), "") if error else None
     if upstream_status == "COMPLETED":
         result = execution.get("result")
         outputs = result.get("data") if isinstance(result, dict) else None
@@ -265,10 +266,12 @@ def _os_reason(exc: aiohttp.ClientOSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _snippet(raw: bytes) -> str:
-    text = " ".join(raw[:80].decode("utf-8", "replace").split())
-    return text or "empty body"
+def _snippet(raw: bytes, token: str) -> str:
+    text = " ".join(redact(raw[:400].decode("utf-8", "replace"), (token,)).split())
+    return text[:80] or "empty body"
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, token: str) -> str:
+    """Redacted first, then cut: a cut must never leave a piece of the token behind."""
+    text = redact(text, (token,))
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

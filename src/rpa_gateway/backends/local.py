@@ -150,8 +150,10 @@ class LocalBackend:
             self._waiting.remove(task_id)
             self._contexts.pop(task_id, None)
             run.end_before_start(TaskPhase.CANCELLED, "cancelled while queued")
-            return True
-        await run.stop(TaskPhase.CANCELLED)
+        else:
+            await run.stop(TaskPhase.CANCELLED)
+        # The supervisor stopped watching (cancel or deadline): nobody else will drop it.
+        self._runs.pop(task_id, None)
         return True
 
     async def aclose(self) -> None:

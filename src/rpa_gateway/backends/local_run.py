@@ -89,9 +89,11 @@ class LocalRun:
 
     async def stop(self, phase: TaskPhase) -> None:
         """Ends the run: SIGTERM to its group, SIGKILL after the grace period."""
-        if self._process is None or self.final is not None:
+        if self.final is not None:
             return
         self._stopping = phase
+        if self._process is None:
+            return  # not spawned yet: _run sees _stopping and ends it at once
         _signal_group(self._process.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(self.kill_grace):
@@ -111,17 +113,14 @@ class LocalRun:
 
     # --- the process ---------------------------------------------------------------
     async def _run(self) -> None:
+        if self._stopping is not None:
+            self._emit_final(TaskState(self._stopping, self._stopping.name))
+            return
         params_json = json.dumps(self.params, ensure_ascii=False)
-        env = {
-            **os.environ,
-            "RPA_PARAMS": params_json,
-            "RPA_PROJECT_ID": self.project.id,
-            "PYTHONUNBUFFERED": "1",
-        }
         process = await asyncio.create_subprocess_exec(
             *self.project.command,
             cwd=self.project.folder,
-            env=env,
+            env=_run_environment(self.project.id, params_json),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -129,17 +128,19 @@ class LocalRun:
             preexec_fn=_die_with_parent,
         )
         self._process = process
+        if self._stopping is not None:  # stopped while it was being spawned
+            _signal_group(process.pid, signal.SIGKILL)
         self._updates.put_nowait(TaskState(TaskPhase.WORKING, "RUNNING"))
         assert process.stdin is not None and process.stdout is not None
         assert process.stderr is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            process.stdin.write(params_json.encode())
-            await process.stdin.drain()
-            process.stdin.close()
         try:
             async with asyncio.timeout(self.project.timeout):
+                # Fed while reading: a project that prints before reading stdin (or never
+                # reads it) must not block on a full pipe.
                 await asyncio.gather(
-                    self._read_stdout(process.stdout), self._read_stderr(process.stderr)
+                    _feed(process.stdin, params_json.encode()),
+                    self._read_stdout(process.stdout),
+                    self._read_stderr(process.stderr),
                 )
                 returncode = await process.wait()
         except TimeoutError:
@@ -257,6 +258,28 @@ def _json_object(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+# Secrets and settings of the service itself are not the project's business.
+_PRIVATE_PREFIXES = ("RPA_", "XIAOWU_", "OTLP_", "OTEL_", "KAFKA_")
+# Linux refuses a single environment string over 128 KiB; params always arrive on stdin.
+_MAX_PARAMS_IN_ENVIRONMENT = 100_000
+
+
+def _run_environment(project_id: str, params_json: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+    env["RPA_PROJECT_ID"] = project_id
+    env["PYTHONUNBUFFERED"] = "1"
+    if len(params_json.encode()) <= _MAX_PARAMS_IN_ENVIRONMENT:
+        env["RPA_PARAMS"] = params_json
+    return env
+
+
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+        stdin.close()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
