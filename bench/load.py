@@ -402,11 +402,7 @@ def print_report(report: dict[str, Any], path: Path) -> None:
     print("\n".join(lines))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, default=1000, help="streams to open")
-    parser.add_argument("--rate", type=float, default=100.0, help="streams opened per second")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds each run lasts")
+def add_gateway_env_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway-env",
         action="append",
@@ -414,7 +410,18 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="extra environment for the gateway (repeatable)",
     )
-    args = parser.parse_args()
+
+
+def run_and_record(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace, Path], dict[str, Any]],
+    result_name: str,
+    report: Callable[[dict[str, Any], Path], None],
+) -> dict[str, Any] | None:
+    """The common driver: check --gateway-env, run ``measure`` in a temporary directory with
+    the fd limit raised and signals handled, write ``bench/results/<result_name>.json`` and
+    print it.  ``None`` when interrupted (both services are stopped either way)."""
     if any("=" not in item for item in args.gateway_env):
         parser.error("--gateway-env takes KEY=VALUE")
     raise_fd_limit()  # the gateway and the client inherit it
@@ -422,14 +429,27 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         with tempfile.TemporaryDirectory(prefix="rpa-bench-") as tmp:
-            report = bench(args, Path(tmp))
+            result = measure(args, Path(tmp))
     except KeyboardInterrupt:
         print("interrupted; the gateway and the fake upstream were stopped", file=sys.stderr)
-        return 130
-    path = RESULTS / f"load-{args.streams}x{args.rate:g}.json"
+        return None
+    path = RESULTS / f"{result_name}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print_report(report, path)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, path)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1000, help="streams to open")
+    parser.add_argument("--rate", type=float, default=100.0, help="streams opened per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds each run lasts")
+    add_gateway_env_option(parser)
+    args = parser.parse_args()
+    report = run_and_record(parser, args, bench, f"load-{args.streams}x{args.rate:g}", print_report)
+    if report is None:
+        return 130
     ok = report["success_rate_pct"] == 100.0
     return 0 if ok and report["upstream_creates"] == report["upstream_creates_expected"] else 1
 

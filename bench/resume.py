@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,11 +32,11 @@ import aiohttp
 import uvloop
 
 from load import (
-    RESULTS,
     ROOT,
     TOKEN,
     WARMUP_STREAMS,
     Services,
+    add_gateway_env_option,
     cpu_ms,
     gateway_source,
     judge_frames,
@@ -46,6 +44,7 @@ from load import (
     percentile,
     raise_fd_limit,
     response_failure,
+    run_and_record,
     services,
     warm_up,
 )
@@ -459,29 +458,11 @@ def main() -> int:
     parser.add_argument(
         "--idle-window", type=float, default=1.0, help="seconds of idle CPU measured before"
     )
-    parser.add_argument(
-        "--gateway-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the gateway (repeatable)",
-    )
+    add_gateway_env_option(parser)
     args = parser.parse_args()
-    if any("=" not in item for item in args.gateway_env):
-        parser.error("--gateway-env takes KEY=VALUE")
-    raise_fd_limit()  # the gateway and the client inherit it
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        with tempfile.TemporaryDirectory(prefix="rpa-bench-") as tmp:
-            report = bench(args, Path(tmp))
-    except KeyboardInterrupt:
-        print("interrupted; the gateway and the fake upstream were stopped", file=sys.stderr)
+    report = run_and_record(parser, args, bench, f"resume-{args.reconnects}", print_report)
+    if report is None:
         return 130
-    path = RESULTS / f"resume-{args.reconnects}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print_report(report, path)
     ok = report["success_rate_pct"] == 100.0 and report["first_line_kinds"] == {
         "replay": args.reconnects
     }

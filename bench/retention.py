@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,17 +32,18 @@ import aiohttp
 import uvloop
 
 from load import (
-    RESULTS,
     ROOT,
     TOKEN,
     WARMUP_STREAMS,
     Services,
+    add_gateway_env_option,
     cpu_ms,
     gateway_source,
     mem_kb,
     percentile,
     raise_fd_limit,
     read_stream,
+    run_and_record,
     services,
     warm_up,
 )
@@ -393,31 +392,13 @@ def main() -> int:
     parser.add_argument(
         "--sample-every", type=int, default=0, help="executions between samples (executions/20)"
     )
-    parser.add_argument(
-        "--gateway-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the gateway (repeatable)",
-    )
+    add_gateway_env_option(parser)
     args = parser.parse_args()
-    if any("=" not in item for item in args.gateway_env):
-        parser.error("--gateway-env takes KEY=VALUE")
     if args.executions < 1 or args.concurrency < 1:
         parser.error("--executions and --concurrency must be at least 1")
-    raise_fd_limit()  # the gateway and the client inherit it
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        with tempfile.TemporaryDirectory(prefix="rpa-bench-") as tmp:
-            report = bench(args, Path(tmp))
-    except KeyboardInterrupt:
-        print("interrupted; the gateway and the fake upstream were stopped", file=sys.stderr)
+    report = run_and_record(parser, args, bench, f"retention-{args.executions}", print_report)
+    if report is None:
         return 130
-    path = RESULTS / f"retention-{args.executions}.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print_report(report, path)
     ok = report["success_rate_pct"] == 100.0
     return 0 if ok and report["upstream_creates"] == report["upstream_creates_expected"] else 1
 
