@@ -96,63 +96,29 @@ def test_projects_are_listed(gateway: GatewayProcess) -> None:
     assert countdown["params_schema"]["required"] == ["seconds"]
 
 
-def test_cli_run_shows_progress_and_prints_the_result(gateway: GatewayProcess) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rpa_gateway",
-            "run",
-            "countdown",
-            "-p",
-            "seconds=1",
-            "--url",
-            gateway.base_url,
-        ],
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "run", *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_cli_run_shows_progress_and_prints_the_result(gateway: GatewayProcess) -> None:
+    done = cli("countdown", "-p", "seconds=1", "--url", gateway.base_url)
     assert done.returncode == 0, done.stderr
     assert '"seconds": 1' in done.stdout
     assert "[  0.0%] 1 s left" in done.stderr
 
 
 def test_cli_run_fails_with_the_message(gateway: GatewayProcess) -> None:
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rpa_gateway",
-            "run",
-            "page-title",
-            "-p",
-            "url=http://127.0.0.1:9/",
-            "--url",
-            gateway.base_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    failed = cli("page-title", "-p", "url=http://127.0.0.1:9/", "--url", gateway.base_url)
     assert failed.returncode == 1
     assert "failed (55002)" in failed.stderr and "cannot fetch" in failed.stderr
-    refused = subprocess.run(
-        [sys.executable, "-m", "rpa_gateway", "run", "no-such-project", "--url", gateway.base_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = cli("no-such-project", "--url", gateway.base_url)
     assert refused.returncode == 2
     assert "refused (HTTP 422)" in refused.stderr
-    unreachable = subprocess.run(
-        [sys.executable, "-m", "rpa_gateway", "run", "hello", "--url", "http://127.0.0.1:9"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unreachable = cli("hello", "--url", "http://127.0.0.1:9")
     assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr

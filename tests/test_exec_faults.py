@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import unquote
 
 import pytest
 
 from tests.conftest import GatewayFactory
-from tests.fakes.rpa_upstream import QUERY_PATH, FakeUpstream
+from tests.fakes.rpa_upstream import QUERY_PATH, FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess, free_port
 from tests.sse_client import exec_stream
 from tests.store_reader import execution_row
@@ -16,15 +15,11 @@ from tests.store_reader import execution_row
 QUERY_FAULTS = ["http500", "html502", "malformed", "reset", "slow", "code5001"]
 
 
-def project() -> str:
-    return f"p-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.mark.parametrize("fault", QUERY_FAULTS)
 def test_transient_query_fault_is_retried_to_success(
     gateway: GatewayProcess, fake: FakeUpstream, fault: str
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         steps=[
@@ -58,7 +53,7 @@ def test_transient_query_fault_is_retried_to_success(
 def test_persistent_query_fault_fails_with_55002_naming_the_reason(
     gateway: GatewayProcess, fake: FakeUpstream, fault: str, reason: str
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(pid, steps=[{"fault": fault, "seconds": 2}])
     result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
     assert result.terminal["code"] == 55002
@@ -71,7 +66,7 @@ def test_persistent_query_fault_fails_with_55002_naming_the_reason(
 
 
 def test_faults_must_be_consecutive_to_fail(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         steps=[
@@ -106,7 +101,7 @@ def test_faults_must_be_consecutive_to_fail(gateway: GatewayProcess, fake: FakeU
 def test_create_failure_is_55001_and_never_retried(
     gateway: GatewayProcess, fake: FakeUpstream, create: dict[str, object], detail: str
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(pid, create=create)
     result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
     assert result.terminal["code"] == 55001
@@ -135,7 +130,7 @@ def test_unreachable_upstream_is_retried_then_55001(start_gateway: GatewayFactor
 def test_upstream_execution_id_is_escaped_in_the_query_path(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         create={"execution_id": "../admin?x=1#frag"},

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import httpx
 import pytest
 
-from tests.fakes.rpa_upstream import FakeUpstream
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
 
 
-def project() -> str:
-    return f"p-{uuid.uuid4().hex[:8]}"
-
-
 def test_stream_headers_are_proxy_safe(gateway: GatewayProcess) -> None:
-    result = exec_stream(gateway.base_url, {"project_id": project(), "sid": "s"})
+    result = exec_stream(gateway.base_url, {"project_id": new_project_id(), "sid": "s"})
     headers = result.headers
     assert headers["content-type"] == "text/event-stream; charset=utf-8"
     assert headers["cache-control"] == "no-cache, no-transform"
@@ -30,7 +25,7 @@ def test_stream_headers_are_proxy_safe(gateway: GatewayProcess) -> None:
 def test_pings_are_comments_while_the_robot_works(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     # The poll ceiling is 0.2 s in tests, so ~12 PENDING replies last over 2 s,
     # several ping intervals (0.2 s): every quiet interval must carry a ping.
     fake.script(
@@ -46,7 +41,7 @@ def test_pings_are_comments_while_the_robot_works(
 def test_authorization_with_or_without_bearer_is_forwarded_as_bearer(
     gateway: GatewayProcess, fake: FakeUpstream, authorization: str
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"}, token=authorization)
     assert result.terminal["code"] == 0
     (run,) = fake.runs_for(pid)
@@ -56,7 +51,7 @@ def test_authorization_with_or_without_bearer_is_forwarded_as_bearer(
 def test_body_fields_are_forwarded_and_unknown_ones_ignored(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     body = {
         "project_id": pid,
         "sid": "s",
@@ -78,14 +73,14 @@ def test_body_fields_are_forwarded_and_unknown_ones_ignored(
 
 
 def test_sid_is_generated_when_absent(gateway: GatewayProcess) -> None:
-    first = exec_stream(gateway.base_url, {"project_id": project()})
-    second = exec_stream(gateway.base_url, {"project_id": project()})
+    first = exec_stream(gateway.base_url, {"project_id": new_project_id()})
+    second = exec_stream(gateway.base_url, {"project_id": new_project_id()})
     assert first.terminal["sid"] and second.terminal["sid"]
     assert first.terminal["sid"] != second.terminal["sid"]
 
 
 def test_same_sid_twice_runs_twice(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    pid = project()
+    pid = new_project_id()
     for value in (1, 2):
         result = exec_stream(
             gateway.base_url, {"project_id": pid, "sid": "loop", "params": {"i": value}}
@@ -99,7 +94,7 @@ def test_missing_authorization_is_401(
     gateway: GatewayProcess, fake: FakeUpstream, token: str | None
 ) -> None:
     before = len(fake.creates)
-    result = exec_stream(gateway.base_url, {"project_id": project()}, token=token)
+    result = exec_stream(gateway.base_url, {"project_id": new_project_id()}, token=token)
     assert result.status_code == 401
     assert "Authorization" in json.loads(result.body)["message"]
     assert len(fake.creates) == before

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from tests.fakes.rpa_upstream import FakeUpstream
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
-
-
-def project() -> str:
-    return f"p-{uuid.uuid4().hex[:8]}"
 
 
 def test_completed_run_returns_result_data_as_outputs(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         steps=[
@@ -46,7 +40,7 @@ def test_completed_run_returns_result_data_as_outputs(
 def test_completed_without_outputs_gives_empty_object(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(pid, steps=[{"status": "COMPLETED", "result": None}])
     result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
     assert result.terminal["code"] == 0
@@ -54,7 +48,7 @@ def test_completed_without_outputs_gives_empty_object(
 
 
 def test_failed_run_reports_upstream_error(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid, steps=[{"status": "PENDING"}, {"status": "FAILED", "error": "robot crashed on step 3"}]
     )
@@ -66,7 +60,7 @@ def test_failed_run_reports_upstream_error(gateway: GatewayProcess, fake: FakeUp
 
 
 def test_cancelled_upstream_gets_its_own_code(gateway: GatewayProcess, fake: FakeUpstream) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(pid, steps=[{"status": "RUNNING"}, {"status": "CANCELLED"}])
     result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"})
     assert result.terminal["code"] == 55004
@@ -76,7 +70,7 @@ def test_cancelled_upstream_gets_its_own_code(gateway: GatewayProcess, fake: Fak
 def test_running_and_unknown_statuses_keep_waiting(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         steps=[
@@ -98,7 +92,7 @@ def test_running_and_unknown_statuses_keep_waiting(
 def test_each_state_change_sends_an_id_only_event(
     gateway: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    pid = project()
+    pid = new_project_id()
     fake.script(
         pid,
         steps=[

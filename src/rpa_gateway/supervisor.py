@@ -62,10 +62,6 @@ class Supervisor:
         self._executions: dict[str, Execution] = {}
         self._started: set[str] = set()  # tasks whose body has begun (see cancel)
 
-    @property
-    def active(self) -> int:
-        return len(self._tasks)
-
     def is_running(self, execution_id: str) -> bool:
         return execution_id in self._tasks
 

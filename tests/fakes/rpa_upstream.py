@@ -59,6 +59,11 @@ class FakeRun:
     cancelled: bool = False
 
 
+def new_project_id() -> str:
+    """A project id no other test uses, so the fake's counters are per test."""
+    return f"p-{uuid.uuid4().hex[:8]}"
+
+
 class FakeUpstream:
     def __init__(self) -> None:
         self._lock = threading.Lock()

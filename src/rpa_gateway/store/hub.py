@@ -61,6 +61,3 @@ class Hub:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscribers[execution_id]
-
-    def subscriber_count(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
