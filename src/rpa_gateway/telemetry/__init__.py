@@ -20,8 +20,9 @@ from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
 from rpa_gateway.telemetry.metrics import Instruments, meter_provider
 from rpa_gateway.telemetry.observer import ExecutionObserver
+from rpa_gateway.telemetry.spans import SpanRecorder
 from rpa_gateway.telemetry.tracelog import KafkaTraceLog
-from rpa_gateway.telemetry.tracing import tracer_provider
+from rpa_gateway.telemetry.tracing import span_recorder
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ __all__ = ["Telemetry"]
 class Telemetry:
     def __init__(self, settings: Settings) -> None:
         self._tracer_provider: TracerProvider | None = None
+        self._spans: SpanRecorder | None = None
         self._meter_provider: MeterProvider | None = None
         self.prometheus: CollectorRegistry | None = None
         self.instruments: Instruments | None = None
@@ -41,7 +43,7 @@ class Telemetry:
         self._open_streams = 0
         self._settings = settings
         if settings.otlp_enable:
-            self._tracer_provider = tracer_provider(settings)
+            self._spans, self._tracer_provider = span_recorder(settings)
         if settings.otlp_enable or settings.rpa_prometheus_enable:
             self._meter_provider, self.prometheus = meter_provider(settings)
             self.instruments = Instruments.on(
@@ -66,25 +68,20 @@ class Telemetry:
         """Start observing the store's events (only when something is switched on)."""
         if not self.enabled:
             return
-        tracer = (
-            self._tracer_provider.get_tracer("rpa_gateway")
-            if self._tracer_provider is not None
-            else None
-        )
         self._observer = ExecutionObserver(
             backend=backend_name,
             service_id=self._settings.otlp_service_name,
-            tracer=tracer,
+            spans=self._spans,
             instruments=self.instruments,
             tracelog=self.tracelog,
         )
         store.add_listener(self._observer.on_event)
-        self.calls = InstrumentedCalls(tracer, self.instruments, self._observer.span_of)
+        self.calls = InstrumentedCalls(self._spans, self.instruments, self._observer.span_of)
         if self.tracelog is not None:
             self._tasks.append(asyncio.create_task(self.tracelog.run(), name="kafka-poll"))
         log.info(
             "telemetry on: traces %s, metrics %s, kafka %s",
-            "OTLP" if tracer else "off",
+            "OTLP" if self._spans else "off",
             "+".join(
                 n
                 for n, on in (

@@ -12,15 +12,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from rpa_gateway.telemetry.context import current_execution
 from rpa_gateway.telemetry.metrics import Instruments
-
-# Only the W3C trace context travels upstream (no baggage: nothing of ours to carry).
-_PROPAGATOR = TraceContextTextMapPropagator()
+from rpa_gateway.telemetry.spans import CallSpan, OpenSpan, SpanRecorder
 
 
 class Call:
@@ -63,16 +57,23 @@ NO_CALLS: Calls = _NoCalls()
 
 
 class _InstrumentedCall(Call):
-    __slots__ = ("_instruments", "_operation", "_span", "_started")
+    __slots__ = ("_instruments", "_operation", "_recorder", "_span", "_started")
 
-    def __init__(self, operation: str, span: Span | None, instruments: Instruments | None) -> None:
+    def __init__(
+        self,
+        operation: str,
+        span: CallSpan | None,
+        recorder: SpanRecorder | None,
+        instruments: Instruments | None,
+    ) -> None:
         super().__init__()
         self._operation = operation
         self._span = span
+        self._recorder = recorder
         self._instruments = instruments
         self._started = time.perf_counter()
         if span is not None:
-            _PROPAGATOR.inject(self.headers, context=trace.set_span_in_context(span))
+            self.headers = span.traceparent()
 
     def __exit__(
         self,
@@ -89,32 +90,26 @@ class _InstrumentedCall(Call):
             )
             if self.error is not None:
                 self._instruments.upstream_errors.add(1, {**attributes, "kind": self.error})
-        if self._span is not None:
-            if self.error is not None:
-                self._span.set_status(Status(StatusCode.ERROR, self.error))
-            self._span.end()
+        if self._span is not None and self._recorder is not None:
+            self._recorder.end_call(self._span, self.error)
 
 
 class InstrumentedCalls:
     def __init__(
         self,
-        tracer: Tracer | None,
+        recorder: SpanRecorder | None,
         instruments: Instruments | None,
-        span_of: Callable[[str], Span | None],
+        span_of: Callable[[str], OpenSpan | None],
     ) -> None:
-        self._tracer = tracer
+        self._recorder = recorder
         self._instruments = instruments
         self._span_of = span_of
 
     def call(self, operation: str) -> Call:
-        span: Span | None = None
-        if self._tracer is not None:
+        span: CallSpan | None = None
+        if self._recorder is not None:
             where = current_execution.get()
             parent = self._span_of(where.execution_id) if where is not None else None
-            context = trace.set_span_in_context(parent) if parent is not None else None
-            span = self._tracer.start_span(
-                f"rpa.backend.{operation}",
-                context=context,
-                kind=SpanKind.CLIENT,
-            )
-        return _InstrumentedCall(operation, span, self._instruments)
+            if parent is not None:
+                span = self._recorder.start_call(f"rpa.backend.{operation}", parent)
+        return _InstrumentedCall(operation, span, self._recorder, self._instruments)

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
 from rpa_gateway.executions import Event, EventKind, Execution
 from rpa_gateway.telemetry.metrics import Instruments
+from rpa_gateway.telemetry.spans import Attributes, OpenSpan, SpanRecorder
 from rpa_gateway.telemetry.tracelog import KafkaTraceLog, trace_record
 
 log = logging.getLogger(__name__)
-
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def _ns(seconds: float) -> int:
@@ -33,16 +29,16 @@ class ExecutionObserver:
         *,
         backend: str,
         service_id: str,
-        tracer: Tracer | None,
+        spans: SpanRecorder | None,
         instruments: Instruments | None,
         tracelog: KafkaTraceLog | None,
     ) -> None:
         self._backend = backend
         self._service_id = service_id
-        self._tracer = tracer
+        self._recorder = spans
         self._instruments = instruments
         self._tracelog = tracelog
-        self._spans: dict[str, Span] = {}
+        self._spans: dict[str, OpenSpan] = {}
         # Events of each execution this process has seen begin (kept for the Kafka record).
         self._events: dict[str, list[Event]] = {}
 
@@ -51,7 +47,7 @@ class ExecutionObserver:
         """Executions begun and not finished in this process."""
         return len(self._events)
 
-    def span_of(self, execution_id: str) -> Span | None:
+    def span_of(self, execution_id: str) -> OpenSpan | None:
         return self._spans.get(execution_id)
 
     def on_event(self, event: Event, execution: Execution) -> None:
@@ -68,22 +64,19 @@ class ExecutionObserver:
                 span = self._spans.get(event.execution_id)
                 if span is not None:
                     span.add_event(
-                        f"rpa.{event.kind.value}", _event_attributes(event), timestamp=_ns(event.at)
+                        f"rpa.{event.kind.value}", _event_attributes(event), _ns(event.at)
                     )
         except Exception:
             log.exception("telemetry failed on an event of execution %s", event.execution_id)
 
     def _begin(self, execution: Execution) -> None:
-        if self._tracer is None:
+        if self._recorder is None:
             return
         request = execution.request
-        carrier = {"traceparent": request.trace_parent} if request.trace_parent else {}
-        parent = _PROPAGATOR.extract(carrier) if carrier else None
-        self._spans[execution.id] = self._tracer.start_span(
+        self._spans[execution.id] = self._recorder.begin(
             "rpa.execution",
-            context=parent,
-            kind=SpanKind.SERVER,
-            start_time=_ns(execution.created_at),
+            traceparent=request.trace_parent,
+            start_ns=_ns(execution.created_at),
             attributes={
                 "sid": request.sid,
                 "project_id": request.project_id,
@@ -106,23 +99,21 @@ class ExecutionObserver:
             self._instruments.executions.add(1, attributes)
             self._instruments.execution_duration.record(event.at - execution.created_at, attributes)
         span = self._spans.pop(event.execution_id, None)
-        if span is not None:
-            span.add_event("rpa.terminal", _event_attributes(event), timestamp=_ns(event.at))
-            span.set_attribute("code", code)
-            span.set_attribute("message", message)
+        if span is not None and self._recorder is not None:
+            span.add_event("rpa.terminal", _event_attributes(event), _ns(event.at))
+            span.attributes["code"] = code
+            span.attributes["message"] = message
             if execution.upstream_id:
-                span.set_attribute("upstream_id", execution.upstream_id)
-            if code != 0:
-                span.set_status(Status(StatusCode.ERROR, message))
-            span.end(end_time=_ns(event.at))
+                span.attributes["upstream_id"] = execution.upstream_id
+            self._recorder.finish(span, end_ns=_ns(event.at), error=message if code else None)
         if self._tracelog is not None:
             self._tracelog.send(
                 trace_record(execution, event, events, self._service_id, self._backend)
             )
 
 
-def _event_attributes(event: Event) -> dict[str, str | int | float]:
-    attributes: dict[str, str | int | float] = {"seq": event.seq}
+def _event_attributes(event: Event) -> Attributes:
+    attributes: Attributes = {"seq": event.seq}
     for key, value in event.data.items():
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             attributes[key] = value

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces: the tracer provider and its OTLP exporter."""
+"""OpenTelemetry traces: the OTLP exporter behind a batch processor, and the span recorder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from rpa_gateway.config import Settings
+from rpa_gateway.telemetry.spans import SpanRecorder
 
 
 def otlp_url(settings: Settings, signal: str) -> str | None:
@@ -27,18 +28,18 @@ def resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def tracer_provider(settings: Settings) -> TracerProvider:
+def span_recorder(settings: Settings) -> tuple[SpanRecorder, TracerProvider]:
+    """The recorder, and the provider whose ``shutdown`` flushes what it recorded."""
     provider = TracerProvider(resource=resource(settings))
     exporter = OTLPSpanExporter(
         endpoint=otlp_url(settings, "traces"), timeout=settings.otlp_trace_timeout / 1000
     )
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            exporter,
-            max_queue_size=settings.otlp_trace_max_queue_size,
-            schedule_delay_millis=settings.otlp_trace_schedule_delay_millis,
-            max_export_batch_size=settings.otlp_trace_max_export_batch_size,
-            export_timeout_millis=settings.otlp_trace_export_timeout_millis,
-        )
+    processor = BatchSpanProcessor(
+        exporter,
+        max_queue_size=settings.otlp_trace_max_queue_size,
+        schedule_delay_millis=settings.otlp_trace_schedule_delay_millis,
+        max_export_batch_size=settings.otlp_trace_max_export_batch_size,
+        export_timeout_millis=settings.otlp_trace_export_timeout_millis,
     )
-    return provider
+    provider.add_span_processor(processor)
+    return SpanRecorder(provider, processor, "rpa_gateway"), provider
