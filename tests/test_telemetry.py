@@ -114,8 +114,79 @@ def test_execution_span_is_a_child_of_the_callers_trace(
         for op in ("create", "query")
     ]
     assert all(child.trace_id == TRACE_ID for child in children)
-    assert any(TRACE_ID in header for header in fake.traceparents), "the trace goes upstream"
+    # Each upstream request carries its own call span as the parent of what the upstream does.
+    for child in children:
+        assert f"00-{TRACE_ID}-{child.span_id}-01" in fake.traceparents
     assert all(TOKEN.encode() not in raw for raw in receiver.raw)
+
+
+def test_failures_are_error_spans(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
+) -> None:
+    gateway = start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=receiver.endpoint,
+        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
+    )
+    failing = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(failing, steps=[{"fault": "html502"}])
+    result = exec_stream(gateway.base_url, {"project_id": failing}, token=TOKEN)
+    assert result.terminal["code"] == 55002
+
+    span = receiver.wait_for_span(
+        lambda s: s.name == "rpa.execution" and s.attributes.get("project_id") == failing
+    )
+    assert span.kind == "SPAN_KIND_SERVER"
+    assert span.status == ("STATUS_CODE_ERROR", result.terminal["message"])
+    assert span.duration_ns > 0
+    create = receiver.wait_for_span(
+        lambda s: s.name == "rpa.backend.create" and s.parent_span_id == span.span_id
+    )
+    assert (create.kind, create.status) == ("SPAN_KIND_CLIENT", ("STATUS_CODE_UNSET", ""))
+    queries = [
+        s
+        for s in receiver.spans
+        if s.name == "rpa.backend.query" and s.parent_span_id == span.span_id
+    ]
+    assert len(queries) == 3  # RPA_QUERY_MAX_FAILURES in the tests' settings
+    assert {q.status for q in queries} == {("STATUS_CODE_ERROR", "bad_reply")}
+
+
+def test_the_configured_sampler_decides(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
+) -> None:
+    """With ``parentbased_always_off`` only executions whose caller sampled the trace are kept."""
+    gateway = start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=receiver.endpoint,
+        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
+        OTEL_TRACES_SAMPLER="parentbased_always_off",
+    )
+    unsampled, sampled = project(fake), project(fake)
+    first = len(fake.traceparents)
+    untraced = exec_stream(gateway.base_url, {"project_id": unsampled}, token=TOKEN)
+    assert untraced.terminal["code"] == 0
+    unsampled_headers = fake.traceparents[first:]
+    traced = exec_stream(
+        gateway.base_url,
+        {"project_id": sampled},
+        token=TOKEN,
+        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"},
+    )
+    assert traced.terminal["code"] == 0
+
+    # Spans leave in the order they end: once the later execution's span is here, the
+    # earlier one's would be too.
+    receiver.wait_for_span(
+        lambda s: s.name == "rpa.execution" and s.attributes.get("project_id") == sampled
+    )
+    with receiver._lock:
+        spans = list(receiver.spans)
+    assert not [s for s in spans if s.attributes.get("project_id") == unsampled]
+    assert {s.trace_id for s in spans} == {TRACE_ID}
+    # The unsampled execution still passes its trace context on, marked not sampled.
+    assert len(unsampled_headers) >= 2  # its create and queries
+    assert all(h.startswith("00-") and h.endswith("-00") for h in unsampled_headers)
 
 
 def test_metrics_on_prometheus_and_otlp(

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.fakes.threaded import ThreadedServer
 
@@ -30,6 +31,9 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     resource: dict[str, Any]
+    kind: str
+    status: tuple[str, str]  # (code name, message)
+    duration_ns: int
 
 
 @dataclass
@@ -63,6 +67,12 @@ class OtlpReceiver:
                                 attributes=_attributes(span.attributes),
                                 events=[(e.name, _attributes(e.attributes)) for e in span.events],
                                 resource=resource,
+                                kind=Span.SpanKind.Name(span.kind),
+                                status=(
+                                    Status.StatusCode.Name(span.status.code),
+                                    span.status.message,
+                                ),
+                                duration_ns=span.end_time_unix_nano - span.start_time_unix_nano,
                             )
                         )
         return web.Response(

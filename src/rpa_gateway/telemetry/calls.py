@@ -73,7 +73,7 @@ class _InstrumentedCall(Call):
         self._instruments = instruments
         self._started = time.perf_counter()
         if span is not None:
-            self.headers = span.traceparent()
+            self.headers = span.headers()
 
     def __exit__(
         self,

@@ -20,7 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -60,12 +60,20 @@ class CallSpan:
     parent: SpanContext
     start_ns: int
 
-    def traceparent(self) -> dict[str, str]:
-        """The headers that carry this call's trace context to the upstream."""
-        headers: dict[str, str] = {}
-        _PROPAGATOR.inject(
-            headers, context=trace.set_span_in_context(NonRecordingSpan(self.context))
-        )
+    def headers(self) -> dict[str, str]:
+        """The W3C trace context headers that carry this call to the upstream.
+
+        Written out here rather than by the propagator's ``inject``, which costs ~13 µs a
+        call in the service for the same fixed-format line.
+        """
+        context = self.context
+        headers = {
+            "traceparent": (
+                f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+            )
+        }
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
         return headers
 
 
