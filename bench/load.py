@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -177,10 +177,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(log: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    """Run ``python *args`` from the project root, output to ``log``, in its own session."""
+def start(
+    log: Path, env: dict[str, str], *args: str, launcher: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Run ``[*launcher] python *args`` from the project root, output to ``log``, in its own
+    session (``launcher``: e.g. valgrind and its options)."""
     with log.open("ab") as out:
-        argv = [sys.executable, *args]
+        argv = [*launcher, sys.executable, *args]
         return subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
         )
@@ -279,8 +282,15 @@ class Services:
 
 
 @contextmanager
-def services(workdir: Path, gateway_env: dict[str, str]) -> Iterator[Services]:
-    """Start the fake upstream and the gateway (``gateway_env`` on top of the defaults).
+def services(
+    workdir: Path,
+    gateway_env: dict[str, str],
+    *,
+    launcher: Sequence[str] = (),
+    ready_timeout: float = 30,
+) -> Iterator[Services]:
+    """Start the fake upstream and the gateway (``gateway_env`` on top of the defaults;
+    ``launcher`` runs the gateway's interpreter, see ``start``).
 
     Both are stopped on the way out; on an error the tails of their logs are printed.
     """
@@ -302,8 +312,8 @@ def services(workdir: Path, gateway_env: dict[str, str]) -> Iterator[Services]:
         fake_args = ("-m", "tests.fakes.rpa_upstream", "--port", str(fake_port))
         fake = start(fake_log, dict(os.environ), *fake_args)
         wait_ready(fake_url + "/_fake/stats", fake)
-        gateway = start(gw_log, gw_env, "-m", "rpa_gateway", "serve")
-        wait_ready(gw_url + "/rpa/v1/ready", gateway)
+        gateway = start(gw_log, gw_env, "-m", "rpa_gateway", "serve", launcher=launcher)
+        wait_ready(gw_url + "/rpa/v1/ready", gateway, ready_timeout)
         yield Services(fake_url, gw_url, gateway, gw_log, Path(gw_env["RPA_DATA_DIR"]))
     except Exception:
         for log in (workdir / "gateway.log", workdir / "upstream.log"):
