@@ -61,8 +61,11 @@ QUIET = {
 }
 
 
+CALLGRIND_CONTROL = shutil.which("callgrind_control") or "callgrind_control"
+
+
 def callgrind(pid: int, command: str) -> None:
-    subprocess.run(["callgrind_control", command, str(pid)], check=True, capture_output=True)
+    subprocess.run([CALLGRIND_CONTROL, command, str(pid)], check=True, capture_output=True)
 
 
 def dumped_instructions(out_dir: Path, pid: int, part: int) -> int:

@@ -152,6 +152,47 @@ def test_failures_are_error_spans(
     assert {q.status for q in queries} == {("STATUS_CODE_ERROR", "bad_reply")}
 
 
+def test_a_call_cut_short_by_a_cancel_is_an_error_span(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
+) -> None:
+    gateway = start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=receiver.endpoint,
+        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
+        RPA_UPSTREAM_READ_TIMEOUT="20",
+    )
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, steps=[{"status": "RUNNING"}, {"fault": "slow", "seconds": 3}])
+    first = exec_stream(gateway.base_url, {"project_id": pid}, token=TOKEN, stop_after_lines=2)
+    execution_id = first.ids[0].rsplit(":", 1)[0]
+    deadline = time.monotonic() + 10
+    while not (fake.runs_for(pid) and fake.runs_for(pid)[0].queries == 2):
+        assert time.monotonic() < deadline, "the second query never reached the upstream"
+        time.sleep(0.02)
+
+    response = httpx.post(
+        f"{gateway.base_url}/rpa/v1/executions/{execution_id}/cancel",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=15,
+    )
+    assert response.json()["result"]["code"] == 55004
+
+    span = receiver.wait_for_span(
+        lambda s: s.name == "rpa.execution" and s.attributes.get("execution_id") == execution_id
+    )
+    queries = []
+    while len(queries) < 2:
+        assert time.monotonic() < deadline + 15, f"query spans: {queries}"
+        with receiver._lock:
+            queries = [
+                s
+                for s in receiver.spans
+                if s.name == "rpa.backend.query" and s.parent_span_id == span.span_id
+            ]
+        time.sleep(0.05)
+    assert sorted(q.status[0] for q in queries) == ["STATUS_CODE_ERROR", "STATUS_CODE_UNSET"]
+
+
 def test_the_configured_sampler_decides(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:

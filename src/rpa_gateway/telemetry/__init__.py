@@ -107,8 +107,7 @@ class Telemetry:
 
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:
-            attributes = {"outcome": outcome, **({"reason": reason} if reason else {})}
-            self.instruments.kafka_records.add(1, attributes)
+            self.instruments.kafka_records.add(outcome, reason)
 
     async def shutdown(self) -> None:
         for task in self._tasks:

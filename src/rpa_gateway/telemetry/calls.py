@@ -83,13 +83,12 @@ class _InstrumentedCall(Call):
     ) -> None:
         if kind is not None and self.error is None:
             self.error = kind.__name__
-        attributes = {"operation": self._operation}
         if self._instruments is not None:
             self._instruments.upstream_duration.record(
-                time.perf_counter() - self._started, attributes
+                time.perf_counter() - self._started, {"operation": self._operation}
             )
             if self.error is not None:
-                self._instruments.upstream_errors.add(1, {**attributes, "kind": self.error})
+                self._instruments.upstream_errors.add(self._operation, self.error)
         if self._span is not None and self._recorder is not None:
             self._recorder.end_call(self._span, self.error)
 

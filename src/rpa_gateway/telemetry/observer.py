@@ -39,8 +39,9 @@ class ExecutionObserver:
         self._instruments = instruments
         self._tracelog = tracelog
         self._spans: dict[str, OpenSpan] = {}
-        # Events of each execution this process has seen begin (kept for the Kafka record).
+        # Events of each execution this process has seen begin: for its span and Kafka record.
         self._events: dict[str, list[Event]] = {}
+        self._keep_events = spans is not None or tracelog is not None
 
     @property
     def active(self) -> int:
@@ -56,16 +57,10 @@ class ExecutionObserver:
             if events is None:
                 events = self._events[event.execution_id] = []
                 self._begin(execution)
-            if self._tracelog is not None and event.kind is not EventKind.PROGRESS:
+            if self._keep_events:
                 events.append(event)
             if event.kind is EventKind.TERMINAL:
                 self._end(event, execution)
-            else:
-                span = self._spans.get(event.execution_id)
-                if span is not None:
-                    span.add_event(
-                        f"rpa.{event.kind.value}", _event_attributes(event), _ns(event.at)
-                    )
         except Exception:
             log.exception("telemetry failed on an event of execution %s", event.execution_id)
 
@@ -91,24 +86,28 @@ class ExecutionObserver:
         code = int(event.data.get("code") or 0)
         message = str(event.data.get("message", ""))
         if self._instruments is not None:
-            attributes = {
-                "code": str(code),
-                "project_id": execution.request.project_id,
-                "backend": self._backend,
-            }
-            self._instruments.executions.add(1, attributes)
-            self._instruments.execution_duration.record(event.at - execution.created_at, attributes)
+            project_id = execution.request.project_id
+            self._instruments.executions.add(str(code), project_id, self._backend)
+            self._instruments.execution_duration.record(
+                event.at - execution.created_at,
+                {"code": str(code), "project_id": project_id, "backend": self._backend},
+            )
         span = self._spans.pop(event.execution_id, None)
         if span is not None and self._recorder is not None:
-            span.add_event("rpa.terminal", _event_attributes(event), _ns(event.at))
             span.attributes["code"] = code
             span.attributes["message"] = message
             if execution.upstream_id:
                 span.attributes["upstream_id"] = execution.upstream_id
-            self._recorder.finish(span, end_ns=_ns(event.at), error=message if code else None)
+            self._recorder.finish(
+                span,
+                events=((f"rpa.{e.kind.value}", _event_attributes(e), _ns(e.at)) for e in events),
+                end_ns=_ns(event.at),
+                error=message if code else None,
+            )
         if self._tracelog is not None:
+            milestones = [e for e in events if e.kind is not EventKind.PROGRESS]
             self._tracelog.send(
-                trace_record(execution, event, events, self._service_id, self._backend)
+                trace_record(execution, event, milestones, self._service_id, self._backend)
             )
 
 
