@@ -28,12 +28,19 @@ from tests.fakes.otlp_receiver import OtlpReceiver
 TOPIC = "rpa-trace"
 
 
+# After the warm-up, before measuring: longer than the span batch delay and the metric
+# export interval (3 s each by default), so their first exports (connections opened,
+# encoders loaded) are not counted as the cost of the load's executions.
+SETTLE_S = 4.0
+
+
 def run(streams: int, rate: float, duration: float, env: dict[str, str]) -> dict[str, Any]:
     args = argparse.Namespace(
         streams=streams,
         rate=rate,
         duration=duration,
         gateway_env=[f"{k}={v}" for k, v in env.items()],
+        settle=SETTLE_S,
     )
     with tempfile.TemporaryDirectory(prefix="rpa-bench-") as tmp:
         return bench(args, Path(tmp))
