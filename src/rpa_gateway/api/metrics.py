@@ -16,7 +16,9 @@ router = APIRouter(tags=["health"])
     "/metrics", summary="Prometheus metrics (RPA_PROMETHEUS_ENABLE=true)", response_class=Response
 )
 async def metrics(request: Request) -> Response:
-    registry = components(request).telemetry.prometheus
+    telemetry = components(request).telemetry
+    registry = telemetry.prometheus
     if registry is None:
         raise RequestRejected(404, "not_enabled", "metrics are off; set RPA_PROMETHEUS_ENABLE")
+    telemetry.flush()
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from rpa_gateway.config import Settings
 from rpa_gateway.sse import StreamCounter
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
+from rpa_gateway.telemetry.deferred import Deferred
 from rpa_gateway.telemetry.metrics import Instruments, meter_provider
 from rpa_gateway.telemetry.observer import ExecutionObserver
 from rpa_gateway.telemetry.spans import SpanRecorder
@@ -25,6 +26,9 @@ from rpa_gateway.telemetry.tracelog import KafkaTraceLog
 from rpa_gateway.telemetry.tracing import span_recorder
 
 log = logging.getLogger(__name__)
+
+# How often collected telemetry work is done, and Kafka's delivery callbacks served.
+_BATCH_INTERVAL = 0.1
 
 __all__ = ["Telemetry"]
 
@@ -40,6 +44,7 @@ class Telemetry:
         self.calls: Calls = NO_CALLS
         self._observer: ExecutionObserver | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._deferred = Deferred()
         self._open_streams = 0
         self._settings = settings
         if settings.otlp_enable:
@@ -74,11 +79,16 @@ class Telemetry:
             spans=self._spans,
             instruments=self.instruments,
             tracelog=self.tracelog,
+            deferred=self._deferred,
         )
         store.add_listener(self._observer.on_event)
-        self.calls = InstrumentedCalls(self._spans, self.instruments, self._observer.span_of)
-        if self.tracelog is not None:
-            self._tasks.append(asyncio.create_task(self.tracelog.run(), name="kafka-poll"))
+        self.calls = InstrumentedCalls(
+            self._spans, self.instruments, self._observer.span_of, self._deferred
+        )
+        then = self.tracelog.poll if self.tracelog is not None else None
+        self._tasks.append(
+            asyncio.create_task(self._deferred.run(_BATCH_INTERVAL, then), name="telemetry")
+        )
         log.info(
             "telemetry on: traces %s, metrics %s, kafka %s",
             "OTLP" if self._spans else "off",
@@ -109,11 +119,16 @@ class Telemetry:
         if self.instruments is not None:
             self.instruments.kafka_records.add(outcome, reason)
 
+    def flush(self) -> None:
+        """Do the telemetry work collected so far (before ``/metrics`` is read)."""
+        self._deferred.run_now()
+
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._deferred.run_now()
         if self.tracelog is not None:
             await asyncio.to_thread(self.tracelog.close)
         if self._tracer_provider is not None:

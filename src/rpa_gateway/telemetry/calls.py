@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol
 
 from rpa_gateway.telemetry.context import current_execution
+from rpa_gateway.telemetry.deferred import Deferred
 from rpa_gateway.telemetry.metrics import Instruments
 from rpa_gateway.telemetry.spans import CallSpan, OpenSpan, SpanRecorder
 
@@ -57,7 +58,7 @@ NO_CALLS: Calls = _NoCalls()
 
 
 class _InstrumentedCall(Call):
-    __slots__ = ("_instruments", "_operation", "_recorder", "_span", "_started")
+    __slots__ = ("_deferred", "_instruments", "_operation", "_recorder", "_span", "_started")
 
     def __init__(
         self,
@@ -65,12 +66,14 @@ class _InstrumentedCall(Call):
         span: CallSpan | None,
         recorder: SpanRecorder | None,
         instruments: Instruments | None,
+        deferred: Deferred,
     ) -> None:
         super().__init__()
         self._operation = operation
         self._span = span
         self._recorder = recorder
         self._instruments = instruments
+        self._deferred = deferred
         self._started = time.perf_counter()
         if span is not None:
             self.headers = span.headers()
@@ -84,8 +87,10 @@ class _InstrumentedCall(Call):
         if kind is not None and self.error is None:
             self.error = kind.__name__
         if self._instruments is not None:
-            self._instruments.upstream_duration.record(
-                time.perf_counter() - self._started, {"operation": self._operation}
+            self._deferred.defer(
+                self._instruments.upstream_duration.record,
+                time.perf_counter() - self._started,
+                {"operation": self._operation},
             )
             if self.error is not None:
                 self._instruments.upstream_errors.add(self._operation, self.error)
@@ -99,10 +104,12 @@ class InstrumentedCalls:
         recorder: SpanRecorder | None,
         instruments: Instruments | None,
         span_of: Callable[[str], OpenSpan | None],
+        deferred: Deferred,
     ) -> None:
         self._recorder = recorder
         self._instruments = instruments
         self._span_of = span_of
+        self._deferred = deferred
 
     def call(self, operation: str) -> Call:
         span: CallSpan | None = None
@@ -111,4 +118,4 @@ class InstrumentedCalls:
             parent = self._span_of(where.execution_id) if where is not None else None
             if parent is not None:
                 span = self._recorder.start_call(f"rpa.backend.{operation}", parent)
-        return _InstrumentedCall(operation, span, self._recorder, self._instruments)
+        return _InstrumentedCall(operation, span, self._recorder, self._instruments, self._deferred)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from rpa_gateway.executions import Event, EventKind, Execution
+from rpa_gateway.telemetry.deferred import Deferred
 from rpa_gateway.telemetry.metrics import Instruments
 from rpa_gateway.telemetry.spans import Attributes, OpenSpan, SpanRecorder
 from rpa_gateway.telemetry.tracelog import KafkaTraceLog, trace_record
@@ -32,12 +33,14 @@ class ExecutionObserver:
         spans: SpanRecorder | None,
         instruments: Instruments | None,
         tracelog: KafkaTraceLog | None,
+        deferred: Deferred,
     ) -> None:
         self._backend = backend
         self._service_id = service_id
         self._recorder = spans
         self._instruments = instruments
         self._tracelog = tracelog
+        self._deferred = deferred
         self._spans: dict[str, OpenSpan] = {}
         # Events of each execution this process has seen begin: for its span and Kafka record.
         self._events: dict[str, list[Event]] = {}
@@ -60,7 +63,7 @@ class ExecutionObserver:
             if self._keep_events:
                 events.append(event)
             if event.kind is EventKind.TERMINAL:
-                self._end(event, execution)
+                self._deferred.defer(self._end, event, execution)
         except Exception:
             log.exception("telemetry failed on an event of execution %s", event.execution_id)
 

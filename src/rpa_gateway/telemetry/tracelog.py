@@ -3,12 +3,11 @@
 ``produce`` only appends to librdkafka's bounded local queue; a full queue drops
 the record (counted) instead of waiting, and records the broker does not take
 within ``KAFKA_TIMEOUT`` are dropped by librdkafka (counted by the delivery
-callback).  Callbacks run when the loop polls the producer.
+callback).  Callbacks run when ``poll`` is called.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -22,7 +21,6 @@ log = logging.getLogger(__name__)
 
 SUB = "rpa-server"
 RECORD_VERSION = "v2.0.0"
-_POLL_INTERVAL = 0.1
 
 Outcome = Callable[[str, str], None]  # (outcome, reason) with outcome "sent" or "dropped"
 
@@ -123,10 +121,9 @@ class KafkaTraceLog:
         else:
             self._on_outcome("dropped", "undelivered")
 
-    async def run(self) -> None:
-        while True:
-            self._producer.poll(0)
-            await asyncio.sleep(_POLL_INTERVAL)
+    def poll(self) -> None:
+        """Serve delivery callbacks (call it often: they are how outcomes are counted)."""
+        self._producer.poll(0)
 
     def close(self, timeout: float = 2.0) -> None:
         remaining = self._producer.flush(timeout)
