@@ -341,8 +341,6 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with services(workdir, gateway_env) as svc:
         svc.script("bench", {"duration": args.duration})
         warm_failures = warm_up(svc)
-        # Let what the warm-up started settle (e.g. first exports of telemetry) before measuring.
-        time.sleep(getattr(args, "settle", 0.0))
 
         pid = svc.gateway.pid
         cpu_before, baseline_kb = cpu_ms(pid), mem_kb(pid, "VmRSS")
