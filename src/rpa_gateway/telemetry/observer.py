@@ -2,9 +2,10 @@
 
 Registered as a listener on the store, it sees every event as it is appended,
 with the execution as it stands: the first event opens the execution's span
-(its parent is the caller's ``traceparent``), state changes become span events,
-and the terminal event ends the span, records the metrics and queues the Kafka
-record.  It never reads the store.
+(its parent is the caller's ``traceparent``) and every event is kept; the
+terminal event's work — the span with its events and calls, the metrics, the
+Kafka record — is deferred to the next batch (see ``deferred``).  It never
+reads the store.
 """
 
 from __future__ import annotations
