@@ -143,11 +143,9 @@ def test_failures_are_error_spans(
         lambda s: s.name == "rpa.backend.create" and s.parent_span_id == span.span_id
     )
     assert (create.kind, create.status) == ("SPAN_KIND_CLIENT", ("STATUS_CODE_UNSET", ""))
-    queries = [
-        s
-        for s in receiver.spans
-        if s.name == "rpa.backend.query" and s.parent_span_id == span.span_id
-    ]
+    queries = receiver.wait_for_spans(
+        lambda s: s.name == "rpa.backend.query" and s.parent_span_id == span.span_id, 3
+    )
     assert len(queries) == 3  # RPA_QUERY_MAX_FAILURES in the tests' settings
     assert {q.status for q in queries} == {("STATUS_CODE_ERROR", "bad_reply")}
 
@@ -180,17 +178,39 @@ def test_a_call_cut_short_by_a_cancel_is_an_error_span(
     span = receiver.wait_for_span(
         lambda s: s.name == "rpa.execution" and s.attributes.get("execution_id") == execution_id
     )
-    queries = []
-    while len(queries) < 2:
-        assert time.monotonic() < deadline + 15, f"query spans: {queries}"
-        with receiver._lock:
-            queries = [
-                s
-                for s in receiver.spans
-                if s.name == "rpa.backend.query" and s.parent_span_id == span.span_id
-            ]
-        time.sleep(0.05)
+    queries = receiver.wait_for_spans(
+        lambda s: s.name == "rpa.backend.query" and s.parent_span_id == span.span_id, 2
+    )
     assert sorted(q.status[0] for q in queries) == ["STATUS_CODE_ERROR", "STATUS_CODE_UNSET"]
+
+
+def test_calls_are_exported_while_their_execution_runs(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
+) -> None:
+    gateway = start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=receiver.endpoint,
+        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
+    )
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, steps=[{"status": "RUNNING"}] * 500)
+    trace_id = uuid.uuid4().hex
+    with httpx.stream(
+        "POST",
+        gateway.base_url + "/rpa/v1/exec",
+        json={"project_id": pid},
+        headers={"Authorization": TOKEN, "traceparent": f"00-{trace_id}-{PARENT_SPAN}-01"},
+        timeout=30,
+    ) as response:
+        lines = response.iter_lines()  # kept: dropping it would close the stream
+        assert next(lines).startswith("id:")
+        queries = receiver.wait_for_spans(
+            lambda s: s.name == "rpa.backend.query" and s.trace_id == trace_id, 3
+        )
+        assert not [
+            s for s in receiver.spans if s.name == "rpa.execution" and s.trace_id == trace_id
+        ]
+    assert all(q.status == ("STATUS_CODE_UNSET", "") for q in queries)
 
 
 def test_the_configured_sampler_decides(

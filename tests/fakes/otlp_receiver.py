@@ -94,14 +94,20 @@ class OtlpReceiver:
         )
 
     def wait_for_span(self, predicate: Any, timeout: float = 15) -> ReceivedSpan:
+        return self.wait_for_spans(predicate, 1, timeout)[0]
+
+    def wait_for_spans(self, predicate: Any, count: int, timeout: float = 15) -> list[ReceivedSpan]:
+        """The matching spans once at least ``count`` have arrived."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 found = [s for s in self.spans if predicate(s)]
-            if found:
-                return found[0]
+            if len(found) >= count:
+                return found
             time.sleep(0.05)
-        raise AssertionError(f"no such span after {timeout}s; got {[s.name for s in self.spans]}")
+        raise AssertionError(
+            f"fewer than {count} such spans after {timeout}s; got {[s.name for s in self.spans]}"
+        )
 
     def start(self) -> OtlpReceiver:
         app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -95,7 +95,7 @@ class _InstrumentedCall(Call):
             if self.error is not None:
                 self._instruments.upstream_errors.add(self._operation, self.error)
         if self._span is not None and self._recorder is not None:
-            self._recorder.end_call(self._span, self.error)
+            self._deferred.defer(self._recorder.end_call, self._span, self.error, time.time_ns())
 
 
 class InstrumentedCalls:

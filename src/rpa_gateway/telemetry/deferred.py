@@ -42,4 +42,7 @@ class Deferred:
             await asyncio.sleep(interval)
             self.run_now()
             if then is not None:
-                then()
+                try:
+                    then()
+                except Exception:  # the loop must go on, or the list grows for ever
+                    log.exception("telemetry tick failed")

@@ -2,7 +2,7 @@
 
 Registered as a listener on the store, it sees every event as it is appended,
 with the execution as it stands: the first event opens the execution's span
-(its parent is the caller's ``traceparent``) and every event is kept; the
+(its parent is the caller's ``traceparent``) and state changes are kept; the
 terminal event's work — the span with its events and calls, the metrics, the
 Kafka record — is deferred to the next batch (see ``deferred``).  It never
 reads the store.
@@ -61,8 +61,8 @@ class ExecutionObserver:
             if events is None:
                 events = self._events[event.execution_id] = []
                 self._begin(execution)
-            if self._keep_events:
-                events.append(event)
+            if self._keep_events and event.kind is not EventKind.PROGRESS:
+                events.append(event)  # state changes and the end: a handful per execution
             if event.kind is EventKind.TERMINAL:
                 self._deferred.defer(self._end, event, execution)
         except Exception:
@@ -109,9 +109,8 @@ class ExecutionObserver:
                 error=message if code else None,
             )
         if self._tracelog is not None:
-            milestones = [e for e in events if e.kind is not EventKind.PROGRESS]
             self._tracelog.send(
-                trace_record(execution, event, milestones, self._service_id, self._backend)
+                trace_record(execution, event, events, self._service_id, self._backend)
             )
 
 

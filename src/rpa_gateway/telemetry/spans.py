@@ -3,20 +3,18 @@
 Why not ``Tracer.start_span``: measured inside the running service under load (1000 streams
 at 100/s, see bench/README.md), a live SDK span cost ~50 µs to start and ~13 µs to end, and
 each state change as a span event ~12 µs more — over half of what telemetry cost an
-execution, and the reason it missed its overhead budget.  Here an execution's span is a few
-fields until its terminal event; its backend calls are tuples on it.  Then all of them
-become SDK ``ReadableSpan`` objects at once, handed to the same batch processor and OTLP
-exporter a tracer would have used (built together, the work stays in the CPU's caches).
-A call that ends after its execution did is handed over on its own.  The tracer provider
-still decides what matters to operators: its sampler (``OTEL_TRACES_SAMPLER``; asked once
-per execution, calls follow their execution), its id generator and its resource.
+execution, and the reason it missed its overhead budget.  Here a span is a few fields until
+it ends; then it becomes one SDK ``ReadableSpan`` handed to the same batch processor and
+OTLP exporter a tracer would have used.  The tracer provider still decides what matters to
+operators: its sampler (``OTEL_TRACES_SAMPLER``; asked once per execution, calls follow their
+execution), its id generator and its resource.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -37,15 +35,13 @@ _UNSET = Status(StatusCode.UNSET)
 
 @dataclass(slots=True)
 class OpenSpan:
-    """An execution's span until its terminal event, with the calls that ended under it."""
+    """An execution's span until its terminal event."""
 
     name: str
     context: SpanContext
     parent: SpanContext | None
     start_ns: int
     attributes: Attributes
-    calls: list[tuple[str, int, int, int, str | None]] = field(default_factory=list)
-    finished: bool = False
 
     @property
     def sampled(self) -> bool:
@@ -119,12 +115,10 @@ class SpanRecorder:
     def finish(
         self, span: OpenSpan, *, events: Iterable[SpanEvent], end_ns: int, error: str | None
     ) -> None:
-        """End the span: it and the calls that ended under it go to the exporter."""
-        span.finished = True
+        """End the span: it goes to the exporter with its events."""
         if not span.sampled:
             return
-        on_end = self._processor.on_end
-        on_end(
+        self._processor.on_end(
             ReadableSpan(
                 span.name,
                 context=span.context,
@@ -139,49 +133,32 @@ class SpanRecorder:
                 instrumentation_scope=self._scope,
             )
         )
-        for call in span.calls:
-            on_end(self._call_span(span, *call))
-        span.calls.clear()
 
     def start_call(self, name: str, parent: OpenSpan) -> CallSpan:
         return CallSpan(name, self._ids.generate_span_id(), parent, time.time_ns())
 
-    def end_call(self, call: CallSpan, error: str | None) -> None:
-        parent = call.parent
-        if not parent.sampled:
+    def end_call(self, call: CallSpan, error: str | None, end_ns: int) -> None:
+        parent = call.parent.context
+        if not parent.trace_flags.sampled:
             return
-        ended = (call.name, call.span_id, call.start_ns, time.time_ns(), error)
-        if parent.finished:
-            self._processor.on_end(self._call_span(parent, *ended))
-        else:
-            parent.calls.append(ended)
-
-    def _call_span(
-        self,
-        parent: OpenSpan,
-        name: str,
-        span_id: int,
-        start_ns: int,
-        end_ns: int,
-        error: str | None,
-    ) -> ReadableSpan:
-        context = parent.context
-        return ReadableSpan(
-            name,
-            context=SpanContext(
-                context.trace_id,
-                span_id,
-                is_remote=False,
-                trace_flags=context.trace_flags,
-                trace_state=context.trace_state,
-            ),
-            parent=context,
-            kind=SpanKind.CLIENT,
-            start_time=start_ns,
-            end_time=end_ns,
-            status=_status(error),
-            resource=self._resource,
-            instrumentation_scope=self._scope,
+        self._processor.on_end(
+            ReadableSpan(
+                call.name,
+                context=SpanContext(
+                    parent.trace_id,
+                    call.span_id,
+                    is_remote=False,
+                    trace_flags=parent.trace_flags,
+                    trace_state=parent.trace_state,
+                ),
+                parent=parent,
+                kind=SpanKind.CLIENT,
+                start_time=call.start_ns,
+                end_time=end_ns,
+                status=_status(error),
+                resource=self._resource,
+                instrumentation_scope=self._scope,
+            )
         )
 
 
