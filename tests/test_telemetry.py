@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import GatewayFactory
+from tests.conftest import FAST, GatewayFactory
 from tests.fakes.kafka_broker import KafkaBroker
 from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.fakes.rpa_upstream import FakeUpstream
@@ -211,6 +213,54 @@ def test_calls_are_exported_while_their_execution_runs(
             s for s in receiver.spans if s.name == "rpa.execution" and s.trace_id == trace_id
         ]
     assert all(q.status == ("STATUS_CODE_UNSET", "") for q in queries)
+
+
+def upstream_id_stored(gateway: GatewayProcess, execution_id: str) -> bool:
+    with sqlite3.connect(gateway.database) as db:
+        row = db.execute(
+            "SELECT upstream_id FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_an_execution_resumed_after_a_restart_is_traced_from_its_first_poll(
+    tmp_path: Path, fake: FakeUpstream, receiver: OtlpReceiver
+) -> None:
+    settings = {
+        **FAST,
+        **fake.env(),
+        "RPA_TOKEN_KEY": "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4",  # resume without owners
+        "OTLP_ENABLE": "true",
+        "OTLP_ENDPOINT": receiver.endpoint,
+        "OTLP_TRACE_SCHEDULE_DELAY_MILLIS": "100",
+    }
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, duration=3)
+    first = GatewayProcess(settings, tmp_path).start()
+    ids = exec_stream(first.base_url, {"project_id": pid}, token=TOKEN, stop_after_lines=1).ids
+    execution_id = ids[0].rsplit(":", 1)[0]
+    deadline = time.monotonic() + 10
+    while not upstream_id_stored(first, execution_id):
+        assert time.monotonic() < deadline, "the run never reached the upstream"
+        time.sleep(0.02)
+    first.stop(signal.SIGKILL)
+    headers_before = len(fake.traceparents)
+
+    second = GatewayProcess(settings, tmp_path).start()
+    try:
+        span = receiver.wait_for_span(
+            lambda s: s.name == "rpa.execution" and s.attributes.get("execution_id") == execution_id
+        )
+    finally:
+        second.stop()
+    assert span.attributes["code"] == 0
+    queries = receiver.wait_for_spans(
+        lambda s: s.name == "rpa.backend.query" and s.parent_span_id == span.span_id, 1
+    )
+    # Every poll the new process made carried the resumed execution's trace upstream.
+    resumed_headers = fake.traceparents[headers_before:]
+    assert resumed_headers and all(span.trace_id in h for h in resumed_headers)
+    assert {q.trace_id for q in queries} == {span.trace_id}
 
 
 def test_the_configured_sampler_decides(

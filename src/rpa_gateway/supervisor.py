@@ -110,7 +110,7 @@ class Supervisor:
 
     async def _drive(self, execution: Execution, token: str) -> None:
         self._started.add(execution.id)
-        current_execution.set(ExecutionContext(execution.id, execution.request.sid))
+        current_execution.set(ExecutionContext(execution.id, execution.request.sid, execution))
         try:
             outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:

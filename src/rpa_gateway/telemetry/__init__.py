@@ -83,7 +83,7 @@ class Telemetry:
         )
         store.add_listener(self._observer.on_event)
         self.calls = InstrumentedCalls(
-            self._spans, self.instruments, self._observer.span_of, self._deferred
+            self._spans, self.instruments, self._observer.span_for, self._deferred
         )
         then = self.tracelog.poll if self.tracelog is not None else None
         self._tasks.append(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
+from rpa_gateway.executions import Execution
 from rpa_gateway.telemetry.context import current_execution
 from rpa_gateway.telemetry.deferred import Deferred
 from rpa_gateway.telemetry.metrics import Instruments
@@ -103,19 +104,20 @@ class InstrumentedCalls:
         self,
         recorder: SpanRecorder | None,
         instruments: Instruments | None,
-        span_of: Callable[[str], OpenSpan | None],
+        span_for: Callable[[Execution], OpenSpan | None],
         deferred: Deferred,
     ) -> None:
         self._recorder = recorder
         self._instruments = instruments
-        self._span_of = span_of
+        self._span_for = span_for
         self._deferred = deferred
 
     def call(self, operation: str) -> Call:
         span: CallSpan | None = None
         if self._recorder is not None:
             where = current_execution.get()
-            parent = self._span_of(where.execution_id) if where is not None else None
+            driven = where.execution if where is not None else None
+            parent = self._span_for(driven) if driven is not None else None
             if parent is not None:
                 span = self._recorder.start_call(f"rpa.backend.{operation}", parent)
         return _InstrumentedCall(operation, span, self._recorder, self._instruments, self._deferred)

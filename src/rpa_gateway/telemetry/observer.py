@@ -52,8 +52,15 @@ class ExecutionObserver:
         """Executions begun and not finished in this process."""
         return len(self._events)
 
-    def span_of(self, execution_id: str) -> OpenSpan | None:
-        return self._spans.get(execution_id)
+    def span_for(self, execution: Execution) -> OpenSpan | None:
+        """The execution's span, opened now if this process has seen none of its events yet
+        (an execution resumed after a restart polls before anything new happens to it)."""
+        span = self._spans.get(execution.id)
+        if span is None and execution.finished_at is None and execution.id not in self._events:
+            self._events[execution.id] = []
+            self._begin(execution)
+            span = self._spans.get(execution.id)
+        return span
 
     def on_event(self, event: Event, execution: Execution) -> None:
         try:
