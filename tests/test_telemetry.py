@@ -54,6 +54,18 @@ def project(fake: FakeUpstream) -> str:
     return pid
 
 
+def traced_gateway(
+    start_gateway: GatewayFactory, receiver: OtlpReceiver, **env: str
+) -> GatewayProcess:
+    """A gateway sending its spans to ``receiver`` every 100 ms."""
+    return start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=receiver.endpoint,
+        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
+        **env,
+    )
+
+
 def scrape(gateway: GatewayProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(gateway.base_url + "/metrics", timeout=5).text
     return {
@@ -74,12 +86,7 @@ def metric(samples: dict, name: str, **labels: str) -> float:
 def test_execution_span_is_a_child_of_the_callers_trace(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
-    gateway = start_gateway(
-        OTLP_ENABLE="true",
-        OTLP_ENDPOINT=receiver.endpoint,
-        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
-        OTLP_SERVICE_NAME="rpa-test",
-    )
+    gateway = traced_gateway(start_gateway, receiver, OTLP_SERVICE_NAME="rpa-test")
     pid = project(fake)
     result = exec_stream(
         gateway.base_url,
@@ -125,11 +132,7 @@ def test_execution_span_is_a_child_of_the_callers_trace(
 def test_failures_are_error_spans(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
-    gateway = start_gateway(
-        OTLP_ENABLE="true",
-        OTLP_ENDPOINT=receiver.endpoint,
-        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
-    )
+    gateway = traced_gateway(start_gateway, receiver)
     failing = f"p-{uuid.uuid4().hex[:8]}"
     fake.script(failing, steps=[{"fault": "html502"}])
     result = exec_stream(gateway.base_url, {"project_id": failing}, token=TOKEN)
@@ -155,12 +158,7 @@ def test_failures_are_error_spans(
 def test_a_call_cut_short_by_a_cancel_is_an_error_span(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
-    gateway = start_gateway(
-        OTLP_ENABLE="true",
-        OTLP_ENDPOINT=receiver.endpoint,
-        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
-        RPA_UPSTREAM_READ_TIMEOUT="20",
-    )
+    gateway = traced_gateway(start_gateway, receiver, RPA_UPSTREAM_READ_TIMEOUT="20")
     pid = f"p-{uuid.uuid4().hex[:8]}"
     fake.script(pid, steps=[{"status": "RUNNING"}, {"fault": "slow", "seconds": 3}])
     first = exec_stream(gateway.base_url, {"project_id": pid}, token=TOKEN, stop_after_lines=2)
@@ -189,11 +187,7 @@ def test_a_call_cut_short_by_a_cancel_is_an_error_span(
 def test_calls_are_exported_while_their_execution_runs(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
-    gateway = start_gateway(
-        OTLP_ENABLE="true",
-        OTLP_ENDPOINT=receiver.endpoint,
-        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
-    )
+    gateway = traced_gateway(start_gateway, receiver)
     pid = f"p-{uuid.uuid4().hex[:8]}"
     fake.script(pid, steps=[{"status": "RUNNING"}] * 500)
     trace_id = uuid.uuid4().hex
@@ -267,12 +261,7 @@ def test_the_configured_sampler_decides(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
     """With ``parentbased_always_off`` only executions whose caller sampled the trace are kept."""
-    gateway = start_gateway(
-        OTLP_ENABLE="true",
-        OTLP_ENDPOINT=receiver.endpoint,
-        OTLP_TRACE_SCHEDULE_DELAY_MILLIS="100",
-        OTEL_TRACES_SAMPLER="parentbased_always_off",
-    )
+    gateway = traced_gateway(start_gateway, receiver, OTEL_TRACES_SAMPLER="parentbased_always_off")
     unsampled, sampled = project(fake), project(fake)
     first = len(fake.traceparents)
     untraced = exec_stream(gateway.base_url, {"project_id": unsampled}, token=TOKEN)
