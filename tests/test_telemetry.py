@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from tests.fakes.otlp_receiver import OtlpReceiver
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
+from tests.store_reader import execution_row
 
 TOKEN = "sk-TELEMETRY-CANARY-9f8e7d6c5b4a"
 TOPIC = "rpa-trace"
@@ -209,14 +209,6 @@ def test_calls_are_exported_while_their_execution_runs(
     assert all(q.status == ("STATUS_CODE_UNSET", "") for q in queries)
 
 
-def upstream_id_stored(gateway: GatewayProcess, execution_id: str) -> bool:
-    with sqlite3.connect(gateway.database) as db:
-        row = db.execute(
-            "SELECT upstream_id FROM executions WHERE id = ?", (execution_id,)
-        ).fetchone()
-    return bool(row and row[0])
-
-
 def test_an_execution_resumed_after_a_restart_is_traced_from_its_first_poll(
     tmp_path: Path, fake: FakeUpstream, receiver: OtlpReceiver
 ) -> None:
@@ -234,7 +226,7 @@ def test_an_execution_resumed_after_a_restart_is_traced_from_its_first_poll(
     ids = exec_stream(first.base_url, {"project_id": pid}, token=TOKEN, stop_after_lines=1).ids
     execution_id = ids[0].rsplit(":", 1)[0]
     deadline = time.monotonic() + 10
-    while not upstream_id_stored(first, execution_id):
+    while not (execution_row(first.database, execution_id) or {}).get("upstream_id"):
         assert time.monotonic() < deadline, "the run never reached the upstream"
         time.sleep(0.02)
     first.stop(signal.SIGKILL)
