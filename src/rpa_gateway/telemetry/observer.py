@@ -55,25 +55,27 @@ class ExecutionObserver:
     def span_for(self, execution: Execution) -> OpenSpan | None:
         """The execution's span, opened now if this process has seen none of its events yet
         (an execution resumed after a restart polls before anything new happens to it)."""
-        span = self._spans.get(execution.id)
-        if span is None and execution.finished_at is None and execution.id not in self._events:
-            self._events[execution.id] = []
-            self._begin(execution)
-            span = self._spans.get(execution.id)
-        return span
+        if execution.finished_at is None:
+            self._seen(execution)
+        return self._spans.get(execution.id)
 
     def on_event(self, event: Event, execution: Execution) -> None:
         try:
-            events = self._events.get(event.execution_id)
-            if events is None:
-                events = self._events[event.execution_id] = []
-                self._begin(execution)
+            events = self._seen(execution)
             if self._keep_events and event.kind is not EventKind.PROGRESS:
                 events.append(event)  # state changes and the end: a handful per execution
             if event.kind is EventKind.TERMINAL:
                 self._deferred.defer(self._end, event, execution)
         except Exception:
             log.exception("telemetry failed on an event of execution %s", event.execution_id)
+
+    def _seen(self, execution: Execution) -> list[Event]:
+        """The events kept of the execution; the first sight of it opens its span."""
+        events = self._events.get(execution.id)
+        if events is None:
+            events = self._events[execution.id] = []
+            self._begin(execution)
+        return events
 
     def _begin(self, execution: Execution) -> None:
         if self._recorder is None:
