@@ -388,9 +388,24 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
+def creates_ok(report: dict[str, Any]) -> bool:
+    """Exactly one upstream create per execution: none lost, none doubled."""
+    return bool(report["upstream_creates"] == report["upstream_creates_expected"])
+
+
+def creates_and_log_lines(report: dict[str, Any], note: str = "") -> list[str]:
+    """The report lines every benchmark ends with: upstream creates, the gateway's log."""
+    mismatch = "" if creates_ok(report) else " - MISMATCH"
+    return [
+        f"upstream creates {report['upstream_creates']} "
+        f"(expected {report['upstream_creates_expected']}{mismatch}{note})",
+        f"gateway log      {report['gateway_log_lines']} lines at WARNING and above",
+        *(f"  | {line[:160]}" for line in report["gateway_log_tail"]),
+    ]
+
+
 def print_report(report: dict[str, Any], path: Path) -> None:
     lat = report["latency_ms"]
-    creates_ok = report["upstream_creates"] == report["upstream_creates_expected"]
     lines = [
         f"streams {report['streams']} at {report['rate']}/s, runs last {report['duration_s']} s",
         f"success          {report['success_rate_pct']}% ({report['successes']})",
@@ -402,10 +417,7 @@ def print_report(report: dict[str, Any], path: Path) -> None:
         f"open streams     max {report['max_open_streams']}, "
         f"{report['rss_growth_kb_per_open_stream']} KB RSS growth per open stream",
         f"latency ms       p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}",
-        f"upstream creates {report['upstream_creates']} "
-        f"(expected {report['upstream_creates_expected']}{'' if creates_ok else ' - MISMATCH'})",
-        f"gateway log      {report['gateway_log_lines']} lines at WARNING and above",
-        *(f"  | {line[:160]}" for line in report["gateway_log_tail"]),
+        *creates_and_log_lines(report),
         f"wall time        load {report['load_wall_s']} s, total {report['total_wall_s']} s",
         f"written to       {path.relative_to(ROOT)}",
     ]
@@ -460,8 +472,7 @@ def main() -> int:
     report = run_and_record(parser, args, bench, f"load-{args.streams}x{args.rate:g}", print_report)
     if report is None:
         return 130
-    ok = report["success_rate_pct"] == 100.0
-    return 0 if ok and report["upstream_creates"] == report["upstream_creates_expected"] else 1
+    return 0 if report["success_rate_pct"] == 100.0 and creates_ok(report) else 1
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from load import (
     Services,
     add_gateway_env_option,
     cpu_ms,
+    creates_and_log_lines,
+    creates_ok,
     gateway_source,
     mem_kb,
     percentile,
@@ -338,7 +340,6 @@ def print_report(report: dict[str, Any], path: Path) -> None:
         report["max"],
     )
     lat = report["latency_ms"]
-    creates_ok = report["upstream_creates"] == report["upstream_creates_expected"]
     lines = [
         "",
         f"executions       {report['executions']} at {report['rate_per_s']}/s, "
@@ -365,10 +366,7 @@ def print_report(report: dict[str, Any], path: Path) -> None:
         f"{steady['rss_mb_max_first_half']} / {steady['rss_mb_max_second_half']} MB",
         f"server CPU       {report['server_cpu_ms_per_execution']} ms per execution",
         f"latency ms       p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}",
-        f"upstream creates {report['upstream_creates']} "
-        f"(expected {report['upstream_creates_expected']}{'' if creates_ok else ' - MISMATCH'})",
-        f"gateway log      {report['gateway_log_lines']} lines at WARNING and above",
-        *(f"  | {line[:160]}" for line in report["gateway_log_tail"]),
+        *creates_and_log_lines(report),
         f"wall time        client {report['client_wall_s']} s, total {report['total_wall_s']} s",
         f"gateway code     {report['gateway_source']}",
         f"written to       {path.relative_to(ROOT)}",
@@ -399,8 +397,7 @@ def main() -> int:
     report = run_and_record(parser, args, bench, f"retention-{args.executions}", print_report)
     if report is None:
         return 130
-    ok = report["success_rate_pct"] == 100.0
-    return 0 if ok and report["upstream_creates"] == report["upstream_creates_expected"] else 1
+    return 0 if report["success_rate_pct"] == 100.0 and creates_ok(report) else 1
 
 
 if __name__ == "__main__":
