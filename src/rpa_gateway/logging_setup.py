@@ -24,9 +24,9 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(execution_id)s %(sid)s]: %
 
 class ExecutionContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        where = current_execution.get()
-        record.execution_id = where.execution_id if where is not None else "-"
-        record.sid = where.sid if where is not None else "-"
+        execution = current_execution.get()
+        record.execution_id = execution.id if execution is not None else "-"
+        record.sid = execution.request.sid if execution is not None else "-"
         return True
 
 

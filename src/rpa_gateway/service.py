@@ -23,7 +23,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.security import TokenVault
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, Store, StoreError
 from rpa_gateway.supervisor import Supervisor
-from rpa_gateway.telemetry.context import ExecutionContext, current_execution
+from rpa_gateway.telemetry.context import current_execution
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class ExecutionService:
             self._store.create(execution, self._vault.seal(token, execution.id))
         except DuplicateIdempotencyKey:
             raise IdempotencyConflict(idempotency_key) from None
-        current_execution.set(ExecutionContext(execution.id, request.sid))
+        current_execution.set(execution)
         log.info(
             "execution %s accepted: project %s, sid %s",
             execution.id,

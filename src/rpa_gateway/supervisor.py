@@ -28,7 +28,7 @@ from rpa_gateway.backends.base import (
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind, Execution, Outcome, Status
 from rpa_gateway.store.base import Store, StoreError
-from rpa_gateway.telemetry.context import ExecutionContext, current_execution
+from rpa_gateway.telemetry.context import current_execution
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Supervisor:
 
     async def _drive(self, execution: Execution, token: str) -> None:
         self._started.add(execution.id)
-        current_execution.set(ExecutionContext(execution.id, execution.request.sid, execution))
+        current_execution.set(execution)
         try:
             outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:

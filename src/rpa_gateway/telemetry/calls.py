@@ -115,8 +115,7 @@ class InstrumentedCalls:
     def call(self, operation: str) -> Call:
         span: CallSpan | None = None
         if self._recorder is not None:
-            where = current_execution.get()
-            driven = where.execution if where is not None else None
+            driven = current_execution.get()
             parent = self._span_for(driven) if driven is not None else None
             if parent is not None:
                 span = self._recorder.start_call(f"rpa.backend.{operation}", parent)
