@@ -97,3 +97,22 @@ def test_config_env_file_is_read(tmp_path: Path) -> None:
         assert httpx.get(gateway.base_url + "/rpa/v1/ping").json() == "pong"
     finally:
         gateway.stop()
+
+
+def test_kafka_enable_0_turns_the_trace_log_off_as_in_astron_agents_compose(
+    tmp_path: Path,
+) -> None:
+    # astron-agent's compose always sets KAFKA_SERVERS and switches Kafka with KAFKA_ENABLE.
+    env = {"KAFKA_SERVERS": "kafka:29092", "KAFKA_ENABLE": "0", "RPA_PROMETHEUS_ENABLE": "true"}
+    gateway = GatewayProcess(env, tmp_path).start()
+    try:
+        assert "kafka off" in gateway.log_text()
+    finally:
+        gateway.stop()
+    switched_on = GatewayProcess({**env, "KAFKA_ENABLE": "1"}, tmp_path / "on")
+    switched_on.workdir.mkdir()
+    switched_on.start()
+    try:
+        assert "kafka topic rpa-trace" in switched_on.log_text()
+    finally:
+        switched_on.stop()

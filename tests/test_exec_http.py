@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
@@ -69,7 +67,17 @@ def test_body_fields_are_forwarded_and_unknown_ones_ignored(
         "params": {"city": "Hefei"},
         "exec_position": "EXECUTOR",
         "version": 3,
+        "phone_number": "123",
     }
+
+
+def test_optional_fields_are_sent_only_when_given(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    pid = new_project_id()  # as the reference plugin: version and phone_number only when set
+    assert exec_stream(gateway.base_url, {"project_id": pid}).terminal["code"] == 0
+    (create,) = [c["body"] for c in fake.creates if c["body"]["project_id"] == pid]
+    assert create == {"project_id": pid, "params": {}, "exec_position": "EXECUTOR"}
 
 
 def test_sid_is_generated_when_absent(gateway: GatewayProcess) -> None:
@@ -96,7 +104,8 @@ def test_missing_authorization_is_401(
     before = len(fake.creates)
     result = exec_stream(gateway.base_url, {"project_id": new_project_id()}, token=token)
     assert result.status_code == 401
-    assert "Authorization" in json.loads(result.body)["message"]
+    assert result.terminal["code"] == 55001
+    assert "Authorization" in result.terminal["message"]
     assert len(fake.creates) == before
 
 
@@ -122,12 +131,12 @@ def test_bad_body_is_a_clear_4xx(
     before = len(fake.creates)
     result = exec_stream(gateway.base_url, None, content=content)
     assert result.status_code == status
-    body = json.loads(result.body)
-    assert body["error"] and body["message"]
+    frame = result.terminal
+    assert frame["code"] == 55001 and frame["error"] and frame["message"]
     if field is not None:
-        assert field in body["fields"]
-        assert field in body["message"]
-    assert "Traceback" not in result.body.decode()
+        assert field in frame["fields"]
+        assert field in frame["message"]
+    assert "Traceback" not in frame["message"]
     assert len(fake.creates) == before
 
 
@@ -136,7 +145,7 @@ def test_oversized_body_is_413(gateway: GatewayProcess, fake: FakeUpstream) -> N
     big = {"project_id": "p", "params": {"blob": "x" * (2 * 1024 * 1024)}}
     result = exec_stream(gateway.base_url, big)
     assert result.status_code == 413
-    assert "larger than" in json.loads(result.body)["message"]
+    assert "larger than" in result.terminal["message"]
     assert len(fake.creates) == before
 
 

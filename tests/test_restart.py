@@ -121,7 +121,8 @@ def test_sigterm_tells_streams_to_reconnect_and_the_next_process_finishes(
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:8]}"
     fake.script(pid, duration=2)
-    settings = {**FAST, **fake.env(), "RPA_TOKEN_KEY": KEY}
+    # No drain: streams are told to reconnect at once (see test_drain.py for the drain).
+    settings = {**FAST, **fake.env(), "RPA_TOKEN_KEY": KEY, "RPA_DRAIN_SECONDS": "0"}
     first = GatewayProcess(settings, tmp_path).start()
     body = {"project_id": pid, "sid": "s"}
     with ThreadPoolExecutor(1) as pool:

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from rpa_gateway import __version__
 from rpa_gateway.api import compat, executions, health, metrics, projects
 from rpa_gateway.api.components import Components
-from rpa_gateway.api.errors import install_error_handlers
+from rpa_gateway.api.paths import CollapseSlashes
+from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
 from rpa_gateway.backends.local import LocalBackend
@@ -72,7 +73,7 @@ def build_vault(settings: Settings) -> TokenVault:
 
 def create_app(settings: Settings) -> FastAPI:
     lifecycle = Lifecycle()
-    telemetry = Telemetry(settings)
+    telemetry = Telemetry(settings, open_streams=lambda: lifecycle.open_streams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            lifecycle.begin_drain()
+            lifecycle.release_streams()
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
@@ -133,4 +134,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_error_handlers(app)
+    app.add_middleware(CollapseSlashes)
     return app

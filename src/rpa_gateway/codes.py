@@ -3,7 +3,12 @@
 Codes 55000-55999 belong to this service.  New ones: ``CANCELLED`` ends an
 execution cancelled upstream or through this service; ``RECONNECT`` ends a
 stream (not the execution) when the service shuts down, so a caller that cannot
-resume fails loudly instead of reading a stream without a result as success.
+resume fails loudly instead of reading a stream without a result as success;
+``UNAVAILABLE`` refuses a request the service cannot take now (restarting, store
+down) - nothing was started, retrying later may work; ``RESULT_TOO_LARGE`` ends a
+stream whose result would not fit in one line a client can read.  A request
+refused for what it is (no token, bad body, unknown project) gets
+``CREATE_ERROR``, as the reference's upstream would answer it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ class Code(IntEnum):
     TIMEOUT = 55003
     CANCELLED = 55004
     RECONNECT = 55005
+    UNAVAILABLE = 55006
+    RESULT_TOO_LARGE = 55007
     UNKNOWN = 55999
 
 
@@ -50,3 +57,16 @@ def reconnect_message(event_id: str) -> str:
 
 def unknown_error_message(detail: str) -> str:
     return f"Unknown error: {detail}"
+
+
+def unavailable_message(detail: str) -> str:
+    return f"Service unavailable: {detail}"
+
+
+def result_too_large_message(size: int, limit: int, code: int, execution_id: str) -> str:
+    ended = "succeeded" if code == Code.SUCCESS else f"ended with code {code}"
+    return (
+        f"Result too large for this stream: its frame is {size} bytes, over the"
+        f" {limit}-byte line limit (RPA_MAX_FRAME_BYTES); the execution {ended} and"
+        f" GET /rpa/v1/executions/{execution_id} returns the whole result"
+    )

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     otlp_trace_max_export_batch_size: Annotated[int, Field(ge=1)] = 512
     otlp_trace_export_timeout_millis: Annotated[int, Field(ge=1)] = 30000
     kafka_servers: str = ""  # bootstrap servers; unset: no trace records
+    # astron-agent's compose sets KAFKA_SERVERS always and switches with KAFKA_ENABLE=0/1;
+    # unset, the trace log is on whenever KAFKA_SERVERS is set.
+    kafka_enable: bool | None = None
     kafka_topic: str = "rpa-trace"
     kafka_timeout: PositiveSeconds = 10.0  # a record not delivered by then is dropped
 
@@ -84,6 +87,12 @@ class Settings(BaseSettings):
     rpa_upstream_max_connections: Annotated[int, Field(ge=1)] = 256
     rpa_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     rpa_shutdown_grace: Annotated[int, Field(ge=0)] = 5
+    # Seconds open streams get to finish after SIGTERM; unset: XIAOWU_RPA_TIMEOUT + 15, so a
+    # run started just before the signal ends (at worst by its timeout) before the process.
+    rpa_drain_seconds: Annotated[float, Field(ge=0)] | None = None
+    # Longest ``data:`` line of the compat stream, prefix and line end included: aiohttp
+    # (astron-agent's node) refuses lines over 128 KiB.
+    rpa_max_frame_bytes: Annotated[int, Field(ge=1024)] = 131_000
     rpa_access_log: bool = False
     rpa_log_json: bool = False
     rpa_upstream_keepalive: PositiveSeconds = 4.0
@@ -108,6 +117,11 @@ class Settings(BaseSettings):
             raise ValueError("must contain {execution_id}")
         return value
 
+    @field_validator("kafka_enable", "rpa_drain_seconds", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("rpa_token_key")
     @classmethod
     def _token_key_is_32_bytes(cls, value: SecretStr | None) -> SecretStr | None:
@@ -123,6 +137,16 @@ class Settings(BaseSettings):
         if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
             raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return level
+
+    @property
+    def drain_seconds(self) -> float:
+        if self.rpa_drain_seconds is not None:
+            return self.rpa_drain_seconds
+        return self.xiaowu_rpa_timeout + 15.0
+
+    @property
+    def kafka_on(self) -> bool:
+        return bool(self.kafka_servers) and self.kafka_enable is not False
 
     @property
     def backend(self) -> Literal["local", "astron"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from types import FrameType
 
 import uvicorn
@@ -14,21 +15,43 @@ from rpa_gateway.lifecycle import Lifecycle
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, first tell open streams to reconnect, then shut down as usual."""
+    """On SIGTERM/SIGINT, drain first (open streams finish), then shut down as usual.
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    The listener stays open while draining, so new requests get a clear refusal
+    instead of a refused connection.  A second signal cuts the drain short; one
+    during uvicorn's own shutdown is uvicorn's (SIGINT forces the exit).
+    """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
         super().__init__(config)
         self._lifecycle = lifecycle
+        self._drain_seconds = drain_seconds
+        self._drain: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
+        loop = self._loop
+        if loop is None or self.should_exit:
+            super().handle_exit(sig, frame)
+        elif self._drain is None:
             # A signal handler interrupts the loop anywhere; act from the loop itself.
-            loop.call_soon_threadsafe(self._lifecycle.begin_drain)
-        super().handle_exit(sig, frame)
+            loop.call_soon_threadsafe(self._start_drain, sig)
+        else:
+            loop.call_soon_threadsafe(self._lifecycle.cut_short)
+
+    def _start_drain(self, sig: int) -> None:
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._drain_then_exit(sig), name="drain")
+
+    async def _drain_then_exit(self, sig: int) -> None:
+        try:
+            await self._lifecycle.drain(self._drain_seconds)
+        finally:
+            super().handle_exit(sig, None)
 
 
 def tune_collector(threshold: int) -> None:
@@ -60,4 +83,4 @@ def serve(app: FastAPI, settings: Settings) -> None:
         server_header=False,
     )
     lifecycle: Lifecycle = app.state.lifecycle
-    DrainingServer(config, lifecycle).run()
+    DrainingServer(config, lifecycle, settings.drain_seconds).run()

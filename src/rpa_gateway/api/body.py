@@ -98,6 +98,12 @@ def last_event_id(request: Request) -> tuple[str, int] | None:
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; also kept as ``request.state.payload`` for refusals.
+
+    ``payload`` is set (``None`` until the object is read) the moment reading
+    starts, so a refusal never tries to read the body a second time.
+    """
+    request.state.payload = None
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -119,6 +125,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         ) from None
     if not isinstance(decoded, dict):
         raise RequestRejected(422, "invalid_body", "request body must be a JSON object")
+    request.state.payload = decoded
     return decoded
 
 

@@ -33,7 +33,9 @@ def wants_progress(request: Request) -> bool:
         "comments, then exactly one `data:` frame `{code, message, sid, data}`. With a "
         "`Last-Event-ID` header it re-attaches to that execution instead (the body is then "
         "ignored) and replays what the client missed. `Idempotency-Key` returns the "
-        "execution already made with that key."
+        "execution already made with that key. Refusals keep their HTTP status but, "
+        "unless `Accept` asks for JSON only, come as one `data:` frame with a non-zero "
+        "code (clients that read only `data:` lines must see them)."
     ),
     response_class=EventStreamResponse,
 )
@@ -55,5 +57,6 @@ async def exec_rpa(request: Request) -> Response:
         with_progress=wants_progress(request),
         retry_ms=settings.rpa_reconnect_delay_ms,
         last_event_id=f"{execution.id}:{after}",
+        max_line=settings.rpa_max_frame_bytes,
     )
-    return EventStreamResponse(body_stream, counter=parts.telemetry.streams)
+    return EventStreamResponse(body_stream, counter=parts.lifecycle)

@@ -18,24 +18,77 @@ from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind
 from rpa_gateway.service import Signal
 
+_DATA_PREFIX = "data: "
+
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def terminal_frame(event: Event, sid: str) -> bytes:
+def terminal_frame(event: Event, sid: str, max_line: int) -> bytes:
+    """The result frame; one whose ``data:`` line would exceed ``max_line`` bytes says so instead.
+
+    aiohttp, which astron-agent's node reads with, fails on lines over 128 KiB
+    with an opaque "Chunk too big"; a clear failure naming the size and where
+    the whole result is served is better.
+    """
+    code = event.data.get("code")
     payload = {
-        "code": event.data.get("code"),
+        "code": code,
         "message": event.data.get("message"),
         "sid": sid,
         "data": event.data.get("data"),
     }
-    return sse.frame(id=event.id, data=_json(payload))
+    data = _json(payload)
+    size = _line_size(data)
+    if size > max_line:
+        too_large = {
+            "code": Code.RESULT_TOO_LARGE.value,
+            "message": codes.result_too_large_message(
+                size, max_line, int(code or 0), event.execution_id
+            ),
+            "sid": sid,
+            "data": None,
+        }
+        data = _json(too_large)
+    return sse.frame(id=event.id, data=data)
 
 
-def progress_frame(event: Event, sid: str) -> bytes:
+def progress_frame(event: Event, sid: str, max_line: int) -> bytes:
+    """A progress frame, or just the event id when the frame would be too long to read."""
     payload = {"code": 0, "message": "Progress", "sid": sid, "data": {"progress": event.data}}
-    return sse.frame(id=event.id, event="progress", data=_json(payload))
+    data = _json(payload)
+    if _line_size(data) > max_line:
+        return sse.frame(id=event.id)
+    return sse.frame(id=event.id, event="progress", data=data)
+
+
+def _line_size(data: str) -> int:
+    """Bytes of ``data: <data>\n``; UTF-8 takes 1 to 4 bytes a character."""
+    return len(_DATA_PREFIX) + len(data.encode() if not data.isascii() else data) + 1
+
+
+def refusal_frame(status_code: int, error: str, message: str, sid: str, fields: list[str]) -> bytes:
+    """The one frame a refused request gets, so a reader of ``data:`` lines sees the failure.
+
+    ``sid`` is ``""`` when unknown: astron-agent's node validates it as a string.
+    """
+    if status_code in (429, 503):
+        code, text = Code.UNAVAILABLE, codes.unavailable_message(message)
+    elif status_code >= 500:
+        code, text = Code.UNKNOWN, codes.unknown_error_message(message)
+    else:
+        code, text = Code.CREATE_ERROR, codes.create_error_message(message)
+    payload: dict[str, Any] = {
+        "code": code.value,
+        "message": text,
+        "sid": sid,
+        "data": None,
+        "error": error,
+    }
+    if fields:
+        payload["fields"] = fields
+    return sse.frame(data=_json(payload))
 
 
 def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
@@ -55,6 +108,7 @@ async def render(
     with_progress: bool,
     retry_ms: int,
     last_event_id: str,
+    max_line: int,
 ) -> AsyncIterator[bytes]:
     async for event in events:
         if event is Signal.PING:
@@ -63,11 +117,11 @@ async def render(
             yield reconnect_frame(last_event_id, sid, retry_ms)
             return
         elif event.kind is EventKind.TERMINAL:
-            yield terminal_frame(event, sid)
+            yield terminal_frame(event, sid, max_line)
             return
         else:
             last_event_id = event.id
             if event.kind is EventKind.PROGRESS and with_progress:
-                yield progress_frame(event, sid)
+                yield progress_frame(event, sid, max_line)
             else:
                 yield sse.frame(id=event.id)

@@ -116,7 +116,7 @@ async def execution_events(
     execution = parts.executions.attach(execution_id, token)
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
-    return EventStreamResponse(body_stream, counter=parts.telemetry.streams)
+    return EventStreamResponse(body_stream, counter=parts.lifecycle)
 
 
 @router.post(

@@ -16,10 +16,19 @@ async def ping() -> str:
     return "pong"
 
 
-@router.get("/rpa/v1/ready", summary="Readiness: the execution store answers")
+@router.get(
+    "/rpa/v1/ready",
+    summary="Readiness: the execution store answers and the service is not shutting down",
+)
 async def ready(request: Request) -> JSONResponse:
+    parts = components(request)
+    if parts.lifecycle.draining:
+        return JSONResponse(
+            {"status": "draining", "reason": "shutting down: open streams are finishing"},
+            status_code=503,
+        )
     try:
-        components(request).store.check()
+        parts.store.check()
     except StoreError as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -25,7 +25,8 @@ class Result(BaseModel):
 
     code: int = Field(
         description="0 success; 55001 create error; 55002 query error or robot "
-        "failure; 55003 timeout; 55004 cancelled; 55999 internal"
+        "failure; 55003 timeout; 55004 cancelled; 55999 internal (the compat stream "
+        "also sends 55005 restarting, 55006 unavailable, 55007 result too large)"
     )
     message: str
     data: dict[str, Any] | None = Field(description="the robot's outputs on success")

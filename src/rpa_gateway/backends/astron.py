@@ -97,8 +97,11 @@ class AstronBackend:
             "params": request.params,
             "exec_position": request.exec_position,
         }
+        # The reference plugin's create sends these two only when the caller gave them.
         if request.version is not None:
             body["version"] = request.version
+        if request.phone_number:
+            body["phone_number"] = request.phone_number
         with self._calls.call("create") as call:
             try:
                 status, raw = await self._exchange("POST", self._create_url, token, call, body)

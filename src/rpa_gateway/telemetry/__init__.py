@@ -1,7 +1,7 @@
 """Traces, metrics and the Kafka trace log, built from settings; all off by default.
 
 Off, nothing is registered: the store has no listener, backends get
-:data:`~rpa_gateway.telemetry.calls.NO_CALLS`, streams are not wrapped.
+:data:`~rpa_gateway.telemetry.calls.NO_CALLS`.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from rpa_gateway.config import Settings
-from rpa_gateway.sse import StreamCounter
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
 from rpa_gateway.telemetry.deferred import Deferred
@@ -34,7 +34,7 @@ __all__ = ["Telemetry"]
 
 
 class Telemetry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, open_streams: Callable[[], int]) -> None:
         self._tracer_provider: TracerProvider | None = None
         self._spans: SpanRecorder | None = None
         self._meter_provider: MeterProvider | None = None
@@ -45,7 +45,6 @@ class Telemetry:
         self._observer: ExecutionObserver | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._deferred = Deferred()
-        self._open_streams = 0
         self._settings = settings
         if settings.otlp_enable:
             self._spans, self._tracer_provider = span_recorder(settings)
@@ -54,9 +53,9 @@ class Telemetry:
             self.instruments = Instruments.on(
                 self._meter_provider.get_meter("rpa_gateway"),
                 active_executions=lambda: self._observer.active if self._observer else 0,
-                open_streams=lambda: self._open_streams,
+                open_streams=open_streams,
             )
-        if settings.kafka_servers:
+        if settings.kafka_on:
             self.tracelog = KafkaTraceLog(
                 settings.kafka_servers,
                 settings.kafka_topic,
@@ -103,17 +102,6 @@ class Telemetry:
             or "off",
             f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
         )
-
-    @property
-    def streams(self) -> StreamCounter | None:
-        """Counts open SSE responses for the ``rpa_open_streams`` gauge (when metrics are on)."""
-        return self if self.instruments is not None else None
-
-    def opened(self) -> None:
-        self._open_streams += 1
-
-    def closed(self) -> None:
-        self._open_streams -= 1
 
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:

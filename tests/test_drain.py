@@ -1,0 +1,136 @@
+"""A restart no caller notices: on SIGTERM open streams finish before the process exits.
+
+The callers here read the stream as astron-agent's node does (tests/astron_node.py):
+it cannot resume, so a stream cut by a restart would fail its workflow step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.astron_node import NodeFailed, node_call, run_node
+from tests.conftest import FAST
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.gateway_process import GatewayProcess
+from tests.test_restart import wait_until_all_running
+
+STREAMS = 30
+
+# What each node call ended with: its outputs or its failure message, and when.
+Ended = tuple[str | dict[str, object], float]
+
+
+def _gateway(tmp_path: Path, fake: FakeUpstream, **env: str) -> GatewayProcess:
+    return GatewayProcess({**FAST, **fake.env(), **env}, tmp_path).start()
+
+
+def _node_streams(gateway: GatewayProcess, pid: str, count: int) -> Future[list[Ended]]:
+    """``count`` node calls at once; each ends as (outputs or failure message, when)."""
+
+    async def one(i: int) -> Ended:
+        body = {"project_id": pid, "sid": f"wf-{i}", "params": {"i": i}}
+        try:
+            outputs: str | dict[str, object] = await run_node(gateway.base_url, "tok", body)
+        except NodeFailed as failure:
+            outputs = str(failure)
+        return outputs, time.monotonic()
+
+    async def all_of_them() -> list[Ended]:
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(asyncio.run, all_of_them())
+    pool.shutdown(wait=False)
+    return future
+
+
+def _running(
+    gateway: GatewayProcess, fake: FakeUpstream, duration: float
+) -> tuple[str, Future[list[Ended]]]:
+    pid = new_project_id()
+    fake.script(pid, duration=duration)
+    streams = _node_streams(gateway, pid, STREAMS)
+    wait_until_all_running(gateway.database, STREAMS)
+    return pid, streams
+
+
+def _exit_time(gateway: GatewayProcess, timeout: float = 60) -> float:
+    assert gateway.process is not None
+    gateway.process.wait(timeout)
+    return time.monotonic()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_sigterm_lets_open_streams_finish_then_exits(tmp_path: Path, fake: FakeUpstream) -> None:
+    # RPA_DRAIN_SECONDS unset: the default, long enough for any run under XIAOWU_RPA_TIMEOUT.
+    gateway = _gateway(tmp_path, fake, RPA_DRAIN_SECONDS="")
+    pid, streams = _running(gateway, fake, duration=5)
+    assert gateway.process is not None
+    signalled = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+
+    # Draining: not ready, and new work is refused in a way the node sees.
+    _wait_for(lambda: httpx.get(gateway.base_url + "/rpa/v1/ready").status_code == 503)
+    with pytest.raises(NodeFailed, match="Service unavailable: the service is restarting"):
+        node_call(gateway.base_url, "tok", {"project_id": pid, "sid": "late"})
+    native = httpx.post(
+        gateway.base_url + "/rpa/v1/executions",
+        json={"project_id": pid},
+        headers={"Authorization": "tok"},
+    )
+    assert native.status_code == 503 and native.headers["retry-after"] == "1"
+
+    results = streams.result(timeout=60)
+    exited = _exit_time(gateway)
+    assert [outputs["params"] for outputs, _ in results] == [  # type: ignore[index]
+        {"i": i} for i in range(STREAMS)
+    ], "every workflow step gets its own run's outputs"
+    assert exited >= max(at for _, at in results), "the process outlives its streams"
+    assert exited - signalled < 30, "and exits once they are done, not at the drain deadline"
+    assert gateway.process.returncode == -signal.SIGTERM
+    assert fake.creates_for(pid) == STREAMS
+
+
+def test_streams_open_at_the_drain_deadline_are_told_to_reconnect(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    gateway = _gateway(tmp_path, fake, RPA_DRAIN_SECONDS="1")
+    pid, streams = _running(gateway, fake, duration=30)
+    assert gateway.process is not None
+    signalled = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    results = streams.result(timeout=30)
+    exited = _exit_time(gateway)
+    for outputs, at in results:
+        assert isinstance(outputs, str) and "reconnect with Last-Event-ID" in outputs
+        assert 0.9 <= at - signalled < 5, "released at the 1 s deadline, not before, not much after"
+    assert exited - signalled < 10
+    assert fake.creates_for(pid) == STREAMS
+
+
+def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path, fake: FakeUpstream) -> None:
+    gateway = _gateway(tmp_path, fake, RPA_DRAIN_SECONDS="60")
+    _, streams = _running(gateway, fake, duration=30)
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGTERM)
+    _wait_for(lambda: httpx.get(gateway.base_url + "/rpa/v1/ready").status_code == 503)
+    cut = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    results = streams.result(timeout=30)
+    assert all("reconnect with Last-Event-ID" in str(outputs) for outputs, _ in results)
+    assert max(at for _, at in results) - cut < 5
+    assert _exit_time(gateway) - cut < 10
