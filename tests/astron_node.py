@@ -3,8 +3,10 @@
 What the node does (core/workflow/engine/nodes/rpa/rpa_node.py), written anew:
 - URL ``f"{RPA_BASE_URL}/rpa/v1/exec"`` (a base ending in ``/`` gives ``//rpa/...``);
 - headers ``Content-Type: application/json`` and ``Authorization: <apiKey or "">``;
-- aiohttp, reading the body line by line with its default line limit (a line over
-  128 KiB raises ``ValueError("Chunk too big")``);
+- aiohttp 3.10 (astron-agent pins 3.10.10), reading the body line by line with its
+  default buffer of 64 KiB: a line over 2 x 64 KiB raises (``ValueError("Chunk too
+  big")`` there; aiohttp 3.14, installed here, reads bigger buffers by default, so the
+  session is given 3.10's ``read_bufsize`` and raises ``LineTooLong`` at the same size);
 - every line starting with ``data:`` is validated as ``{code:int, message:str,
   sid:str="", data:dict|None}``; ``code != 0`` fails the node with the message;
   otherwise the frame's data is kept;
@@ -19,6 +21,9 @@ from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field
+
+NODE_READ_BUFSIZE = 2**16  # aiohttp 3.10's default; a line may be twice that
+NODE_MAX_LINE = 2 * NODE_READ_BUFSIZE
 
 
 class NodeFailed(Exception):
@@ -51,7 +56,7 @@ async def run_node(
     data: dict[str, Any] = {}
     timeout = aiohttp.ClientTimeout(total=24 * 60 * 60, sock_connect=30)
     async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
+        aiohttp.ClientSession(timeout=timeout, read_bufsize=NODE_READ_BUFSIZE) as session,
         session.post(
             url=url, headers=headers, json=body if content is None else None, data=content
         ) as response,

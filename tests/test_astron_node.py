@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.astron_node import NodeFailed, node_call
+from tests.astron_node import NODE_MAX_LINE, NodeFailed, node_call
 from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
@@ -75,9 +75,34 @@ def test_a_base_url_ending_in_a_slash_runs(local: GatewayProcess) -> None:
     assert outputs["greeting"] == "Hello, A!"
 
 
-def test_a_base_url_with_a_wrong_prefix_fails_visibly(local: GatewayProcess) -> None:
+def test_a_trailing_slash_runs_without_a_redirect(local: GatewayProcess) -> None:
+    response = httpx.post(
+        local.base_url + "/rpa/v1/exec/",
+        json={"project_id": "hello", "params": {"name": "B"}},
+        headers={"Authorization": "t"},
+    )
+    assert response.status_code == 200, "a redirect has no data line: a success to some clients"
+    (line,) = [line for line in response.text.splitlines() if line.startswith("data:")]
+    assert json.loads(line[5:])["data"]["greeting"] == "Hello, B!"
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/api/"])
+def test_a_base_url_with_a_wrong_prefix_fails_visibly(local: GatewayProcess, prefix: str) -> None:
     with pytest.raises(NodeFailed, match="no endpoint POST /api/rpa/v1/exec"):
-        node_call(local.base_url + "/api", "t", {"project_id": "hello"})
+        node_call(local.base_url + prefix, "t", {"project_id": "hello"})
+
+
+@pytest.mark.parametrize("sid", ["\ud800", "x" * 10_000])
+def test_odd_sids_still_fail_visibly(local: GatewayProcess, sid: str) -> None:
+    with pytest.raises(NodeFailed, match="sid"):
+        node_call(local.base_url, "t", {"project_id": "hello", "sid": sid})
+
+
+def test_a_huge_invalid_value_is_named_in_a_line_the_node_can_read(local: GatewayProcess) -> None:
+    body = {"project_id": "countdown", "params": {"seconds": "9" * 300_000}}
+    with pytest.raises(NodeFailed, match=r"params\.seconds") as failure:
+        node_call(local.base_url, "t", body)
+    assert len(str(failure.value)) < 1000
 
 
 def test_refusals_keep_their_status_and_error_fields(local: GatewayProcess) -> None:
@@ -153,12 +178,32 @@ def test_a_200_kb_result_is_a_clear_failure_and_served_whole_by_the_native_api(
     assert frame["code"] == 55007
 
 
+def test_the_frame_limit_matches_the_line_the_node_can_read_to_the_byte(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(RPA_MAX_FRAME_BYTES=str(NODE_MAX_LINE))
+
+    def result_whose_line_is(size: int) -> tuple[str, dict[str, str]]:
+        # The terminal line as the wire contract writes it: compact JSON, code first.
+        frame = {"code": 0, "message": "Success", "sid": "s", "data": {"blob": ""}}
+        overhead = len(f"data: {json.dumps(frame, separators=(',', ':'))}\n")
+        pid, outputs = new_project_id(), {"blob": "x" * (size - overhead)}
+        fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": outputs}}])
+        return pid, outputs
+
+    pid, outputs = result_whose_line_is(NODE_MAX_LINE)
+    assert node_call(gateway.base_url, "t", {"project_id": pid, "sid": "s"}) == outputs
+    pid, _ = result_whose_line_is(NODE_MAX_LINE + 1)
+    with pytest.raises(NodeFailed, match=f"its frame is {NODE_MAX_LINE + 1} bytes"):
+        node_call(gateway.base_url, "t", {"project_id": pid, "sid": "s"})
+
+
 def test_the_frame_limit_is_a_setting_and_the_native_stream_has_none(
     start_gateway: GatewayFactory, fake: FakeUpstream
 ) -> None:
-    gateway = start_gateway(RPA_MAX_FRAME_BYTES="2000")
-    pid, outputs = _completing_with(fake, 4000)
-    with pytest.raises(NodeFailed, match="over the 2000-byte line limit"):
+    gateway = start_gateway(RPA_MAX_FRAME_BYTES="5000")
+    pid, outputs = _completing_with(fake, 8000)
+    with pytest.raises(NodeFailed, match="over the 5000-byte line limit"):
         node_call(gateway.base_url, "t", {"project_id": pid, "sid": "s"})
     created = httpx.post(
         gateway.base_url + "/rpa/v1/executions",

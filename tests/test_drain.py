@@ -62,10 +62,18 @@ def _running(
     return pid, streams
 
 
-def _exit_time(gateway: GatewayProcess, timeout: float = 60) -> float:
-    assert gateway.process is not None
-    gateway.process.wait(timeout)
-    return time.monotonic()
+def _exit_time(gateway: GatewayProcess, timeout: float = 60) -> Future[float]:
+    """When the process exits, watched from now on."""
+
+    def wait() -> float:
+        assert gateway.process is not None
+        gateway.process.wait(timeout)
+        return time.monotonic()
+
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(wait)
+    pool.shutdown(wait=False)
+    return future
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -82,6 +90,7 @@ def test_sigterm_lets_open_streams_finish_then_exits(tmp_path: Path, fake: FakeU
     assert gateway.process is not None
     signalled = time.monotonic()
     gateway.process.send_signal(signal.SIGTERM)
+    exit_watch = _exit_time(gateway)
 
     # Draining: not ready, and new work is refused in a way the node sees.
     _wait_for(lambda: httpx.get(gateway.base_url + "/rpa/v1/ready").status_code == 503)
@@ -95,7 +104,7 @@ def test_sigterm_lets_open_streams_finish_then_exits(tmp_path: Path, fake: FakeU
     assert native.status_code == 503 and native.headers["retry-after"] == "1"
 
     results = streams.result(timeout=60)
-    exited = _exit_time(gateway)
+    exited = exit_watch.result(timeout=60)
     assert [outputs["params"] for outputs, _ in results] == [  # type: ignore[index]
         {"i": i} for i in range(STREAMS)
     ], "every workflow step gets its own run's outputs"
@@ -113,8 +122,9 @@ def test_streams_open_at_the_drain_deadline_are_told_to_reconnect(
     assert gateway.process is not None
     signalled = time.monotonic()
     gateway.process.send_signal(signal.SIGTERM)
+    exit_watch = _exit_time(gateway)
     results = streams.result(timeout=30)
-    exited = _exit_time(gateway)
+    exited = exit_watch.result(timeout=30)
     for outputs, at in results:
         assert isinstance(outputs, str) and "reconnect with Last-Event-ID" in outputs
         assert 0.9 <= at - signalled < 5, "released at the 1 s deadline, not before, not much after"
@@ -133,4 +143,4 @@ def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path, fake: FakeUpstrea
     results = streams.result(timeout=30)
     assert all("reconnect with Last-Event-ID" in str(outputs) for outputs, _ in results)
     assert max(at for _, at in results) - cut < 5
-    assert _exit_time(gateway) - cut < 10
+    assert _exit_time(gateway).result(timeout=30) - cut < 10

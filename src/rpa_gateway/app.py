@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from rpa_gateway import __version__
 from rpa_gateway.api import compat, executions, health, metrics, projects
 from rpa_gateway.api.components import Components
-from rpa_gateway.api.paths import CollapseSlashes
 from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
@@ -134,5 +133,4 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_error_handlers(app)
-    app.add_middleware(CollapseSlashes)
     return app

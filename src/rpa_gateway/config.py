@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     rpa_drain_seconds: Annotated[float, Field(ge=0)] | None = None
     # Longest ``data:`` line of the compat stream, prefix and line end included: aiohttp
     # (astron-agent's node) refuses lines over 128 KiB.
-    rpa_max_frame_bytes: Annotated[int, Field(ge=1024)] = 131_000
+    rpa_max_frame_bytes: Annotated[int, Field(ge=4096)] = 131_000
     rpa_access_log: bool = False
     rpa_log_json: bool = False
     rpa_upstream_keepalive: PositiveSeconds = 4.0

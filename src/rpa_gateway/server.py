@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from rpa_gateway.api.edge import Edge
 from rpa_gateway.config import Settings
 from rpa_gateway.lifecycle import Lifecycle
 
@@ -26,7 +27,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._lifecycle = lifecycle
         self._drain_seconds = drain_seconds
-        self._drain: asyncio.Task[None] | None = None
+        self._signals = 0
+        self._drain: asyncio.Task[None] | None = None  # held: the loop keeps weak references
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -37,15 +39,16 @@ class DrainingServer(uvicorn.Server):
         loop = self._loop
         if loop is None or self.should_exit:
             super().handle_exit(sig, frame)
-        elif self._drain is None:
-            # A signal handler interrupts the loop anywhere; act from the loop itself.
+            return
+        # A signal handler interrupts the loop anywhere; act from the loop itself.
+        self._signals += 1
+        if self._signals == 1:
             loop.call_soon_threadsafe(self._start_drain, sig)
         else:
             loop.call_soon_threadsafe(self._lifecycle.cut_short)
 
     def _start_drain(self, sig: int) -> None:
-        if self._drain is None:
-            self._drain = asyncio.create_task(self._drain_then_exit(sig), name="drain")
+        self._drain = asyncio.create_task(self._drain_then_exit(sig), name="drain")
 
     async def _drain_then_exit(self, sig: int) -> None:
         try:
@@ -70,7 +73,7 @@ def tune_collector(threshold: int) -> None:
 def serve(app: FastAPI, settings: Settings) -> None:
     tune_collector(settings.rpa_gc_threshold)
     config = uvicorn.Config(
-        app,
+        Edge(app),
         host=settings.service_host,
         port=settings.service_port,
         loop="uvloop",

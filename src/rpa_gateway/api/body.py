@@ -61,6 +61,9 @@ def bearer_token(request: Request) -> str:
     return token
 
 
+_SID_NOTE = "rpa_gateway.sid"
+_MAX_SID_NOTED = 256
+
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
@@ -98,12 +101,12 @@ def last_event_id(request: Request) -> tuple[str, int] | None:
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; also kept as ``request.state.payload`` for refusals.
+    """The body as a JSON object.
 
-    ``payload`` is set (``None`` until the object is read) the moment reading
-    starts, so a refusal never tries to read the body a second time.
+    Its ``sid`` is noted in the scope for a refusal's frame (:func:`noted_sid`); the
+    note exists from the moment reading starts, so a refusal never reads twice.
     """
-    request.state.payload = None
+    request.scope[_SID_NOTE] = None
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -125,8 +128,31 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         ) from None
     if not isinstance(decoded, dict):
         raise RequestRejected(422, "invalid_body", "request body must be a JSON object")
-    request.state.payload = decoded
+    sid = decoded.get("sid")
+    if isinstance(sid, str) and len(sid) <= _MAX_SID_NOTED and _encodes(sid):
+        request.scope[_SID_NOTE] = sid
     return decoded
+
+
+def _encodes(text: str) -> bool:
+    """False for strings with lone surrogates, which JSON readers refuse to take back."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def body_was_read(request: Request) -> bool:
+    return _SID_NOTE in request.scope
+
+
+def noted_sid(request: Request) -> str | None:
+    """The ``sid`` of the body read so far, when it was a string of sane length."""
+    sid: str | None = request.scope.get(_SID_NOTE)
+    return sid
 
 
 def parse_exec_body(payload: dict[str, Any]) -> ExecBody:

@@ -68,10 +68,14 @@ def _line_size(data: str) -> int:
     return len(_DATA_PREFIX) + len(data.encode() if not data.isascii() else data) + 1
 
 
-def refusal_frame(status_code: int, error: str, message: str, sid: str, fields: list[str]) -> bytes:
+def refusal_frame(
+    status_code: int, error: str, message: str, sid: str, fields: list[str], max_line: int
+) -> bytes:
     """The one frame a refused request gets, so a reader of ``data:`` lines sees the failure.
 
-    ``sid`` is ``""`` when unknown: astron-agent's node validates it as a string.
+    ``sid`` is ``""`` when unknown: astron-agent's node validates it as a string.  Text
+    from the request (a field path, a quoted value) may hold lone surrogates, which no
+    JSON reader takes back: they become ``?``.  A message too long for ``max_line`` is cut.
     """
     if status_code in (429, 503):
         code, text = Code.UNAVAILABLE, codes.unavailable_message(message)
@@ -79,6 +83,7 @@ def refusal_frame(status_code: int, error: str, message: str, sid: str, fields: 
         code, text = Code.UNKNOWN, codes.unknown_error_message(message)
     else:
         code, text = Code.CREATE_ERROR, codes.create_error_message(message)
+    text = _printable(text)
     payload: dict[str, Any] = {
         "code": code.value,
         "message": text,
@@ -87,8 +92,17 @@ def refusal_frame(status_code: int, error: str, message: str, sid: str, fields: 
         "error": error,
     }
     if fields:
-        payload["fields"] = fields
-    return sse.frame(data=_json(payload))
+        payload["fields"] = [_printable(field) for field in fields]
+    data = _json(payload)
+    over = _line_size(data) - max_line
+    if over > 0:  # each character cut saves a byte or more; "…" takes 3
+        payload["message"] = text[: max(0, len(text) - over - 3)] + "…"
+        data = _json(payload)
+    return sse.frame(data=data)
+
+
+def _printable(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:

@@ -18,11 +18,11 @@ from rpa_gateway.executions import Execution
 async def create_execution(
     request: Request, parts: Components, token: str
 ) -> tuple[Execution, bool]:
-    """Refuse while draining, read the body, honour ``Idempotency-Key``; (execution, is new)."""
-    if parts.lifecycle.draining:
-        raise draining()
+    """Read the body, refuse while draining, honour ``Idempotency-Key``; (execution, is new)."""
     key = idempotency_key(request)
     body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
+    if parts.lifecycle.draining:  # checked after the body arrived: the drain may have begun
+        raise draining()
     return parts.executions.create(
         body.to_request(trace_parent(request)),
         token,

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 
 from rpa_gateway import sse
 from rpa_gateway.api import compat_wire
-from rpa_gateway.api.body import read_json_object
+from rpa_gateway.api.body import body_was_read, noted_sid, read_json_object
+from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.backends.base import InvalidRequest
 from rpa_gateway.service import AlreadyFinished, ExecutionNotFound, IdempotencyConflict
@@ -29,8 +30,6 @@ from rpa_gateway.store.base import StoreError
 log = logging.getLogger(__name__)
 
 COMPAT_PATH = "/rpa/v1/exec"
-_MAX_SID = 256
-_DEFAULT_BODY_LIMIT = 1024 * 1024
 
 
 def reads_data_lines(request: Request) -> bool:
@@ -53,12 +52,14 @@ async def answer(request: Request, rejected: RequestRejected) -> Response:
         return JSONResponse(
             rejected.body(), status_code=rejected.status_code, headers=rejected.headers or None
         )
+    settings = components(request).settings
     frame = compat_wire.refusal_frame(
         rejected.status_code,
         rejected.error,
         rejected.message,
-        await _sid(request),
+        await _sid(request, settings.rpa_max_body_bytes),
         rejected.fields,
+        settings.rpa_max_frame_bytes,
     )
     return Response(
         frame,
@@ -68,19 +69,14 @@ async def answer(request: Request, rejected: RequestRejected) -> Response:
     )
 
 
-async def _sid(request: Request) -> str:
+async def _sid(request: Request, body_limit: int) -> str:
     """The request's ``sid`` when its body is (or can still be) read as a JSON object."""
-    state = request.state
-    if not hasattr(state, "payload"):  # refused before the body was read: read it now
-        components = getattr(request.app.state, "components", None)
-        limit = components.settings.rpa_max_body_bytes if components else _DEFAULT_BODY_LIMIT
+    if not body_was_read(request):  # refused before the body was read: read it now
         try:
-            await read_json_object(request, limit)
+            await read_json_object(request, body_limit)
         except (RequestRejected, ClientDisconnect, RuntimeError):
             return ""
-    payload = getattr(state, "payload", None)
-    sid = payload.get("sid") if payload is not None else None
-    return sid if isinstance(sid, str) and len(sid) <= _MAX_SID else ""
+    return noted_sid(request) or ""
 
 
 def install_error_handlers(app: FastAPI) -> None:

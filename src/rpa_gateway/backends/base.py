@@ -86,9 +86,17 @@ class QueryFault(Exception):
 
 
 class InvalidRequest(Exception):
-    """The request cannot run on this backend; ``field`` names the part at fault."""
+    """The request cannot run on this backend; ``field`` names the part at fault.
+
+    The message is cut to :data:`MAX_MESSAGE` characters: validators quote the
+    offending value, which may be as large as the request.
+    """
+
+    MAX_MESSAGE = 500
 
     def __init__(self, message: str, field: str) -> None:
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.message = message
         self.field = field

@@ -1,0 +1,88 @@
+"""The outermost layer of the app, what uvicorn serves: paths normalised, and a last resort.
+
+- Repeated and trailing slashes are dropped: astron-agent's node requests
+  ``f"{RPA_BASE_URL}/rpa/v1/exec"``, so a base URL ending in ``/`` asks for
+  ``//rpa/v1/exec``, and a redirect would be read as an empty success by a
+  client that does not follow it.
+- On a path ending in ``/rpa/v1/exec``, an exception that escapes everything
+  else (even the error handlers) before the response has started still gets a
+  ``data:`` frame with a non-zero code: without one, the node reads success.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rpa_gateway import sse
+from rpa_gateway.api.refusals import COMPAT_PATH
+from rpa_gateway.codes import Code, unknown_error_message
+
+log = logging.getLogger(__name__)
+
+_SLASHES = re.compile(r"/{2,}")
+_RAW_SLASHES = re.compile(rb"/{2,}")
+
+_LAST_RESORT_FRAME = sse.frame(
+    data=json.dumps(
+        {
+            "code": Code.UNKNOWN.value,
+            "message": unknown_error_message("internal error"),
+            "sid": "",
+            "data": None,
+            "error": "internal",
+        },
+        separators=(",", ":"),
+    )
+)
+_LAST_RESORT_HEADERS = [
+    (b"content-type", f"{sse.MEDIA_TYPE}; charset=utf-8".encode()),
+    (b"content-length", str(len(_LAST_RESORT_FRAME)).encode()),
+    *((name.lower().encode(), value.encode()) for name, value in sse.HEADERS.items()),
+]
+
+
+class Edge:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if "//" in path or (path.endswith("/") and path != "/"):
+            scope = _normalised(scope)
+            path = scope["path"]
+        if not path.endswith(COMPAT_PATH):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            await send(
+                {"type": "http.response.start", "status": 500, "headers": _LAST_RESORT_HEADERS}
+            )
+            await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
+
+
+def _normalised(scope: Scope) -> Scope:
+    scope = dict(scope)
+    scope["path"] = _SLASHES.sub("/", scope["path"]).rstrip("/") or "/"
+    raw_path = scope.get("raw_path")  # the path as sent, without the query string
+    if raw_path is not None:
+        scope["raw_path"] = _RAW_SLASHES.sub(b"/", raw_path).rstrip(b"/") or b"/"
+    return scope
