@@ -49,6 +49,7 @@ from load import (
     run_and_record,
     services,
     warm_up,
+    warnings_and_worse,
 )
 
 PROJECT = "resume"
@@ -339,7 +340,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         warm_failures = warm_up(svc)
         m = storm(args, svc)
         creates = svc.upstream_stats()["creates"]
-        gw_log_lines = svc.gw_log.read_text(errors="replace").splitlines()
+        gw_log_lines = warnings_and_worse(svc.gw_log.read_text(errors="replace").splitlines())
 
     n = args.reconnects
     results: list[Reattach] = m["done"]["results"]

@@ -48,6 +48,7 @@ from load import (
     run_and_record,
     services,
     warm_up,
+    warnings_and_worse,
 )
 
 PROJECT = "retention"
@@ -263,7 +264,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         time.sleep(drain_s)
         print_row(sampler.sample(result["done"], f"{drain_s:g} s later"))
         creates = svc.upstream_stats()["creates"]
-        gw_log_lines = svc.gw_log.read_text(errors="replace").splitlines()
+        gw_log_lines = warnings_and_worse(svc.gw_log.read_text(errors="replace").splitlines())
 
     rows = sampler.rows
     load_rows = [r for r in rows if r["label"] != "start" and not r["label"].endswith("later")]
