@@ -1,4 +1,4 @@
-"""The command line: ``rpa-gateway serve``, ``run`` and ``keygen``."""
+"""The command line: ``rpa-gateway serve``, ``run``, ``keygen`` and ``apikey``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apikey(args: argparse.Namespace) -> int:
+    from rpa_gateway.access import new_key
+
+    key, entry = new_key()
+    print(f"key (give it to the caller):   {key}")
+    print(f"RPA_API_KEYS entry (for the service): {entry}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from rpa_gateway.run_command import EXIT_UNREACHABLE, parse_param, run_project
 
@@ -64,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpa-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument("--host", help="listen address (default: SERVICE_HOST or 0.0.0.0)")
+    serve.add_argument(
+        "--host",
+        help="listen address (default: SERVICE_HOST, else 0.0.0.0 - or 127.0.0.1 for the local "
+        "backend without RPA_API_KEYS)",
+    )
     serve.add_argument("--port", type=int, help="listen port (default: SERVICE_PORT or 19999)")
     serve.set_defaults(handler=_serve)
     run = commands.add_parser("run", help="run a project on a running service and watch it")
@@ -94,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")
     keygen.set_defaults(handler=_keygen)
+    apikey = commands.add_parser(
+        "apikey", help="print a new caller key and the RPA_API_KEYS entry that admits it"
+    )
+    apikey.set_defaults(handler=_apikey)
     return parser
 
 

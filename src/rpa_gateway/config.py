@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rpa_gateway.access import ApiKeys, parse_entries, read_entries
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -37,8 +46,11 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
+    _api_keys: ApiKeys | None = PrivateAttr(default=None)
+
     # --- names kept from the reference service -------------------------------
-    service_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
+    # Unset: all interfaces, except the local backend without RPA_API_KEYS (loopback only).
+    service_host: str | None = None
     service_port: Annotated[int, Field(ge=0, le=65535)] = 19999
     log_level: str = "INFO"
     log_path: str = ""
@@ -99,6 +111,10 @@ class Settings(BaseSettings):
     # 32 bytes, URL-safe base64 (``rpa-gateway keygen``): encrypts callers' tokens at rest so
     # executions resume after a restart on their own.  Unset: tokens live in memory only.
     rpa_token_key: SecretStr | None = None
+    # Callers admitted (comma-separated ``sha256:<hex>`` digests or keys), and/or a file of
+    # them, one a line; unset, any non-empty token is a caller.
+    rpa_api_keys: SecretStr | None = None
+    rpa_api_keys_file: Path | None = None
     rpa_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
     rpa_retention_sweep_seconds: PositiveSeconds = 60.0
     rpa_reconnect_delay_ms: Annotated[int, Field(ge=0)] = 1000
@@ -117,7 +133,9 @@ class Settings(BaseSettings):
             raise ValueError("must contain {execution_id}")
         return value
 
-    @field_validator("kafka_enable", "rpa_drain_seconds", mode="before")
+    @field_validator(
+        "kafka_enable", "rpa_drain_seconds", "rpa_api_keys", "rpa_api_keys_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -137,6 +155,37 @@ class Settings(BaseSettings):
         if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
             raise ValueError("must be one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return level
+
+    @property
+    def api_keys(self) -> ApiKeys | None:
+        """The admitted keys, or ``None`` when every token is admitted."""
+        return self._api_keys
+
+    @property
+    def listen_host(self) -> str:
+        if self.service_host:
+            return self.service_host
+        if self.backend == "local" and self.api_keys is None:
+            return "127.0.0.1"  # anyone reaching the port could run local projects
+        return "0.0.0.0"  # noqa: S104 - a service listens on all interfaces
+
+    @model_validator(mode="after")
+    def _api_keys_are_readable(self) -> Settings:
+        digests: list[bytes] = []
+        if self.rpa_api_keys is not None:
+            entries = self.rpa_api_keys.get_secret_value().split(",")
+            digests += parse_entries(entries, "RPA_API_KEYS")
+        if self.rpa_api_keys_file is not None:
+            try:
+                digests += read_entries(self.rpa_api_keys_file)
+            except ValueError as exc:
+                raise ValueError(f"RPA_API_KEYS_FILE: {exc}") from None
+        if self.rpa_api_keys is None and self.rpa_api_keys_file is None:
+            return self
+        if not digests:
+            raise ValueError("RPA_API_KEYS: no key given; unset it to admit every token")
+        self._api_keys = ApiKeys(digests)
+        return self
 
     @property
     def drain_seconds(self) -> float:

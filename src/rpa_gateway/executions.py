@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -93,9 +94,23 @@ def new_execution_id() -> str:
     return uuid.uuid4().hex
 
 
+MAX_SEQ = 2**63 - 1  # what the store's integer columns hold
+
+_SEQ = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "٣"
+
+
+def parse_seq(text: str) -> int | None:
+    """A sequence number from ASCII digits, at most :data:`MAX_SEQ`; else ``None``."""
+    if not _SEQ.fullmatch(text):
+        return None
+    seq = int(text)
+    return seq if seq <= MAX_SEQ else None
+
+
 def parse_event_id(event_id: str) -> tuple[str, int] | None:
     """Split ``<execution id>:<seq>``; ``None`` when it is not of that form."""
-    execution_id, sep, seq = event_id.strip().rpartition(":")
-    if not sep or not execution_id or not seq.isdigit():
+    execution_id, sep, seq_text = event_id.strip().rpartition(":")
+    seq = parse_seq(seq_text)
+    if not sep or not execution_id or seq is None:
         return None
-    return execution_id, int(seq)
+    return execution_id, seq

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import resource
 import socket
 from types import FrameType
 
@@ -13,6 +15,8 @@ from fastapi import FastAPI
 from rpa_gateway.api.edge import Edge
 from rpa_gateway.config import Settings
 from rpa_gateway.lifecycle import Lifecycle
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -70,11 +74,26 @@ def tune_collector(threshold: int) -> None:
         gc.set_threshold(threshold, 20, 20)
 
 
+def raise_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each open stream holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("file descriptors: up to %d", hard)
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
     tune_collector(settings.rpa_gc_threshold)
+    raise_file_limit()
+    if not settings.service_host and settings.listen_host == "127.0.0.1":
+        log.warning(
+            "local backend without RPA_API_KEYS: listening on 127.0.0.1 only, since anyone "
+            "reaching the port could run its projects; set RPA_API_KEYS (rpa-gateway apikey) "
+            "or SERVICE_HOST to listen elsewhere"
+        )
     config = uvicorn.Config(
         Edge(app),
-        host=settings.service_host,
+        host=settings.listen_host,
         port=settings.service_port,
         loop="uvloop",
         http="httptools",

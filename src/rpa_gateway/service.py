@@ -44,6 +44,15 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request."""
 
 
+class CursorBeyondEnd(Exception):
+    """A resume cursor past the execution's last event: nothing would ever come after it."""
+
+    def __init__(self, execution: Execution, after: int) -> None:
+        super().__init__(execution.id)
+        self.execution = execution
+        self.after = after
+
+
 class Signal(Enum):
     PING = "ping"  # nothing happened for a while
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
@@ -113,11 +122,19 @@ class ExecutionService:
         self._supervisor.start(execution, token)
         return execution, True
 
-    def attach(self, execution_id: str, token: str, *, resume: bool = True) -> Execution:
-        """The caller's execution; one waiting for its owner's token is resumed with it."""
+    def attach(
+        self, execution_id: str, token: str, *, resume: bool = True, after: int = 0
+    ) -> Execution:
+        """The caller's execution; one waiting for its owner's token is resumed with it.
+
+        ``after`` is where the caller's event stream resumes; past the last event it
+        raises :class:`CursorBeyondEnd`.
+        """
         execution = self._store.get(execution_id)
         if execution is None or not self._vault.owns(execution.owner, token):
             raise ExecutionNotFound(execution_id)
+        if after > execution.last_seq:
+            raise CursorBeyondEnd(execution, after)
         if resume:
             self._resume_if_parked(execution, token)
         return execution

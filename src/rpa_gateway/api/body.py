@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 
+from rpa_gateway.api import strict_json
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.executions import ExecutionRequest, parse_event_id
 
@@ -24,7 +25,7 @@ class ExecBody(BaseModel):
     sid: str | None = Field(default=None, max_length=256)
     exec_position: str = Field(default="EXECUTOR", max_length=64)
     params: dict[str, Any] | None = None
-    version: int | None = None
+    version: int | None = Field(default=None, ge=0, le=2**31 - 1)
     phone_number: str | None = Field(default=None, max_length=64)
 
     @field_validator("project_id")
@@ -49,16 +50,6 @@ class ExecBody(BaseModel):
             phone_number=self.phone_number,
             trace_parent=trace_parent,
         )
-
-
-def bearer_token(request: Request) -> str:
-    """The caller's token, with or without a ``Bearer `` prefix."""
-    value = request.headers.get("authorization", "").strip()
-    scheme, _, rest = value.partition(" ")
-    token = rest.strip() if scheme.lower() == "bearer" else value
-    if not token:
-        raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
-    return token
 
 
 _SID_NOTE = "rpa_gateway.sid"
@@ -107,6 +98,14 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     note exists from the moment reading starts, so a refusal never reads twice.
     """
     request.scope[_SID_NOTE] = None
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise RequestRejected(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be application/json, not {content_type[:80]!r}",
+            ["Content-Type"],
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -121,28 +120,22 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not raw.strip():
         raise RequestRejected(400, "invalid_body", "request body is empty; send a JSON object")
     try:
-        decoded = json.loads(raw)
-    except ValueError as exc:
-        raise RequestRejected(
-            400, "invalid_json", f"request body is not valid JSON: {exc}"
-        ) from None
+        decoded = strict_json.decode(raw)
+    except strict_json.JsonRefused as exc:
+        raise RequestRejected(400, "invalid_json", str(exc)) from None
     if not isinstance(decoded, dict):
         raise RequestRejected(422, "invalid_body", "request body must be a JSON object")
     sid = decoded.get("sid")
-    if isinstance(sid, str) and len(sid) <= _MAX_SID_NOTED and _encodes(sid):
+    if isinstance(sid, str) and len(sid) <= _MAX_SID_NOTED:  # strict_json: encodable
         request.scope[_SID_NOTE] = sid
     return decoded
 
 
-def _encodes(text: str) -> bool:
-    """False for strings with lone surrogates, which JSON readers refuse to take back."""
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 def body_was_read(request: Request) -> bool:

@@ -6,10 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rpa_gateway.api import compat_wire
-from rpa_gateway.api.body import (
-    bearer_token,
-    last_event_id,
-)
+from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
 from rpa_gateway.sse import EventStreamResponse
@@ -39,12 +37,11 @@ def wants_progress(request: Request) -> bool:
     ),
     response_class=EventStreamResponse,
 )
-async def exec_rpa(request: Request) -> Response:
+async def exec_rpa(request: Request, token: Caller) -> Response:
     parts = components(request)
-    token = bearer_token(request)
     cursor = last_event_id(request)
     if cursor is not None:
-        execution = parts.executions.attach(cursor[0], token)
+        execution = parts.executions.attach(cursor[0], token, after=cursor[1])
         after = cursor[1]
     else:
         execution, _ = await create_execution(request, parts, token)

@@ -8,15 +8,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from rpa_gateway.api import native_wire
-from rpa_gateway.api.body import (
-    bearer_token,
-    last_event_id,
-)
+from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution as create
 from rpa_gateway.api.errors import ErrorBody, RequestRejected
 from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
-from rpa_gateway.executions import Status
+from rpa_gateway.executions import MAX_SEQ, Status, parse_seq
 from rpa_gateway.sse import EventStreamResponse
 from rpa_gateway.store.base import ListQuery
 
@@ -43,8 +41,8 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     description="Same body as `/rpa/v1/exec`. Answers at once; follow it with `/events`. "
     "An `Idempotency-Key` header returns the execution already made with that key.",
 )
-async def start_execution(request: Request) -> JSONResponse:
-    execution, created = await create(request, components(request), bearer_token(request))
+async def start_execution(request: Request, token: Caller) -> JSONResponse:
+    execution, created = await create(request, components(request), token)
     headers = {"Location": f"/rpa/v1/executions/{execution.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -61,12 +59,12 @@ async def start_execution(request: Request) -> JSONResponse:
 )
 async def list_executions(
     request: Request,
+    token: Caller,
     status: Annotated[Status | None, Query(description="only this status")] = None,
     project_id: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> ExecutionPage:
-    token = bearer_token(request)
     before = None
     if cursor:
         before = decode_cursor(cursor)
@@ -88,9 +86,9 @@ async def list_executions(
 @router.get(
     "/{execution_id}", response_model=ExecutionView, responses=_ERRORS, summary="One execution"
 )
-async def get_execution(request: Request, execution_id: str) -> ExecutionView:
+async def get_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
     executions = components(request).executions
-    execution = executions.attach(execution_id, bearer_token(request))
+    execution = executions.attach(execution_id, token)
     return ExecutionView.of(execution, executions.run_info(execution))
 
 
@@ -104,16 +102,22 @@ async def get_execution(request: Request, execution_id: str) -> ExecutionView:
 )
 async def execution_events(
     request: Request,
+    token: Caller,
     execution_id: str,
-    after: Annotated[int | None, Query(ge=0, description="resume after this sequence")] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            pattern="^[0-9]{1,19}$",
+            description=f"resume after this sequence (ASCII digits, at most {MAX_SEQ})",
+        ),
+    ] = None,
 ) -> Response:
     parts = components(request)
-    token = bearer_token(request)
     cursor = last_event_id(request)
     if cursor is not None and cursor[0] != execution_id:
         raise RequestRejected(400, "invalid_last_event_id", "Last-Event-ID names another execution")
-    start = cursor[1] if cursor is not None else (after or 0)
-    execution = parts.executions.attach(execution_id, token)
+    start = cursor[1] if cursor is not None else _sequence(after)
+    execution = parts.executions.attach(execution_id, token, after=start)
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
     return EventStreamResponse(body_stream, counter=parts.lifecycle)
@@ -127,6 +131,15 @@ async def execution_events(
     description="Idempotent while the execution runs; cancels the upstream run when the "
     "platform allows it. The execution ends with code 55004.",
 )
-async def cancel_execution(request: Request, execution_id: str) -> ExecutionView:
-    execution = await components(request).executions.cancel(execution_id, bearer_token(request))
+async def cancel_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
+    execution = await components(request).executions.cancel(execution_id, token)
     return ExecutionView.of(execution)
+
+
+def _sequence(after: str | None) -> int:
+    if after is None:
+        return 0
+    seq = parse_seq(after)
+    if seq is None:
+        raise RequestRejected(422, "invalid_request", f"after: at most {MAX_SEQ}", ["after"])
+    return seq

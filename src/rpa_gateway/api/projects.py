@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from rpa_gateway.api.body import bearer_token
+from rpa_gateway.api.auth import Caller
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import ErrorBody, RequestRejected
 from rpa_gateway.api.views import ProjectList, ProjectView
@@ -18,8 +18,7 @@ router = APIRouter(tags=["projects"])
     responses={501: {"model": ErrorBody, "description": "the backend cannot list projects"}},
     summary="Projects this service runs (local backend)",
 )
-async def list_projects(request: Request) -> ProjectList:
-    bearer_token(request)
+async def list_projects(request: Request, _: Caller) -> ProjectList:
     projects = components(request).executions.projects()
     if projects is None:
         raise RequestRejected(

@@ -24,7 +24,12 @@ from rpa_gateway.api.body import body_was_read, noted_sid, read_json_object
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.backends.base import InvalidRequest
-from rpa_gateway.service import AlreadyFinished, ExecutionNotFound, IdempotencyConflict
+from rpa_gateway.service import (
+    AlreadyFinished,
+    CursorBeyondEnd,
+    ExecutionNotFound,
+    IdempotencyConflict,
+)
 from rpa_gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -120,6 +125,19 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
         )
 
+    async def beyond_end(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CursorBeyondEnd)
+        last = exc.execution.last_seq
+        return await answer(
+            request,
+            RequestRejected(
+                400,
+                "invalid_cursor",
+                f"cannot resume after event {exc.after}: execution {exc.execution.id}"
+                f" has {last} events so far (resume from {exc.execution.id}:{last} or before)",
+            ),
+        )
+
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidRequest)
         return await answer(
@@ -142,6 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRequest, invalid)
     app.add_exception_handler(ExecutionNotFound, not_found)
     app.add_exception_handler(AlreadyFinished, finished)
+    app.add_exception_handler(CursorBeyondEnd, beyond_end)
     app.add_exception_handler(IdempotencyConflict, conflict)
     app.add_exception_handler(StoreError, store_down)
     app.add_exception_handler(HTTPException, http_error)

@@ -1,0 +1,64 @@
+"""Who may call the service at all: ``RPA_API_KEYS``.
+
+Unset, any non-empty token is a caller (the RPA platform behind the astron
+backend checks it; executions stay private to their token either way).  Set, a
+token must be one of the keys.  Keys are given as ``sha256:<hex>`` digests (what
+``rpa-gateway apikey`` prints) or, less safely, in clear; only digests are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+_DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def parse_entries(entries: Iterable[str], source: str) -> list[bytes]:
+    """Digests of the entries (blanks and ``#`` comments skipped); ValueError names a bad one."""
+    digests = []
+    for number, entry in enumerate(entries, 1):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if entry.lower().startswith("sha256:"):
+            match = _DIGEST.fullmatch(entry)
+            if match is None:
+                raise ValueError(f"{source} entry {number}: sha256: takes 64 hex digits")
+            digests.append(bytes.fromhex(match.group(1)))
+        else:
+            digests.append(digest(entry))
+    return digests
+
+
+def read_entries(path: Path) -> list[bytes]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_entries(text.splitlines(), str(path))
+
+
+class ApiKeys:
+    def __init__(self, digests: Iterable[bytes]) -> None:
+        self._digests = frozenset(digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def admits(self, token: str) -> bool:
+        # A lookup by SHA-256 digest: timing can tell nothing about a key's bytes.
+        return digest(token) in self._digests
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh key and the ``RPA_API_KEYS`` entry that admits it."""
+    key = secrets.token_urlsafe(32)
+    return key, f"sha256:{digest(key).hex()}"

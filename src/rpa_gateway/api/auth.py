@@ -1,0 +1,43 @@
+"""The caller's token: ``Authorization: Bearer <token>`` or the token alone.
+
+A dependency of every route that needs one, so it is checked before anything
+else about the request (query parameters included), and the OpenAPI document
+declares it.  With ``RPA_API_KEYS`` set, only those keys are callers.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from rpa_gateway.api.components import components
+from rpa_gateway.api.errors import RequestRejected
+
+_AUTHORIZATION = APIKeyHeader(
+    name="Authorization",
+    scheme_name="token",
+    description="`Bearer <token>`, or the token alone (as astron-agent's node sends it)",
+    auto_error=False,
+)
+
+
+def bearer_token(request: Request) -> str:
+    """The caller's token; 401 when there is none, or it is not one of ``RPA_API_KEYS``."""
+    value = (request.headers.get("authorization") or "").strip()
+    scheme, _, rest = value.partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else value
+    if not token:
+        raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
+    keys = components(request).settings.api_keys
+    if keys is not None and not keys.admits(token):
+        raise RequestRejected(401, "unauthorized", "the token in Authorization is not accepted")
+    return token
+
+
+def _caller(request: Request, _: Annotated[str | None, Depends(_AUTHORIZATION)]) -> str:
+    return bearer_token(request)
+
+
+Caller = Annotated[str, Depends(_caller)]

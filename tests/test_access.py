@@ -1,0 +1,103 @@
+"""Who may call: RPA_API_KEYS, and the local backend's loopback default without them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.astron_node import NodeFailed, node_call
+from tests.conftest import FAST, GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.gateway_process import GatewayProcess
+from tests.native_client import auth
+
+
+def new_key() -> tuple[str, str]:
+    printed = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "apikey"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.splitlines()
+    key, entry = (line.rsplit(" ", 1)[1] for line in printed)
+    return key, entry
+
+
+def test_with_api_keys_only_those_keys_are_callers_on_every_route(
+    start_gateway: GatewayFactory, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    (key_a, entry_a), (key_b, _) = new_key(), new_key()
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# operators\n\n{key_b}\n")
+    assert entry_a.startswith("sha256:") and key_a not in entry_a
+    gateway = start_gateway(RPA_API_KEYS=entry_a, RPA_API_KEYS_FILE=str(keys_file))
+    pid = new_project_id()
+
+    assert node_call(gateway.base_url, key_a, {"project_id": pid, "sid": "s"})["echo"] == {}
+    assert node_call(gateway.base_url, f"Bearer {key_b}", {"project_id": pid})["echo"] == {}
+    creates = len(fake.creates)
+    for stranger in ("t-secret", key_a + "x", entry_a):
+        try:
+            node_call(gateway.base_url, stranger, {"project_id": pid})
+        except NodeFailed as failure:
+            assert "not accepted" in str(failure)
+        else:
+            raise AssertionError(f"{stranger!r} was let in")
+    assert len(fake.creates) == creates, "nothing ran for a stranger"
+
+    execution_id = httpx.get(gateway.base_url + "/rpa/v1/executions", headers=auth(key_a)).json()[
+        "items"
+    ][0]["id"]
+    routes = [
+        ("GET", "/rpa/v1/executions"),
+        ("POST", "/rpa/v1/executions"),
+        ("GET", f"/rpa/v1/executions/{execution_id}"),
+        ("GET", f"/rpa/v1/executions/{execution_id}/events"),
+        ("POST", f"/rpa/v1/executions/{execution_id}/cancel"),
+        ("GET", "/rpa/v1/projects"),
+    ]
+    for method, path in routes:
+        refused = httpx.request(method, gateway.base_url + path, headers=auth("t-secret"))
+        assert refused.status_code == 401, (method, path)
+        assert refused.json()["error"] == "unauthorized"
+    assert httpx.get(gateway.base_url + "/rpa/v1/ready").status_code == 200, "probes stay open"
+
+
+def test_a_malformed_key_entry_stops_startup_naming_it(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "serve"],
+        env={"RPA_API_KEYS": "sha256:abc", "RPA_DATA_DIR": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "RPA_API_KEYS entry 1: sha256: takes 64 hex digits" in completed.stderr
+
+
+def test_local_backend_without_keys_listens_on_loopback_only(tmp_path: Path) -> None:
+    gateway = GatewayProcess({**FAST, "RPA_BACKEND": "local"}, tmp_path)
+    del gateway.env["SERVICE_HOST"]  # the default a user gets with `make run`
+    gateway.start()
+    try:
+        log = gateway.log_text()
+        assert "listening on 127.0.0.1 only" in log
+        assert f"Uvicorn running on http://127.0.0.1:{gateway.port}" in log
+    finally:
+        gateway.stop()
+
+
+def test_local_backend_with_keys_listens_everywhere(tmp_path: Path) -> None:
+    _, entry = new_key()
+    gateway = GatewayProcess({**FAST, "RPA_BACKEND": "local", "RPA_API_KEYS": entry}, tmp_path)
+    del gateway.env["SERVICE_HOST"]
+    gateway.start()
+    try:
+        assert f"Uvicorn running on http://0.0.0.0:{gateway.port}" in gateway.log_text()
+    finally:
+        gateway.stop()
