@@ -30,6 +30,12 @@ def gateway(start_gateway: GatewayFactory) -> GatewayProcess:
 def web_page() -> Iterator[str]:
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/to/"):  # /to/<url>: a redirect there
+                self.send_response(302)
+                self.send_header("Location", self.path[4:])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = b"<html><head><title>  Local\n test page </title></head><body>hi</body></html>"
             self.send_response(200 if self.path == "/" else 404)
             self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -69,23 +75,52 @@ def test_countdown_reports_progress_each_second(gateway: GatewayProcess) -> None
     assert result.frames[-1]["code"] == 0 and result.frames[-1]["data"]["seconds"] == 2
 
 
-def test_page_title_fetches_a_page(gateway: GatewayProcess, web_page: str) -> None:
-    result = exec_stream(
-        gateway.base_url, {"project_id": "page-title", "params": {"url": web_page}}
+def page_title(gateway: GatewayProcess, url: str) -> dict[str, object]:
+    return exec_stream(
+        gateway.base_url, {"project_id": "page-title", "params": {"url": url}}
+    ).terminal
+
+
+def test_page_title_fetches_a_page(start_gateway: GatewayFactory, web_page: str) -> None:
+    # The test page is on loopback, which page-title refuses unless the host is allowed.
+    gateway = start_gateway(
+        upstream=False, RPA_PROJECTS_DIR=str(EXAMPLES), PAGE_TITLE_ALLOW_HOSTS="127.0.0.1"
     )
-    data = result.terminal["data"]
-    assert (data["status"], data["title"], data["url"]) == (200, "Local test page", web_page)
-    missing = exec_stream(
-        gateway.base_url, {"project_id": "page-title", "params": {"url": web_page + "gone"}}
-    )
-    assert missing.terminal["data"]["status"] == 404
-    unreachable = exec_stream(
-        gateway.base_url, {"project_id": "page-title", "params": {"url": "http://127.0.0.1:9/"}}
-    )
-    assert unreachable.terminal["code"] == 55002
-    assert "cannot fetch" in unreachable.terminal["message"]
+    data = page_title(gateway, web_page)["data"]
+    assert (data["status"], data["title"], data["url"]) == (200, "Local test page", web_page)  # type: ignore[index]
+    assert page_title(gateway, web_page + "gone")["data"]["status"] == 404  # type: ignore[index]
+    unreachable = page_title(gateway, "http://127.0.0.1:9/")
+    assert unreachable["code"] == 55002 and "cannot fetch" in unreachable["message"]  # type: ignore[operator]
     bad = exec_stream(gateway.base_url, {"project_id": "page-title", "params": {"url": "ftp:x"}})
     assert bad.status_code == 422
+    # An allowed host redirecting to one that is not: the redirect's target is checked too.
+    port = web_page.rsplit(":", 1)[1]
+    redirected = page_title(gateway, f"{web_page}to/http://localhost:{port}/")
+    assert redirected["code"] == 55002
+    assert "localhost resolves to 127.0.0.1" in redirected["message"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/",
+        "http://localhost:{port}/",
+        "http://[::1]:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+        "http://192.168.0.1/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0:{port}/",
+    ],
+)
+def test_page_title_refuses_internal_addresses(
+    gateway: GatewayProcess, web_page: str, url: str
+) -> None:
+    port = web_page.rsplit(":", 1)[1].rstrip("/")
+    refused = page_title(gateway, url.format(port=port))
+    assert refused["code"] == 55002
+    assert "not a public address" in refused["message"]  # type: ignore[operator]
 
 
 def test_projects_are_listed(gateway: GatewayProcess) -> None:
@@ -116,7 +151,7 @@ def test_cli_run_shows_progress_and_prints_the_result(gateway: GatewayProcess) -
 def test_cli_run_fails_with_the_message(gateway: GatewayProcess) -> None:
     failed = cli("page-title", "-p", "url=http://127.0.0.1:9/", "--url", gateway.base_url)
     assert failed.returncode == 1
-    assert "failed (55002)" in failed.stderr and "cannot fetch" in failed.stderr
+    assert "failed (55002)" in failed.stderr and "not a public address" in failed.stderr
     refused = cli("no-such-project", "--url", gateway.base_url)
     assert refused.returncode == 2
     assert "refused (HTTP 422)" in refused.stderr
