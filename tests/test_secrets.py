@@ -27,6 +27,9 @@ def test_token_never_in_logs_or_store(
         {"steps": [{"fault": "reset"}]},
         {"create": {"fault": "unauthorized"}},
         {"create": {"fault": "code5001", "msg": f"bad key {TOKEN}"}},
+        # The platform echoing the bare token: in an error, in an unknown status string.
+        {"steps": [{"status": "FAILED", "error": f"robot saw {TOKEN} and gave up"}]},
+        {"steps": [{"status": f"ODD-{TOKEN}"}, {"status": "COMPLETED", "result": {"data": {}}}]},
     ]
     outcomes = []
     for scenario in scenarios:
@@ -43,10 +46,39 @@ def test_token_never_in_logs_or_store(
 
     assert f"Bearer {TOKEN}" in fake.authorizations, "the token did reach the upstream"
     assert all(TOKEN not in str(outcome) for outcome in outcomes)
-    assert "[redacted]" in outcomes[-1]["message"]
+    assert "[redacted]" in outcomes[-3]["message"] and "[redacted]" in outcomes[-2]["message"]
+    assert outcomes[-1]["code"] == 0
     log = gateway.log_text()
     assert "query fault" in log and "accepted" in log, "the log was written"
+    assert "unknown upstream status 'ODD-[redacted]'" in log
     assert TOKEN not in log
     for path in gateway.database.parent.iterdir():
         assert TOKEN.encode() not in path.read_bytes(), path
     assert KEY not in log
+
+
+def test_newlines_in_caller_values_cannot_forge_log_lines(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(LOG_LEVEL="INFO")
+    forged = "\n2026-01-01 00:00:00,000 ERROR rpa_gateway FORGED"
+    result = exec_stream(
+        gateway.base_url, {"project_id": f"p{forged}", "sid": f"s{forged}\u2028x"}, token=TOKEN
+    )
+    assert result.terminal["code"] == 0
+    gateway.stop()
+    lines = gateway.log_text().splitlines()
+    assert not [line for line in lines if "FORGED" in line and not line.startswith(lines[0][:4])]
+    accepted = [line for line in lines if "accepted" in line]
+    assert len(accepted) == 1 and "\\n2026-01-01" in accepted[0] and "\\u2028" in accepted[0]
+
+
+def test_the_data_directory_is_private(start_gateway: GatewayFactory, fake: FakeUpstream) -> None:
+    gateway = start_gateway()
+    exec_stream(gateway.base_url, {"project_id": f"p-{uuid.uuid4().hex[:8]}"}, token=TOKEN)
+    data = gateway.database.parent
+    assert data.stat().st_mode & 0o777 == 0o700
+    files = list(data.iterdir())
+    assert {f.name for f in files} >= {"rpa-gateway.db", "rpa-gateway.db-wal"}
+    for file in files:
+        assert file.stat().st_mode & 0o777 == 0o600, file

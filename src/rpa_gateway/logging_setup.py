@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 from pathlib import Path
 
 from rpa_gateway.config import Settings
@@ -27,6 +28,29 @@ class ExecutionContextFilter(logging.Filter):
         execution = current_execution.get()
         record.execution_id = execution.id if execution is not None else "-"
         record.sid = execution.request.sid if execution is not None else "-"
+        return True
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(text: str) -> str:
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+class EscapingFilter(logging.Filter):
+    """Control characters in a message or the sid are written escaped, so a caller's ``sid``
+    or ``project_id`` holding a newline cannot forge log lines (tracebacks keep theirs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.isprintable():
+            escaped = _escape(message)
+            if escaped != message:
+                record.msg, record.args = escaped, None
+        sid = getattr(record, "sid", "-")
+        if not sid.isprintable():
+            record.sid = _escape(sid)
         return True
 
 
@@ -72,5 +96,6 @@ def configure_logging(settings: Settings) -> None:
         # On the handler, so records of every logger pass through them.
         handler.addFilter(ExecutionContextFilter())
         handler.addFilter(RedactingFilter((key,)))
+        handler.addFilter(EscapingFilter())
         root.addHandler(handler)
     root.setLevel(settings.log_level)

@@ -70,7 +70,7 @@ def _derive(key: bytes, label: bytes) -> bytes:
 def _local_fingerprint_key(data_dir: Path) -> bytes:
     """A random key kept beside the store (mode 0600), made on first start."""
     path = data_dir / FINGERPRINT_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         key = path.read_bytes()
         if len(key) == 32:

@@ -7,8 +7,9 @@ byte framing, which keeps the per-stream cost to one generator.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -22,6 +23,17 @@ HEADERS: Mapping[str, str] = {
 }
 
 PING = b": ping\n\n"
+
+
+# JSON leaves these unescaped, but line readers split on them (Python's str.splitlines,
+# which httpx's iter_lines follows; browsers' JS before ES2019): a frame must stay one line.
+_LINE_BREAKERS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_data(value: Any) -> str:
+    """``value`` as compact JSON for a ``data:`` line: UTF-8, one line for every reader."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if text.isascii() else text.translate(_LINE_BREAKERS)
 
 
 def frame(

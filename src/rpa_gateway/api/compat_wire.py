@@ -9,7 +9,6 @@ the documented clients take the first ``data:`` frame as the result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,10 +18,6 @@ from rpa_gateway.executions import Event, EventKind
 from rpa_gateway.service import Signal
 
 _DATA_PREFIX = "data: "
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def terminal_frame(event: Event, sid: str, max_line: int) -> bytes:
@@ -39,7 +34,7 @@ def terminal_frame(event: Event, sid: str, max_line: int) -> bytes:
         "sid": sid,
         "data": event.data.get("data"),
     }
-    data = _json(payload)
+    data = sse.json_data(payload)
     size = _line_size(data)
     if size > max_line:
         too_large = {
@@ -50,14 +45,14 @@ def terminal_frame(event: Event, sid: str, max_line: int) -> bytes:
             "sid": sid,
             "data": None,
         }
-        data = _json(too_large)
+        data = sse.json_data(too_large)
     return sse.frame(id=event.id, data=data)
 
 
 def progress_frame(event: Event, sid: str, max_line: int) -> bytes:
     """A progress frame, or just the event id when the frame would be too long to read."""
     payload = {"code": 0, "message": "Progress", "sid": sid, "data": {"progress": event.data}}
-    data = _json(payload)
+    data = sse.json_data(payload)
     if _line_size(data) > max_line:
         return sse.frame(id=event.id)
     return sse.frame(id=event.id, event="progress", data=data)
@@ -93,11 +88,11 @@ def refusal_frame(
     }
     if fields:
         payload["fields"] = [_printable(field) for field in fields]
-    data = _json(payload)
+    data = sse.json_data(payload)
     over = _line_size(data) - max_line
     if over > 0:  # each character cut saves a byte or more; "…" takes 3
         payload["message"] = text[: max(0, len(text) - over - 3)] + "…"
-        data = _json(payload)
+        data = sse.json_data(payload)
     return sse.frame(data=data)
 
 
@@ -112,7 +107,7 @@ def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
         "sid": sid,
         "data": None,
     }
-    return sse.frame(id=last_event_id, data=_json(payload), retry_ms=retry_ms)
+    return sse.frame(id=last_event_id, data=sse.json_data(payload), retry_ms=retry_ms)
 
 
 async def render(

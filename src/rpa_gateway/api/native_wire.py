@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from rpa_gateway import sse
@@ -15,7 +14,7 @@ def event_frame(event: Event) -> bytes:
     return sse.frame(
         id=event.id,
         event=event.kind.value,
-        data=json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+        data=sse.json_data(payload),
     )
 
 

@@ -141,7 +141,7 @@ class AstronBackend:
             if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
                 call.failed("bad_reply")
                 raise QueryFault("reply has no data.execution.status")
-            return _task_state(execution)
+            return _task_state(execution, token)
 
     async def cancel(self, task_id: str, token: str) -> bool:
         if not self._cancel_url:
@@ -227,10 +227,11 @@ def _upstream_message(status: int, envelope: dict[str, Any], token: str) -> str:
     return f"HTTP {status}, upstream code {code!s}"
 
 
-def _task_state(execution: dict[str, Any]) -> TaskState:
+def _task_state(execution: dict[str, Any], token: str) -> TaskState:
+    """The run's state; strings from the platform are kept only with the token scrubbed."""
     upstream_status = str(execution["status"])
     error = execution.get("error")
-    error_text = _clip(str(error), "") if error else None
+    error_text = _clip(str(error), token) if error else None
     if upstream_status == "COMPLETED":
         result = execution.get("result")
         outputs = result.get("data") if isinstance(result, dict) else None
@@ -240,7 +241,8 @@ def _task_state(execution: dict[str, Any]) -> TaskState:
     if upstream_status == "CANCELLED":
         return TaskState(TaskPhase.CANCELLED, upstream_status, error=error_text)
     if upstream_status not in WORKING_STATUSES:
-        log.warning("unknown upstream status %r, treated as still working", upstream_status[:40])
+        upstream_status = _clip(upstream_status, token)[:40]
+        log.warning("unknown upstream status %r, treated as still working", upstream_status)
     return TaskState(TaskPhase.WORKING, upstream_status)
 
 

@@ -9,6 +9,7 @@ crash can lose the last commits.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -87,12 +88,25 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _private_file(path: Path) -> None:
+    """The database readable by this user only (SQLite gives its WAL the same mode); a
+    directory made for it is 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists():
+                file.chmod(0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
+
+
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._hub = Hub()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             # Before any table exists, so freed pages can be returned to the OS after purges.
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
