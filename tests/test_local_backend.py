@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -299,9 +298,11 @@ def test_a_run_dies_with_the_service_and_is_reported_lost(local, tmp_path: Path)
     while time.monotonic() < deadline and pgid in group_alive(pgid):
         time.sleep(0.05)
     assert pgid not in group_alive(pgid), "the run's leader died with the service"
-    os.killpg(pgid, signal.SIGKILL) if group_alive(pgid) else None
+    assert len(group_alive(pgid)) == 1, "the death signal reaches the leader only"
     restarted = GatewayProcess(gateway.env, gateway.workdir).start()
     try:
+        assert group_alive(pgid) == [], "the next service killed what the run left behind"
+        assert "killed 1 processes left by local runs" in restarted.log_text()
         resumed = exec_stream(
             restarted.base_url, {"project_id": "long"}, headers={"Last-Event-ID": first.ids[0]}
         )
@@ -309,6 +310,33 @@ def test_a_run_dies_with_the_service_and_is_reported_lost(local, tmp_path: Path)
         restarted.stop()
     assert resumed.terminal["code"] == 55002
     assert "lost" in resumed.terminal["message"]
+
+
+def test_a_grandchild_holding_stdout_neither_hangs_the_run_nor_outlives_it(
+    local, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    make_project(
+        local.projects,
+        "leaky",
+        """
+        import json, os, subprocess, sys
+        params = json.load(sys.stdin)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open(params["pid_file"], "w").write(f"{os.getpgid(0)} {child.pid}")
+        print(json.dumps({"event": "result", "data": {"done": True}}), flush=True)
+        """,
+        timeout=60,
+    )
+    gateway = local()
+    pid_file = tmp_path / "pids"
+    started = time.monotonic()
+    result = exec_stream(
+        gateway.base_url, {"project_id": "leaky", "params": {"pid_file": str(pid_file)}}
+    )
+    assert result.terminal["code"] == 0 and result.terminal["data"] == {"done": True}
+    assert time.monotonic() - started < 20, "not held open until the project's 60 s timeout"
+    pgid, child = (int(n) for n in wait_for_file(pid_file).split())
+    assert child not in group_alive(pgid), "the run's group is killed once its leader exits"
 
 
 def test_projects_get_params_but_not_the_services_secrets(local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

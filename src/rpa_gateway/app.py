@@ -17,6 +17,7 @@ from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
 from rpa_gateway.backends.local import LocalBackend
+from rpa_gateway.backends.spawn import run_owner
 from rpa_gateway.config import Settings, decode_key
 from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
@@ -49,6 +50,7 @@ def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
             settings.rpa_projects_dir,
             max_runs=settings.rpa_local_max_runs,
             kill_grace=settings.rpa_local_kill_grace,
+            run_owner=run_owner(settings.rpa_data_dir),
             calls=calls,
         )
     return AstronBackend(

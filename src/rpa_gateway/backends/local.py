@@ -26,6 +26,7 @@ from rpa_gateway.backends.base import (
 )
 from rpa_gateway.backends.local_run import LocalRun, OutputLimits
 from rpa_gateway.backends.projects import ProjectCatalog, ProjectError
+from rpa_gateway.backends.spawn import kill_leftovers
 from rpa_gateway.executions import ExecutionRequest
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls
 
@@ -41,10 +42,13 @@ class LocalBackend:
         *,
         max_runs: int,
         kill_grace: float,
+        run_owner: str,
         limits: OutputLimits | None = None,
         calls: Calls = NO_CALLS,
     ) -> None:
         self._calls = calls
+        self._run_owner = run_owner
+        kill_leftovers(run_owner)
         self._catalog = ProjectCatalog(projects_dir)
         self._max_runs = max_runs
         self._kill_grace = kill_grace
@@ -91,7 +95,7 @@ class LocalBackend:
             raise CreateFailed(exc.message) from None
         task_id = uuid.uuid4().hex
         self._runs[task_id] = LocalRun(
-            task_id, project, request.params, self._limits, self._kill_grace
+            task_id, project, request.params, self._limits, self._kill_grace, self._run_owner
         )
         # Runs launched later from the queue still belong to this execution's trace and logs.
         self._contexts[task_id] = contextvars.copy_context()

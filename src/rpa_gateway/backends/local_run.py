@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -28,9 +27,12 @@ from typing import Any
 
 from rpa_gateway.backends.base import Progress, TaskPhase, TaskState, TaskUpdate
 from rpa_gateway.backends.projects import Project
+from rpa_gateway.backends.spawn import RunProcess, spawn
 from rpa_gateway.executions import JsonObject
 
-_PR_SET_PDEATHSIG = 1
+# After the run's process exits and its group is killed: time to read what is left in its
+# pipes, unless a process that left the group still holds them.
+_OUTPUT_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,15 +44,6 @@ class OutputLimits:
     progress_interval: float = 0.1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the run is killed if the service dies, instead of living on unwatched."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
 class LocalRun:
     def __init__(
         self,
@@ -59,8 +52,10 @@ class LocalRun:
         params: JsonObject,
         limits: OutputLimits,
         kill_grace: float,
+        owner: str,
     ) -> None:
         self.task_id = task_id
+        self.owner = owner
         self.project = project
         self.params = params
         self.limits = limits
@@ -70,7 +65,7 @@ class LocalRun:
         self._updates: asyncio.Queue[TaskUpdate] = asyncio.Queue()
         self._stderr_tail = bytearray()
         self._result: JsonObject | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: RunProcess | None = None
         self._stopping: TaskPhase | None = None
         self._last_progress_at = 0.0
         self._held_progress: Progress | None = None
@@ -97,11 +92,11 @@ class LocalRun:
         _signal_group(self._process.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(self.kill_grace):
-                await self._process.wait()
+                await asyncio.shield(self._process.exited)
         except TimeoutError:
             pass
         _signal_group(self._process.pid, signal.SIGKILL)
-        await self._process.wait()
+        await asyncio.shield(self._process.exited)
 
     async def run(self) -> None:
         try:
@@ -117,36 +112,39 @@ class LocalRun:
             self._emit_final(TaskState(self._stopping, self._stopping.name))
             return
         params_json = json.dumps(self.params, ensure_ascii=False)
-        process = await asyncio.create_subprocess_exec(
-            *self.project.command,
+        process = await spawn(
+            self.project.command,
             cwd=self.project.folder,
             env=_run_environment(self.project.id, params_json),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
+            owner=self.owner,
         )
         self._process = process
         if self._stopping is not None:  # stopped while it was being spawned
             _signal_group(process.pid, signal.SIGKILL)
         self._updates.put_nowait(TaskState(TaskPhase.WORKING, "RUNNING"))
-        assert process.stdin is not None and process.stdout is not None
-        assert process.stderr is not None
+        # Fed while reading: a project that prints before reading stdin (or never reads
+        # it) must not block on a full pipe.
+        output = asyncio.gather(
+            _feed(process.stdin, params_json.encode()),
+            self._read_stdout(process.stdout),
+            self._read_stderr(process.stderr),
+        )
         try:
             async with asyncio.timeout(self.project.timeout):
-                # Fed while reading: a project that prints before reading stdin (or never
-                # reads it) must not block on a full pipe.
-                await asyncio.gather(
-                    _feed(process.stdin, params_json.encode()),
-                    self._read_stdout(process.stdout),
-                    self._read_stderr(process.stderr),
-                )
-                returncode = await process.wait()
+                await asyncio.shield(process.exited)
         except TimeoutError:
             await self.stop(TaskPhase.TIMED_OUT)
-            returncode = await process.wait()
-        _signal_group(process.pid, signal.SIGKILL)  # leave nothing of the group behind
+        # Leave nothing of the group behind: this also closes the pipes a grandchild may
+        # hold, so what is still in them is read to its end at once.
+        _signal_group(process.pid, signal.SIGKILL)
+        try:
+            async with asyncio.timeout(_OUTPUT_GRACE):
+                await output
+        except TimeoutError:  # held open by a process that left the group
+            output.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await output
+        returncode = await process.exited
         self._flush_progress()
         self._emit_final(self._final_state(returncode))
 
