@@ -41,7 +41,9 @@ POLICY = PollPolicy(
 
 
 class StoreThatCannotFinish(SqliteStore):
-    def finish(self, execution: Execution, outcome: Outcome) -> Event | None:
+    def finish(
+        self, execution: Execution, outcome: Outcome, *, announce: bool = True
+    ) -> Event | None:
         raise StoreError("disk I/O error")
 
 
@@ -71,20 +73,24 @@ def backend(fake: FakeUpstream, cls: type[AstronBackend] = AstronBackend) -> Ast
     return cls(create_url=fake.base_url + CREATE_PATH, query_url=fake.base_url + QUERY_PATH)
 
 
-def test_store_failing_at_the_end_still_delivers_a_terminal_event(
+def test_store_failing_at_the_end_hands_the_real_end_to_live_streams(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {}}}])
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {"ok": True}}}])
+    store = StoreThatCannotFinish(tmp_path / "db")
 
     async def scenario() -> list[Event]:
-        return await run_one(StoreThatCannotFinish(tmp_path / "db"), backend(fake), pid)
+        return await run_one(store, backend(fake), pid)
 
     events = asyncio.run(scenario())
     terminal = [e for e in events if e.kind is EventKind.TERMINAL]
     assert len(terminal) == 1
-    assert terminal[0].data["code"] == 55999
-    assert "store failed" in terminal[0].data["message"]
+    assert terminal[0].data["code"] == 0 and terminal[0].data["data"] == {"ok": True}
+    reopened = SqliteStore(tmp_path / "db")
+    (unfinished,) = reopened.unfinished()
+    assert terminal[0].seq == unfinished.last_seq + 1, "the seq the store will give it"
+    reopened.close()
 
 
 def test_a_bug_in_the_backend_ends_with_55999(tmp_path: Path, fake: FakeUpstream) -> None:

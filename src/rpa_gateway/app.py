@@ -78,7 +78,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqliteStore(settings.rpa_data_dir / DATABASE_FILE)
+        max_mb = settings.rpa_store_max_mb
+        store = SqliteStore(
+            settings.rpa_data_dir / DATABASE_FILE,
+            max_bytes=int(max_mb * 1024 * 1024) if max_mb is not None else None,
+        )
         lifecycle.attach(store)
         telemetry.attach(store, settings.backend)
         vault = build_vault(settings)

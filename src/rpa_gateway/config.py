@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     rpa_local_max_runs: Annotated[int, Field(ge=1)] = 8
     rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")
+    # Largest the execution store may grow (MB); at the bound creates are refused (503) until
+    # retention frees room, as on a full disk.  Unset: bounded by the disk only.
+    rpa_store_max_mb: Annotated[float, Field(gt=0)] | None = None
     rpa_poll_first_delay: PositiveSeconds = 1.0
     rpa_poll_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     rpa_query_max_failures: Annotated[int, Field(ge=1)] = 5
@@ -134,7 +137,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "kafka_enable", "rpa_drain_seconds", "rpa_api_keys", "rpa_api_keys_file", mode="before"
+        "kafka_enable",
+        "rpa_drain_seconds",
+        "rpa_api_keys",
+        "rpa_api_keys_file",
+        "rpa_store_max_mb",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

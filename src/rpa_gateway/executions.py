@@ -53,6 +53,16 @@ class Outcome:
     data: JsonObject | None = None
 
 
+def terminal_data(outcome: Outcome) -> JsonObject:
+    """The data of the terminal event that records ``outcome``."""
+    return {
+        "status": outcome.status.value,
+        "code": outcome.code,
+        "message": outcome.message,
+        "data": outcome.data,
+    }
+
+
 @dataclass(slots=True)
 class ExecutionRequest:
     """What the caller asked for, without any secret."""

@@ -56,6 +56,7 @@ class CursorBeyondEnd(Exception):
 class Signal(Enum):
     PING = "ping"  # nothing happened for a while
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
+    STORE_FAILED = "store_failed"  # its events cannot be read now; the execution goes on
 
 
 class ExecutionService:
@@ -95,6 +96,7 @@ class ExecutionService:
                     raise IdempotencyConflict(idempotency_key)
                 self._resume_if_parked(existing, token)
                 return existing, False
+        self._store.writable()  # a store that cannot write gets no new work (503)
         self._backend.check(request)
         now = time.time()
         execution = Execution(
@@ -133,7 +135,8 @@ class ExecutionService:
         execution = self._store.get(execution_id)
         if execution is None or not self._vault.owns(execution.owner, token):
             raise ExecutionNotFound(execution_id)
-        if after > execution.last_seq:
+        unrecorded = self._supervisor.unrecorded_end(execution_id)
+        if after > (unrecorded.seq if unrecorded is not None else execution.last_seq):
             raise CursorBeyondEnd(execution, after)
         if resume:
             self._resume_if_parked(execution, token)
@@ -213,8 +216,9 @@ class ExecutionService:
         """The execution's events after ``after_seq``, then live ones until the terminal one.
 
         Yields ``Signal.PING`` whenever ``idle_interval`` seconds pass without an
-        event, and ends with ``Signal.RECONNECT`` if the service shuts down first.
-        A failing store still ends the sequence with a terminal event.
+        event, and ends with ``Signal.RECONNECT`` if the service shuts down first,
+        or ``Signal.STORE_FAILED`` if the store cannot be read: never with a made-up
+        terminal event, which would give an event id an outcome it does not have.
         """
         cursor = after_seq
         try:
@@ -224,6 +228,11 @@ class ExecutionService:
                     cursor = event.seq
                     if event.kind is EventKind.TERMINAL:
                         return
+                unrecorded = self._supervisor.unrecorded_end(execution_id)
+                if unrecorded is not None and unrecorded.seq >= cursor:
+                    # Ended while the store could not write (sent again to one resuming at it).
+                    yield unrecorded
+                    return
                 if after_seq > 0:
                     # Resumed at or past the end (EventSource reconnects after the last
                     # event): nothing more will come, so send the end again.
@@ -245,7 +254,7 @@ class ExecutionService:
                     if event_or_drain.seq <= cursor:
                         continue
                     backlog = (
-                        self._store.events_after(execution_id, cursor)
+                        self._events_after(execution_id, cursor, event_or_drain)
                         if event_or_drain.seq > cursor + 1
                         else [event_or_drain]
                     )
@@ -256,15 +265,10 @@ class ExecutionService:
                             return
         except StoreError:
             log.exception("execution %s: cannot read its events", execution_id)
-            yield Event(
-                execution_id,
-                cursor + 1,
-                EventKind.TERMINAL,
-                {
-                    "status": Status.FAILED.value,
-                    "code": Code.UNKNOWN.value,
-                    "message": codes.unknown_error_message("the execution store failed"),
-                    "data": None,
-                },
-                time.time(),
-            )
+            yield Signal.STORE_FAILED
+
+    def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
+        """The stored events between the cursor and a live one, and that one (which may be an
+        end the store could not take)."""
+        missed = [e for e in self._store.events_after(execution_id, cursor) if e.seq < live.seq]
+        return [*missed, live]

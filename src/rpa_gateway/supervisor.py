@@ -3,9 +3,13 @@
 One asyncio task per live execution: create the upstream run, poll it on a
 backing-off schedule, retry query faults with jittered backoff, enforce the
 deadline (cancelling upstream when it can), and record the end.  Whatever goes
-wrong inside - backend, store, a bug - the task still records one terminal
-event; if even the store refuses, live streams are handed the terminal event
-directly so none is left without its frame.
+wrong inside - backend, store, a bug - the task still reaches one terminal event.
+
+A store that cannot write (a full disk) does not stop an execution: state and
+progress events that cannot be stored are skipped, and a terminal event that
+cannot be stored is handed to live streams as it is and written again until
+the store takes it - the same event, so an event id never carries two outcomes.
+Until then the execution counts as supervised: nobody drives it a second time.
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ from rpa_gateway.backends.base import (
     TaskState,
 )
 from rpa_gateway.codes import Code
-from rpa_gateway.executions import Event, EventKind, Execution, Outcome, Status
+from rpa_gateway.executions import (
+    Event,
+    EventKind,
+    Execution,
+    JsonObject,
+    Outcome,
+    Status,
+    terminal_data,
+)
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.telemetry.context import current_execution
 
 log = logging.getLogger(__name__)
 
 _CANCEL_TIMEOUT = 10.0
+_RECORD_RETRY_FIRST, _RECORD_RETRY_MAX = 0.5, 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +74,17 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
         self._started: set[str] = set()  # tasks whose body has begun (see cancel)
+        # Ended, handed to live streams, not yet stored: (execution, outcome, event).
+        self._unrecorded: dict[str, tuple[Execution, Outcome, Event]] = {}
+        self._recorder: asyncio.Task[None] | None = None
 
     def is_running(self, execution_id: str) -> bool:
-        return execution_id in self._tasks
+        return execution_id in self._tasks or execution_id in self._unrecorded
+
+    def unrecorded_end(self, execution_id: str) -> Event | None:
+        """The terminal event of an execution that ended while the store could not write."""
+        pending = self._unrecorded.get(execution_id)
+        return pending[2] if pending is not None else None
 
     def start(self, execution: Execution, token: str) -> None:
         """Drive the execution (new or resumed) unless it is already being driven."""
@@ -81,16 +102,18 @@ class Supervisor:
 
     def cancel(self, execution: Execution, token: str) -> None:
         """Stop the execution at the caller's request; it ends with the cancelled code."""
+        if execution.id in self._unrecorded:
+            return  # it has ended already
         driven = self._executions.get(execution.id)
         if driven is None:
             execution.cancel_requested = True
-            self._store.save(execution)
+            self._save(execution)
             self.start(execution, token)
             return
         if driven.cancel_requested:
             return
         driven.cancel_requested = True
-        self._store.save(driven)
+        self._save(driven)
         if execution.id in self._started:
             self._tasks[execution.id].cancel()
         # Not started yet: a task cancelled before its first step never runs its body, so
@@ -103,7 +126,14 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop driving (shutdown); unfinished executions stay unfinished in the store."""
+        if self._unrecorded:
+            log.error(
+                "%d ended executions could not be stored; the next process resumes them",
+                len(self._unrecorded),
+            )
         tasks = list(self._tasks.values())
+        if self._recorder is not None:
+            tasks.append(self._recorder)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -162,7 +192,17 @@ class Supervisor:
                     ),
                 )
             execution.create_started = True
-            self._store.save(execution)
+            try:
+                self._store.save(execution)
+            except StoreError as exc:
+                # Unrecorded, a create could be sent again after a restart: do not send it.
+                return Outcome(
+                    Status.FAILED,
+                    Code.CREATE_ERROR,
+                    codes.create_error_message(
+                        f"the execution store cannot write ({exc}); the run was not started"
+                    ),
+                )
             try:
                 execution.upstream_id = await self._create(execution, token)
             except CreateFailed as exc:
@@ -172,7 +212,7 @@ class Supervisor:
                 return Outcome(
                     Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail)
                 )
-            self._store.append(
+            self._append(
                 execution,
                 EventKind.STATE,
                 {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
@@ -186,7 +226,7 @@ class Supervisor:
         upstream_status = "PENDING"
         async for update in self._backend.watch(task_id):
             if isinstance(update, Progress):
-                self._store.append(execution, EventKind.PROGRESS, update.as_data())
+                self._append(execution, EventKind.PROGRESS, update.as_data())
                 continue
             outcome = _outcome_of(update)
             if outcome is not None:
@@ -254,12 +294,27 @@ class Supervisor:
         status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status
         if status is Status.ACCEPTED:
             status = Status.PENDING
-        self._store.append(
+        self._append(
             execution,
             EventKind.STATE,
             {"status": status.value, "upstream_status": state.upstream_status},
             status,
         )
+
+    def _append(
+        self, execution: Execution, kind: EventKind, data: JsonObject, status: Status | None = None
+    ) -> None:
+        """Store and publish a non-terminal event; one the store refuses is skipped."""
+        try:
+            self._store.append(execution, kind, data, status)
+        except StoreError as exc:
+            log.warning("execution %s: a %s event is not stored: %s", execution.id, kind, exc)
+
+    def _save(self, execution: Execution) -> None:
+        try:
+            self._store.save(execution)
+        except StoreError as exc:
+            log.warning("execution %s: its flags are not stored: %s", execution.id, exc)
 
     async def _timed_out(self, execution: Execution, token: str) -> Outcome:
         cancelled = await self._cancel_upstream(execution, token)
@@ -290,26 +345,46 @@ class Supervisor:
     def _finish(self, execution: Execution, outcome: Outcome) -> None:
         try:
             event = self._store.finish(execution, outcome)
-        except StoreError:
-            log.exception("execution %s: cannot record its end; telling live streams", execution.id)
-            self._store.publish_only(
-                Event(
-                    execution.id,
-                    execution.last_seq + 1,
-                    EventKind.TERMINAL,
-                    {
-                        "status": outcome.status.value,
-                        "code": Code.UNKNOWN.value,
-                        "message": codes.unknown_error_message("the execution store failed"),
-                        "data": None,
-                    },
-                    time.time(),
-                ),
-                execution,
+        except StoreError as exc:
+            log.error(
+                "execution %s: its end (code %d) cannot be stored yet (%s); live streams get"
+                " it now, the store when it takes writes again",
+                execution.id,
+                outcome.code,
+                exc,
             )
+            self._hand_over_unrecorded(execution, outcome)
             return
         if event is not None:
             log.info("execution %s finished: code %d", execution.id, outcome.code)
+
+    def _hand_over_unrecorded(self, execution: Execution, outcome: Outcome) -> None:
+        event = Event(
+            execution.id,
+            execution.last_seq + 1,  # what the store gives it once it writes
+            EventKind.TERMINAL,
+            terminal_data(outcome),
+            time.time(),
+        )
+        self._unrecorded[execution.id] = (execution, outcome, event)
+        self._store.publish_only(event, execution)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_unrecorded(), name="recorder")
+
+    async def _record_unrecorded(self) -> None:
+        delay = _RECORD_RETRY_FIRST
+        while self._unrecorded:
+            await asyncio.sleep(delay)
+            for execution_id, (execution, outcome, _) in list(self._unrecorded.items()):
+                try:
+                    self._store.finish(execution, outcome, announce=False)
+                except StoreError:
+                    delay = min(delay * 2, _RECORD_RETRY_MAX)
+                    break
+                del self._unrecorded[execution_id]
+                log.info("execution %s finished: code %d (stored late)", execution_id, outcome.code)
+            else:
+                delay = _RECORD_RETRY_FIRST
 
 
 def _outcome_of(state: TaskState) -> Outcome | None:

@@ -12,6 +12,7 @@ query (the last step repeats).  Steps are replies (``{"status": "RUNNING"}``,
 - ``code5001``: HTTP 200 with ``{"code": "5001"}`` (a lost execution)
 
 A create script without a fault may name the ``execution_id`` to hand out.
+A gated script's runs report PENDING until the test opens the gate.
 ``duration`` instead of steps: PENDING until that many seconds after create,
 then COMPLETED with ``{"completed_at": <epoch s>, "params": ...}`` - the
 benchmark measures delivery latency from ``completed_at``.
@@ -45,6 +46,7 @@ class Script:
     create: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     duration: float | None = None
+    gate: threading.Event | None = None  # runs report PENDING until it is set
 
 
 @dataclass
@@ -84,9 +86,18 @@ class FakeUpstream:
         create: dict[str, Any] | None = None,
         steps: list[dict[str, Any]] | None = None,
         duration: float | None = None,
+        gated: bool = False,
     ) -> None:
+        """``gated``: runs stay PENDING until :meth:`open_gate`, then follow the script."""
+        gate = threading.Event() if gated else None
         with self._lock:
-            self._scripts[project_id] = Script(create, list(steps or []), duration)
+            self._scripts[project_id] = Script(create, list(steps or []), duration, gate)
+
+    def open_gate(self, project_id: str) -> None:
+        with self._lock:
+            gate = self._scripts[project_id].gate
+        assert gate is not None, f"{project_id} is not gated"
+        gate.set()
 
     def creates_for(self, project_id: str) -> int:
         with self._lock:
@@ -160,6 +171,8 @@ class FakeUpstream:
         if run.cancelled:
             return self._execution(run, {"status": "CANCELLED", "error": "cancelled by request"})
         script = run.script
+        if script.gate is not None and not script.gate.is_set():
+            return self._execution(run, {"status": "PENDING"})
         if script.duration is not None:
             completed_at = run.created_at + script.duration
             if time.time() < completed_at:

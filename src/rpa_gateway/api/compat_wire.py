@@ -110,6 +110,20 @@ def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
     return sse.frame(id=last_event_id, data=sse.json_data(payload), retry_ms=retry_ms)
 
 
+def store_failed_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
+    """No event id: the execution's real end is still to come under the last one."""
+    payload = {
+        "code": Code.UNKNOWN.value,
+        "message": codes.unknown_error_message(
+            "the execution store cannot be read; the execution goes on; reconnect with"
+            f" Last-Event-ID: {last_event_id} to get its result"
+        ),
+        "sid": sid,
+        "data": None,
+    }
+    return sse.frame(data=sse.json_data(payload), retry_ms=retry_ms)
+
+
 async def render(
     events: AsyncIterator[Event | Signal],
     sid: str,
@@ -124,6 +138,9 @@ async def render(
             yield sse.PING
         elif event is Signal.RECONNECT:
             yield reconnect_frame(last_event_id, sid, retry_ms)
+            return
+        elif event is Signal.STORE_FAILED:
+            yield store_failed_frame(last_event_id, sid, retry_ms)
             return
         elif event.kind is EventKind.TERMINAL:
             yield terminal_frame(event, sid, max_line)

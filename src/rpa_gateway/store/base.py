@@ -61,10 +61,13 @@ class Store(Protocol):
         """Append a non-terminal event, saving the execution's status and counters."""
         ...
 
-    def finish(self, execution: Execution, outcome: Outcome) -> Event | None:
+    def finish(
+        self, execution: Execution, outcome: Outcome, *, announce: bool = True
+    ) -> Event | None:
         """Append the terminal event and forget the sealed token.
 
-        ``None`` when the execution had already ended.
+        ``None`` when the execution had already ended.  ``announce=False`` stores an end
+        already handed to live streams by :meth:`publish_only`, without publishing it again.
         """
         ...
 
@@ -101,7 +104,11 @@ class Store(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise :class:`StoreError` when the store cannot serve."""
+        """Raise :class:`StoreError` when the store cannot serve (read, or write)."""
+        ...
+
+    def writable(self) -> None:
+        """Raise :class:`StoreError` while writes are known to fail (cheap otherwise)."""
         ...
 
     def close(self) -> None: ...

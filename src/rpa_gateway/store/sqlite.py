@@ -25,6 +25,7 @@ from rpa_gateway.executions import (
     JsonObject,
     Outcome,
     Status,
+    terminal_data,
 )
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, StoreError, Subscription
 from rpa_gateway.store.hub import Hub, Listener
@@ -64,6 +65,7 @@ CREATE INDEX IF NOT EXISTS executions_finished ON executions (finished_at)
 CREATE INDEX IF NOT EXISTS executions_by_owner ON executions (owner, created_at DESC, id DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
     ON executions (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS write_probe (b BLOB);
 CREATE TABLE IF NOT EXISTS events (
     execution_id TEXT NOT NULL,
     seq          INTEGER NOT NULL,
@@ -101,10 +103,17 @@ def _private_file(path: Path) -> None:
         raise StoreError(f"cannot open {path}: {exc.strerror}") from exc
 
 
+_PROBE_INTERVAL = 1.0
+_PROBE = 256 * 1024  # bytes: room for a large request, as much as a probe can cheaply ask
+
+
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         self.path = path
         self._hub = Hub()
+        # Why a write failed (a full disk, RPA_STORE_MAX_MB reached); None once a probe works.
+        self._write_failure: str | None = None
+        self._probed_at = 0.0
         try:
             _private_file(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -114,6 +123,9 @@ class SqliteStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            if max_bytes is not None:
+                page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+                self._db.execute(f"PRAGMA max_page_count={max(1, max_bytes // page_size)}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version} is not {SCHEMA_VERSION}")
@@ -163,9 +175,9 @@ class SqliteStore:
         except sqlite3.IntegrityError as exc:
             if execution.idempotency_key is not None and "idempotency" in str(exc):
                 raise DuplicateIdempotencyKey(execution.idempotency_key) from None
-            raise StoreError(f"cannot record execution: {exc}") from exc
+            raise self._write_failed("record execution", exc) from exc
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot record execution: {exc}") from exc
+            raise self._write_failed("record execution", exc) from exc
         execution.last_seq = 1
         event = Event(execution.id, 1, EventKind.STATE, data, execution.created_at)
         self._hub.publish(event, execution)
@@ -186,7 +198,7 @@ class SqliteStore:
                 ),
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot save execution: {exc}") from exc
+            raise self._write_failed("save execution", exc) from exc
 
     def append(
         self,
@@ -225,20 +237,17 @@ class SqliteStore:
                     (execution.id, seq, kind.value, _dumps(data), now),
                 )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot append event: {exc}") from exc
+            raise self._write_failed("append event", exc) from exc
         execution.last_seq = seq
         event = Event(execution.id, seq, kind, data, now)
         self._hub.publish(event, execution)
         return event
 
-    def finish(self, execution: Execution, outcome: Outcome) -> Event | None:
+    def finish(
+        self, execution: Execution, outcome: Outcome, *, announce: bool = True
+    ) -> Event | None:
         now = time.time()
-        data: JsonObject = {
-            "status": outcome.status.value,
-            "code": outcome.code,
-            "message": outcome.message,
-            "data": outcome.data,
-        }
+        data = terminal_data(outcome)
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -269,14 +278,15 @@ class SqliteStore:
                     (execution.id, seq, EventKind.TERMINAL.value, _dumps(data), now),
                 )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot finish execution: {exc}") from exc
+            raise self._write_failed("finish execution", exc) from exc
         execution.status = outcome.status
         execution.outcome = outcome
         execution.finished_at = now
         execution.updated_at = now
         execution.last_seq = seq
         event = Event(execution.id, seq, EventKind.TERMINAL, data, now)
-        self._hub.publish(event, execution)
+        if announce:
+            self._hub.publish(event, execution)
         return event
 
     def purge_finished(self, finished_before: float, batch: int) -> int:
@@ -299,7 +309,7 @@ class SqliteStore:
             # executescript steps the pragma to the end; execute() would free one page only.
             self._db.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot purge executions: {exc}") from exc
+            raise self._write_failed("purge executions", exc) from exc
         return len(ids)
 
     # --- reads ----------------------------------------------------------------
@@ -393,6 +403,32 @@ class SqliteStore:
             self._db.execute("SELECT 1 FROM executions LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store unavailable: {exc}") from exc
+        self.writable()
+
+    def writable(self) -> None:
+        """After a failed write, only a probe that needs new pages (tried at most once a
+        second) says the store takes writes again: a small write may still fit."""
+        if self._write_failure is None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at >= _PROBE_INTERVAL:
+            self._probed_at = now
+            try:
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute("INSERT INTO write_probe VALUES (zeroblob(?))", (_PROBE,))
+                    self._db.execute("DELETE FROM write_probe")
+            except sqlite3.Error as exc:
+                self._write_failure = str(exc)
+            else:
+                self._write_failure = None
+                return
+        raise StoreError(f"store cannot write: {self._write_failure}")
+
+    def _write_failed(self, what: str, exc: sqlite3.Error) -> StoreError:
+        if not isinstance(exc, sqlite3.IntegrityError):
+            self._write_failure = str(exc)
+        return StoreError(f"cannot {what}: {exc}")
 
     def close(self) -> None:
         self._db.close()
