@@ -51,6 +51,8 @@ def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
             max_runs=settings.rpa_local_max_runs,
             kill_grace=settings.rpa_local_kill_grace,
             run_owner=run_owner(settings.rpa_data_dir),
+            max_runs_per_caller=settings.rpa_local_max_runs_per_token,
+            max_queued_per_caller=settings.rpa_local_max_queued_per_token,
             calls=calls,
         )
     return AstronBackend(
@@ -89,7 +91,12 @@ def create_app(settings: Settings) -> FastAPI:
         backend = build_backend(settings, telemetry.calls)
         supervisor = Supervisor(store, backend, poll_policy(settings))
         service = ExecutionService(
-            store, supervisor, vault, backend, timeout=settings.xiaowu_rpa_timeout
+            store,
+            supervisor,
+            vault,
+            backend,
+            timeout=settings.xiaowu_rpa_timeout,
+            max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
         )
         app.state.components = Components(settings, store, service, lifecycle, telemetry)
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), store.path)

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     rpa_backend: Literal["local", "astron"] | None = None
     rpa_projects_dir: Path = Path("projects")
     rpa_local_max_runs: Annotated[int, Field(ge=1)] = 8
+    # Runs one caller may have at once; unset: all but a quarter of RPA_LOCAL_MAX_RUNS (>= 1 kept).
+    rpa_local_max_runs_per_token: Annotated[int, Field(ge=1)] | None = None
+    rpa_local_max_queued_per_token: Annotated[int, Field(ge=0)] = 100
+    rpa_max_unfinished_per_token: Annotated[int, Field(ge=1)] = 1000
     rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")
     # Largest the execution store may grow (MB); at the bound creates are refused (503) until
@@ -142,6 +146,7 @@ class Settings(BaseSettings):
         "rpa_api_keys",
         "rpa_api_keys_file",
         "rpa_store_max_mb",
+        "rpa_local_max_runs_per_token",
         mode="before",
     )
     @classmethod

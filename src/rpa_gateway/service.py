@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from enum import Enum
 
 from rpa_gateway import codes
-from rpa_gateway.backends.base import Backend, ProjectInfo, TaskInfo
+from rpa_gateway.backends.base import Backend, Overloaded, ProjectInfo, TaskInfo
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import (
     Event,
@@ -68,7 +68,9 @@ class ExecutionService:
         backend: Backend,
         *,
         timeout: float,
+        max_unfinished_per_caller: int = 1000,
     ) -> None:
+        self._max_unfinished_per_caller = max_unfinished_per_caller
         self._store = store
         self._supervisor = supervisor
         self._backend = backend
@@ -97,7 +99,12 @@ class ExecutionService:
                 self._resume_if_parked(existing, token)
                 return existing, False
         self._store.writable()  # a store that cannot write gets no new work (503)
-        self._backend.check(request)
+        if self._supervisor.running_for(owner) >= self._max_unfinished_per_caller:
+            raise Overloaded(
+                f"{self._max_unfinished_per_caller} executions of this caller are unfinished"
+                " already (RPA_MAX_UNFINISHED_PER_TOKEN); retry when some have ended"
+            )
+        self._backend.check(request, token)
         now = time.time()
         execution = Execution(
             id=new_execution_id(),

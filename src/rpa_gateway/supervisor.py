@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from rpa_gateway import codes
@@ -45,6 +46,8 @@ from rpa_gateway.telemetry.context import current_execution
 log = logging.getLogger(__name__)
 
 _CANCEL_TIMEOUT = 10.0
+# Longest wait for an interrupted create (the upstream client's read timeout is 30 s).
+_CREATE_SETTLE_TIMEOUT = 35.0
 _RECORD_RETRY_FIRST, _RECORD_RETRY_MAX = 0.5, 5.0
 
 
@@ -77,9 +80,15 @@ class Supervisor:
         # Ended, handed to live streams, not yet stored: (execution, outcome, event).
         self._unrecorded: dict[str, tuple[Execution, Outcome, Event]] = {}
         self._recorder: asyncio.Task[None] | None = None
+        self._driven_by_owner: Counter[str] = Counter()
+        self._creating: dict[str, asyncio.Future[str]] = {}  # creates under way
 
     def is_running(self, execution_id: str) -> bool:
         return execution_id in self._tasks or execution_id in self._unrecorded
+
+    def running_for(self, owner: str) -> int:
+        """Executions of this owner being driven now."""
+        return self._driven_by_owner[owner]
 
     def unrecorded_end(self, execution_id: str) -> Event | None:
         """The terminal event of an execution that ended while the store could not write."""
@@ -93,12 +102,17 @@ class Supervisor:
         task = asyncio.create_task(self._drive(execution, token), name=f"exec-{execution.id}")
         self._tasks[execution.id] = task
         self._executions[execution.id] = execution
+        self._driven_by_owner[execution.owner] += 1
         task.add_done_callback(lambda _: self._forget(execution.id))
 
     def _forget(self, execution_id: str) -> None:
         self._started.discard(execution_id)
         self._tasks.pop(execution_id, None)
-        self._executions.pop(execution_id, None)
+        execution = self._executions.pop(execution_id, None)
+        if execution is not None:
+            self._driven_by_owner[execution.owner] -= 1
+            if self._driven_by_owner[execution.owner] <= 0:
+                del self._driven_by_owner[execution.owner]
 
     def cancel(self, execution: Execution, token: str) -> None:
         """Stop the execution at the caller's request; it ends with the cancelled code."""
@@ -204,7 +218,7 @@ class Supervisor:
                     ),
                 )
             try:
-                execution.upstream_id = await self._create(execution, token)
+                execution.upstream_id = await self._create_shielded(execution, token)
             except CreateFailed as exc:
                 log.info(
                     "execution %s: create failed: %s", execution.id, _redact(exc.detail, token)
@@ -241,6 +255,36 @@ class Supervisor:
             Status.FAILED,
             Code.QUERY_ERROR,
             codes.query_error_message("the run ended without a final state"),
+        )
+
+    async def _create_shielded(self, execution: Execution, token: str) -> str:
+        """The create is not abandoned when a cancel or the deadline interrupts the wait for
+        it: once sent it may start the run, whose id is then needed to cancel it."""
+        creating = asyncio.ensure_future(self._create(execution, token))
+        self._creating[execution.id] = creating
+        try:
+            return await asyncio.shield(creating)
+        finally:
+            if creating.done():
+                del self._creating[execution.id]
+
+    async def _settle_create(self, execution: Execution) -> None:
+        """Wait for a create interrupted by a cancel or the deadline; note the run it made."""
+        creating = self._creating.pop(execution.id, None)
+        if creating is None:
+            return
+        try:
+            async with asyncio.timeout(_CREATE_SETTLE_TIMEOUT):
+                execution.upstream_id = await asyncio.shield(creating)
+        except CreateFailed:
+            return
+        except TimeoutError:
+            log.warning("execution %s: its create did not finish; a run may be left", execution.id)
+            return
+        log.info(
+            "execution %s: its create finished after all: run %s",
+            execution.id,
+            execution.upstream_id,
         )
 
     async def _create(self, execution: Execution, token: str) -> str:
@@ -333,6 +377,7 @@ class Supervisor:
         )
 
     async def _cancel_upstream(self, execution: Execution, token: str) -> bool:
+        await self._settle_create(execution)
         if execution.upstream_id is None or not self._backend.can_cancel:
             return False
         try:

@@ -11,7 +11,8 @@ query (the last step repeats).  Steps are replies (``{"status": "RUNNING"}``,
 - ``slow``: the reply comes after ``seconds`` (longer than the client waits)
 - ``code5001``: HTTP 200 with ``{"code": "5001"}`` (a lost execution)
 
-A create script without a fault may name the ``execution_id`` to hand out.
+A create script without a fault may name the ``execution_id`` to hand out, and a
+``delay`` before it answers.
 A gated script's runs report PENDING until the test opens the gate.
 ``duration`` instead of steps: PENDING until that many seconds after create,
 then COMPLETED with ``{"completed_at": <epoch s>, "params": ...}`` - the
@@ -103,6 +104,12 @@ class FakeUpstream:
         with self._lock:
             return sum(1 for c in self.creates if c["body"].get("project_id") == project_id)
 
+    def wait_for_creates(self, project_id: str, count: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.creates_for(project_id) < count:
+            assert time.monotonic() < deadline, f"{count} creates of {project_id} never came"
+            time.sleep(0.01)
+
     def runs_for(self, project_id: str) -> list[FakeRun]:
         with self._lock:
             return [r for r in self.runs.values() if r.project_id == project_id]
@@ -148,6 +155,7 @@ class FakeUpstream:
             self.creates.append({"body": body, "at": time.time()})
             script = self._scripts.get(project_id, Script())
         if script.create is not None:
+            await asyncio.sleep(float(script.create.get("delay", 0)))  # a slow but good create
             reply = await self._fault(request, script.create)
             if reply is not None:
                 return reply

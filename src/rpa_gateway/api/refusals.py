@@ -23,7 +23,7 @@ from rpa_gateway.api import compat_wire
 from rpa_gateway.api.body import body_was_read, noted_sid, read_json_object
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
-from rpa_gateway.backends.base import InvalidRequest
+from rpa_gateway.backends.base import InvalidRequest, Overloaded
 from rpa_gateway.service import (
     AlreadyFinished,
     CursorBeyondEnd,
@@ -138,6 +138,15 @@ def install_error_handlers(app: FastAPI) -> None:
             ),
         )
 
+    async def overloaded(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Overloaded)
+        return await answer(
+            request,
+            RequestRejected(
+                429, "too_many", exc.message, headers={"Retry-After": str(exc.retry_after)}
+            ),
+        )
+
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidRequest)
         return await answer(
@@ -158,6 +167,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestRejected, rejected)
     app.add_exception_handler(InvalidRequest, invalid)
+    app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(ExecutionNotFound, not_found)
     app.add_exception_handler(AlreadyFinished, finished)
     app.add_exception_handler(CursorBeyondEnd, beyond_end)

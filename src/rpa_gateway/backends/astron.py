@@ -77,7 +77,7 @@ class AstronBackend:
     def describe(self) -> str:
         return f"RPA OpenAPI at {_where(self._create_url)} (query {_where(self._query_url)})"
 
-    def check(self, request: ExecutionRequest) -> None:
+    def check(self, request: ExecutionRequest, token: str) -> None:
         return None  # the platform knows its projects; a bad one fails the create (55001)
 
     def projects(self) -> list[ProjectInfo] | None:

@@ -7,6 +7,7 @@ OpenAPI) or pushes every change through ``watch`` the moment it happens
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -102,6 +103,20 @@ class InvalidRequest(Exception):
         self.field = field
 
 
+class Overloaded(Exception):
+    """This caller has as much under way as it may; retrying later may work."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def caller_key(token: str) -> str:
+    """Tells callers apart in memory (fair shares) without keeping their tokens."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 class Backend(Protocol):
     name: str
 
@@ -115,8 +130,9 @@ class Backend(Protocol):
         """Where runs go, for the start-up log (no secrets)."""
         ...
 
-    def check(self, request: ExecutionRequest) -> None:
-        """Raise :class:`InvalidRequest` before anything runs, when the backend can tell."""
+    def check(self, request: ExecutionRequest, token: str) -> None:
+        """Before anything is recorded: raise :class:`InvalidRequest` when the backend can
+        tell the request cannot run, :class:`Overloaded` when this caller must wait."""
         ...
 
     def projects(self) -> list[ProjectInfo] | None:

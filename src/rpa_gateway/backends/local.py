@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import uuid
-from collections import deque
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rpa_gateway.backends.base import (
     CreateFailed,
     InvalidRequest,
+    Overloaded,
     ProjectInfo,
     TaskInfo,
     TaskPhase,
     TaskState,
     TaskUpdate,
+    caller_key,
 )
+from rpa_gateway.backends.fair_queue import FairQueue
 from rpa_gateway.backends.local_run import LocalRun, OutputLimits
 from rpa_gateway.backends.projects import ProjectCatalog, ProjectError
 from rpa_gateway.backends.spawn import kill_leftovers
@@ -43,6 +47,8 @@ class LocalBackend:
         max_runs: int,
         kill_grace: float,
         run_owner: str,
+        max_runs_per_caller: int | None = None,
+        max_queued_per_caller: int = 100,
         limits: OutputLimits | None = None,
         calls: Calls = NO_CALLS,
     ) -> None:
@@ -53,8 +59,13 @@ class LocalBackend:
         self._max_runs = max_runs
         self._kill_grace = kill_grace
         self._limits = limits or OutputLimits()
+        # A caller may take all slots but a quarter (at least one) kept for the others.
+        self._max_per_caller = max_runs_per_caller or max(1, max_runs - max(1, max_runs // 4))
+        self._max_queued_per_caller = max_queued_per_caller
         self._runs: dict[str, LocalRun] = {}
-        self._waiting: deque[str] = deque()
+        self._waiting = FairQueue()
+        self._running_by_caller: Counter[str] = Counter()
+        self._caller_of: dict[str, str] = {}
         self._active: set[asyncio.Task[None]] = set()
         self._contexts: dict[str, contextvars.Context] = {}
 
@@ -67,13 +78,21 @@ class LocalBackend:
         return True
 
     def describe(self) -> str:
-        return f"local projects in {self._catalog.root} (at most {self._max_runs} at once)"
+        return (
+            f"local projects in {self._catalog.root} (at most {self._max_runs} at once,"
+            f" {self._max_per_caller} for one caller)"
+        )
 
-    def check(self, request: ExecutionRequest) -> None:
+    def check(self, request: ExecutionRequest, token: str) -> None:
         try:
             self._catalog.get(request.project_id).check_params(request.params)
         except ProjectError as exc:
             raise InvalidRequest(exc.message, exc.field) from None
+        if self._waiting.count(caller_key(token)) >= self._max_queued_per_caller:
+            raise Overloaded(
+                f"{self._max_queued_per_caller} runs of this caller wait for a free slot"
+                " already (RPA_LOCAL_MAX_QUEUED_PER_TOKEN); retry when some have run"
+            )
 
     def projects(self) -> list[ProjectInfo]:
         return [
@@ -85,8 +104,7 @@ class LocalBackend:
         run = self._runs.get(task_id)
         if run is None:
             return None
-        position = self._waiting.index(task_id) + 1 if task_id in self._waiting else None
-        return TaskInfo(queue_position=position, logs=list(run.logs))
+        return TaskInfo(queue_position=self._waiting.position(task_id), logs=list(run.logs))
 
     async def start(self, request: ExecutionRequest, token: str) -> str:
         try:
@@ -99,20 +117,28 @@ class LocalBackend:
         )
         # Runs launched later from the queue still belong to this execution's trace and logs.
         self._contexts[task_id] = contextvars.copy_context()
-        self._waiting.append(task_id)
+        self._caller_of[task_id] = caller_key(token)
+        self._waiting.add(self._caller_of[task_id], task_id)
         self._launch_waiting()
         return task_id
 
     def _launch_waiting(self) -> None:
-        while self._waiting and len(self._active) < self._max_runs:
-            run = self._runs[self._waiting.popleft()]
+        while len(self._active) < self._max_runs:
+            task_id = self._waiting.pop_next(
+                lambda caller: self._running_by_caller[caller] < self._max_per_caller
+            )
+            if task_id is None:
+                return
+            run = self._runs[task_id]
+            caller = self._caller_of[task_id]
+            self._running_by_caller[caller] += 1
             task = asyncio.create_task(
                 self._run(run),
-                name=f"local-run-{run.task_id}",
-                context=self._contexts.pop(run.task_id),
+                name=f"local-run-{task_id}",
+                context=self._contexts.pop(task_id),
             )
             self._active.add(task)
-            task.add_done_callback(self._run_done)
+            task.add_done_callback(functools.partial(self._run_done, caller))
 
     async def _run(self, run: LocalRun) -> None:
         with self._calls.call("run") as call:
@@ -120,8 +146,11 @@ class LocalBackend:
             if run.final is not None and run.final.phase is not TaskPhase.COMPLETED:
                 call.failed(run.final.phase.value)
 
-    def _run_done(self, task: asyncio.Task[None]) -> None:
+    def _run_done(self, caller: str, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
+        self._running_by_caller[caller] -= 1
+        if self._running_by_caller[caller] <= 0:
+            del self._running_by_caller[caller]
         self._launch_waiting()
 
     async def status(self, task_id: str, token: str) -> TaskState:
@@ -130,7 +159,8 @@ class LocalBackend:
             return TaskState(TaskPhase.FAILED, "LOST", error=_LOST)
         if run.final is not None:
             return run.final
-        return TaskState(TaskPhase.WORKING, "PENDING" if task_id in self._waiting else "RUNNING")
+        waiting = self._waiting.position(task_id) is not None
+        return TaskState(TaskPhase.WORKING, "PENDING" if waiting else "RUNNING")
 
     async def watch(self, task_id: str) -> AsyncIterator[TaskUpdate]:
         run = self._runs.get(task_id)
@@ -138,32 +168,32 @@ class LocalBackend:
             yield TaskState(TaskPhase.FAILED, "LOST", error=_LOST)
             return
         try:
-            if task_id in self._waiting:
+            if self._waiting.position(task_id) is not None:
                 yield TaskState(TaskPhase.WORKING, "PENDING")
             async for update in run.updates():
                 yield update
         finally:
             if run.final is not None:
                 self._runs.pop(task_id, None)
+                self._caller_of.pop(task_id, None)
 
     async def cancel(self, task_id: str, token: str) -> bool:
         run = self._runs.get(task_id)
         if run is None:
             return False
-        if task_id in self._waiting:
-            self._waiting.remove(task_id)
+        if self._waiting.remove(task_id):
             self._contexts.pop(task_id, None)
             run.end_before_start(TaskPhase.CANCELLED, "cancelled while queued")
         else:
             await run.stop(TaskPhase.CANCELLED)
         # The supervisor stopped watching (cancel or deadline): nobody else will drop it.
         self._runs.pop(task_id, None)
+        self._caller_of.pop(task_id, None)
         return True
 
     async def aclose(self) -> None:
-        for task_id in list(self._waiting):
+        for task_id in self._waiting.drain():
             self._runs[task_id].end_before_start(TaskPhase.CANCELLED, "service stopped")
-        self._waiting.clear()
         await asyncio.gather(
             *(run.stop(TaskPhase.CANCELLED) for run in self._runs.values()), return_exceptions=True
         )
