@@ -64,9 +64,10 @@ class PollPolicy:
         return min(delay * self.backoff, self.ceiling)
 
     def retry_delay(self, faults: int) -> float:
-        """Full-jitter exponential backoff after ``faults`` consecutive faults."""
+        """Full-jitter exponential backoff after ``faults`` consecutive faults: anywhere up
+        to the cap, so executions that failed together do not retry together."""
         cap = min(self.ceiling, self.retry_base_delay * 2 ** (faults - 1))
-        return random.uniform(min(self.retry_base_delay, cap), cap)
+        return random.uniform(0.0, cap)
 
 
 class Supervisor:
