@@ -32,6 +32,7 @@ class GatewayProcess:
             "SERVICE_PORT": str(self.port),
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.launcher: list[str] = []  # a command to run the server under (e.g. prlimit)
 
     @property
     def base_url(self) -> str:
@@ -44,7 +45,7 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "rpa_gateway", "serve"],
+                [*self.launcher, sys.executable, "-m", "rpa_gateway", "serve"],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from rpa_gateway.api.edge import Edge
 from rpa_gateway.config import Settings
+from rpa_gateway.http_limits import HttpLimits, LimitedHttpToolsProtocol
 from rpa_gateway.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,31 @@ def tune_collector(threshold: int) -> None:
         gc.set_threshold(threshold, 20, 20)
 
 
-def raise_file_limit() -> None:
-    """Soft RLIMIT_NOFILE up to the hard limit: each open stream holds a socket."""
+def raise_file_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (each open stream holds a socket); the limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    log.info("file descriptors: up to %d", hard)
+    return hard
+
+
+def http_limits(settings: Settings, file_limit: int) -> HttpLimits:
+    return HttpLimits(
+        max_header_bytes=settings.rpa_max_header_bytes,
+        header_timeout=settings.rpa_header_timeout,
+        max_connections=settings.rpa_max_connections or max(16, file_limit - 128),
+    )
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
     tune_collector(settings.rpa_gc_threshold)
-    raise_file_limit()
+    limits = http_limits(settings, raise_file_limit())
+    log.info(
+        "at most %d connections, request heads of %d bytes within %g s",
+        limits.max_connections,
+        limits.max_header_bytes,
+        limits.header_timeout,
+    )
     if not settings.service_host and settings.listen_host == "127.0.0.1":
         log.warning(
             "local backend without RPA_API_KEYS: listening on 127.0.0.1 only, since anyone "
@@ -96,7 +111,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
         host=settings.listen_host,
         port=settings.service_port,
         loop="uvloop",
-        http="httptools",
+        http=LimitedHttpToolsProtocol.with_limits(limits),
         lifespan="on",
         access_log=settings.rpa_access_log,
         log_config=None,

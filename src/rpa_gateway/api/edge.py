@@ -53,10 +53,8 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = normalised(scope)
         path: str = scope["path"]
-        if "//" in path or (path.endswith("/") and path != "/"):
-            scope = _normalised(scope)
-            path = scope["path"]
         if not path.endswith(COMPAT_PATH):
             await self.app(scope, receive, send)
             return
@@ -79,7 +77,11 @@ class Edge:
             await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
 
 
-def _normalised(scope: Scope) -> Scope:
+def normalised(scope: Scope) -> Scope:
+    """The scope with repeated and trailing slashes dropped from its path (itself when none)."""
+    path: str = scope["path"]
+    if "//" not in path and not (path.endswith("/") and path != "/"):
+        return scope
     scope = dict(scope)
     scope["path"] = _SLASHES.sub("/", scope["path"]).rstrip("/") or "/"
     raw_path = scope.get("raw_path")  # the path as sent, without the query string

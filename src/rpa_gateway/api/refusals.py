@@ -53,6 +53,8 @@ def reads_data_lines(request: Request) -> bool:
 
 
 async def answer(request: Request, rejected: RequestRejected) -> Response:
+    if rejected.status_code == 413:  # its body may still be arriving: do not read it
+        rejected.headers["Connection"] = "close"
     if not reads_data_lines(request):
         return JSONResponse(
             rejected.body(), status_code=rejected.status_code, headers=rejected.headers or None

@@ -1,0 +1,159 @@
+"""The limits uvicorn's httptools protocol lacks, added to it (no parser of our own).
+
+- Request headers larger than ``max_header_bytes`` get a 431 and the connection
+  closes: httptools buffers a header line whole, so ten clients sending 32 MB
+  lines grew the process by 380 MB.
+- A connection that has not sent a complete request head within
+  ``header_timeout`` seconds of opening (or of its previous response) is closed
+  with a 408: idle sockets were held forever, and enough of them exhausted the
+  file descriptors (uvicorn's keep-alive timeout starts only after a response).
+- Beyond ``max_connections`` open connections a request is answered with a 503
+  refusal (``Retry-After``, connection closed) before anything else runs.
+
+Refusals here go out before the app sees the request, so they choose their form
+as the app's do: one ``data:`` frame for ``/rpa/v1/exec`` (its main caller reads
+only those), JSON elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from rpa_gateway import sse
+from rpa_gateway.api import compat_wire
+from rpa_gateway.api.edge import normalised
+from rpa_gateway.api.refusals import COMPAT_PATH, reads_data_lines
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int
+    header_timeout: float
+    max_connections: int
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    limits: ClassVar[HttpLimits]
+
+    @classmethod
+    def with_limits(cls, limits: HttpLimits) -> type[LimitedHttpToolsProtocol]:
+        """The protocol class to hand uvicorn (it instantiates one per connection)."""
+        return type(cls.__name__, (cls,), {"limits": limits})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = self.limits
+        self._head_bytes = 0
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_received()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting_for_head = self._head_deadline is not None
+        if waiting_for_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._head_deadline is not None
+            and self._head_bytes > self._limits.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._head_received()
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"request headers are larger than {self._limits.max_header_bytes} bytes",
+            )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_deadline is None:  # a next request on a kept-alive connection
+            self._await_head()
+
+    def on_headers_complete(self) -> None:
+        self._head_received()
+        if len(self.connections) <= self._limits.max_connections:
+            super().on_headers_complete()
+            return
+        self.logger.warning("%d connections open: a request is refused", len(self.connections))
+        app, self.app = self.app, _too_many_connections
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def _await_head(self) -> None:
+        self._head_bytes = 0
+        self._head_deadline = self.loop.call_later(self._limits.header_timeout, self._head_late)
+
+    def _head_received(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self._refuse(
+                408,
+                "request_timeout",
+                f"no complete request within {self._limits.header_timeout:g} s",
+            )
+
+    def _refuse(self, status: int, error: str, message: str) -> None:
+        url: bytes = getattr(self, "url", b"")  # set once a request begins
+        path = url.split(b"?", 1)[0].rstrip(b"/")
+        if path.endswith(COMPAT_PATH.encode()):
+            body = compat_wire.refusal_frame(status, error, message, "", [], 4096)
+            content_type = f"{sse.MEDIA_TYPE}; charset=utf-8"
+        else:
+            body = json.dumps({"error": error, "message": message}).encode()
+            content_type = "application/json"
+        head = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            f"content-type: {content_type}",
+            f"content-length: {len(body)}",
+            "connection: close",
+        ]
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        self.transport.close()
+
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+    error, message = "too_many_connections", "the service has too many open connections"
+    request = Request(normalised(scope))
+    if reads_data_lines(request):
+        body = compat_wire.refusal_frame(503, error, message + "; retry shortly", "", [], 4096)
+        content_type = f"{sse.MEDIA_TYPE}; charset=utf-8"
+    else:
+        body = json.dumps({"error": error, "message": message + "; retry shortly"}).encode()
+        content_type = "application/json"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

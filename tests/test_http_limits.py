@@ -1,0 +1,133 @@
+"""HTTP limits against hostile clients: header size, idle sockets, connection count."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.astron_node import NodeFailed, node_call
+from tests.conftest import FAST, GatewayFactory
+from tests.gateway_process import GatewayProcess
+from tests.local_projects import rss_kb
+
+
+def raw(gateway: GatewayProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.settimeout(10)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return reply
+
+
+def pings(gateway: GatewayProcess) -> bool:
+    try:
+        return httpx.get(gateway.base_url + "/rpa/v1/ping", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_huge_headers_get_431_and_cost_no_memory(gateway: GatewayProcess) -> None:
+    assert gateway.process is not None
+    before = rss_kb(gateway.process.pid)
+    replies = []
+    for _ in range(10):  # ten clients, each starting a 32 MB header line
+        sock = raw(gateway)
+        try:
+            sock.sendall(b"POST /rpa/v1/exec HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            for _ in range(512):
+                sock.sendall(b"a" * 65536)
+        except OSError:
+            pass  # the service answered and closed: the rest is not read
+        replies.append(read_reply(sock))
+        sock.close()
+    grown_mb = (rss_kb(gateway.process.pid) - before) / 1024
+    assert grown_mb < 40, f"grew {grown_mb:.0f} MB"
+    for reply in replies:
+        assert reply.startswith(b"HTTP/1.1 431 ")
+        assert b'data: {"code":55001' in reply and b"larger than 65536 bytes" in reply
+    assert pings(gateway)
+
+
+def test_a_socket_that_sends_no_complete_request_is_closed(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = start_gateway(RPA_HEADER_TIMEOUT="1")
+    idle, slow = raw(gateway), raw(gateway)
+    slow.sendall(b"GET /rpa/v1/ping HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    started = time.monotonic()
+    for sock in (idle, slow):
+        reply = read_reply(sock)
+        assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+        assert b"no complete request within 1 s" in reply
+    assert time.monotonic() - started < 5
+    # Idle after a response, a kept-alive connection is closed by the keep-alive timeout (5 s).
+    kept = raw(gateway)
+    kept.sendall(b"GET /rpa/v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    started = time.monotonic()
+    assert read_reply(kept).count(b"HTTP/1.1 200 ") == 1
+    assert time.monotonic() - started < 8
+
+
+def test_idle_sockets_cannot_starve_the_service_of_file_descriptors(
+    tmp_path: Path, fake: object
+) -> None:
+    gateway = GatewayProcess({**FAST, "RPA_HEADER_TIMEOUT": "2"}, tmp_path)
+    gateway.launcher = ["prlimit", "--nofile=1024:1024", "--"]
+    gateway.start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", gateway.port))
+            held.append(sock)
+        deadline = time.monotonic() + 20
+        while not pings(gateway):
+            assert time.monotonic() < deadline, "the service never answered again"
+        assert pings(gateway)
+    finally:
+        for sock in held:
+            sock.close()
+        gateway.stop()
+
+
+def test_beyond_the_connection_cap_requests_get_a_clear_503(
+    start_gateway: GatewayFactory,
+) -> None:
+    gateway = start_gateway(upstream=False, RPA_MAX_CONNECTIONS="5")
+    held = [raw(gateway) for _ in range(6)]
+    try:
+        refused = httpx.get(gateway.base_url + "/rpa/v1/ping")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "too_many_connections"
+        with pytest.raises(NodeFailed, match="Service unavailable: the service has too many"):
+            node_call(gateway.base_url, "t", {"project_id": "hello"})
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while not pings(gateway):
+        assert time.monotonic() < deadline
+
+
+def test_the_connection_is_closed_after_a_413(gateway: GatewayProcess) -> None:
+    sock = raw(gateway)
+    sock.sendall(
+        b"POST /rpa/v1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: t\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{"
+    )
+    reply = read_reply(sock)  # returns only once the service has closed the connection
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in reply.lower()
