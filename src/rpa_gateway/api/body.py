@@ -21,7 +21,8 @@ class ExecBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    project_id: str = Field(min_length=1, max_length=256)
+    # The pattern tells the OpenAPI document "not blank"; the validator says it in words.
+    project_id: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": r"\S"})
     sid: str | None = Field(default=None, max_length=256)
     exec_position: str = Field(default="EXECUTOR", max_length=64)
     params: dict[str, Any] | None = None

@@ -10,6 +10,7 @@ from rpa_gateway.api.auth import Caller
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
+from rpa_gateway.api.openapi_docs import EXEC_BODY, compat_stream, errors
 from rpa_gateway.sse import EventStreamResponse
 
 router = APIRouter()
@@ -36,6 +37,11 @@ def wants_progress(request: Request) -> bool:
         "code (clients that read only `data:` lines must see them)."
     ),
     response_class=EventStreamResponse,
+    responses={
+        **compat_stream(),
+        **errors(400, 401, 404, 405, 413, 415, 422, 429, stream=True),
+    },
+    openapi_extra=EXEC_BODY,
 )
 async def exec_rpa(request: Request, token: Caller) -> Response:
     parts = components(request)

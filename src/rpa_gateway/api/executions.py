@@ -12,7 +12,13 @@ from rpa_gateway.api.auth import Caller
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution as create
-from rpa_gateway.api.errors import ErrorBody, RequestRejected
+from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.api.openapi_docs import (
+    EXEC_BODY,
+    errors,
+    links_to_the_execution,
+    native_stream,
+)
 from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
 from rpa_gateway.executions import MAX_SEQ, Status, parse_seq
 from rpa_gateway.sse import EventStreamResponse
@@ -20,23 +26,17 @@ from rpa_gateway.store.base import ListQuery
 
 router = APIRouter(prefix="/rpa/v1/executions", tags=["executions"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "no token"},
-    404: {"model": ErrorBody, "description": "no such execution for this token"},
-}
-
 
 @router.post(
     "",
     status_code=202,
     response_model=ExecutionView,
+    operation_id="start_execution",
     responses={
-        **_ERRORS,
-        422: {
-            "model": ErrorBody,
-            "description": "invalid body, or Idempotency-Key reused with a different body",
-        },
+        202: {"links": links_to_the_execution()},
+        **errors(400, 401, 413, 415, 422, 429),
     },
+    openapi_extra=EXEC_BODY,
     summary="Start an execution",
     description="Same body as `/rpa/v1/exec`. Answers at once; follow it with `/events`. "
     "An `Idempotency-Key` header returns the execution already made with that key.",
@@ -54,7 +54,8 @@ async def start_execution(request: Request, token: Caller) -> JSONResponse:
 @router.get(
     "",
     response_model=ExecutionPage,
-    responses=_ERRORS,
+    operation_id="list_executions",
+    responses=errors(400, 401, 422),
     summary="List this token's executions, newest first",
 )
 async def list_executions(
@@ -84,7 +85,11 @@ async def list_executions(
 
 
 @router.get(
-    "/{execution_id}", response_model=ExecutionView, responses=_ERRORS, summary="One execution"
+    "/{execution_id}",
+    response_model=ExecutionView,
+    operation_id="get_execution",
+    responses=errors(401, 404),
+    summary="One execution",
 )
 async def get_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
     executions = components(request).executions
@@ -95,7 +100,8 @@ async def get_execution(request: Request, token: Caller, execution_id: str) -> E
 @router.get(
     "/{execution_id}/events",
     response_class=EventStreamResponse,
-    responses=_ERRORS,
+    operation_id="execution_events",
+    responses={**native_stream(), **errors(400, 401, 404, 422)},
     summary="Every event of an execution as Server-Sent Events",
     description="Replays the log, then follows it to the terminal event. Resume with the "
     "`Last-Event-ID` header, or `?last_event_id=` / `?after=<seq>` where headers cannot be set.",
@@ -126,7 +132,8 @@ async def execution_events(
 @router.post(
     "/{execution_id}/cancel",
     response_model=ExecutionView,
-    responses={**_ERRORS, 409: {"model": ErrorBody, "description": "already finished"}},
+    operation_id="cancel_execution",
+    responses=errors(401, 404, 409),
     summary="Cancel an execution",
     description="Idempotent while the execution runs; cancels the upstream run when the "
     "platform allows it. The execution ends with code 55004.",

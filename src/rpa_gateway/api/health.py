@@ -6,18 +6,20 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from rpa_gateway.api.components import components
+from rpa_gateway.api.openapi_docs import errors
 from rpa_gateway.store.base import StoreError
 
 router = APIRouter()
 
 
-@router.get("/rpa/v1/ping", summary='Liveness: answers "pong"')
+@router.get("/rpa/v1/ping", summary='Liveness: answers "pong"', responses=errors())
 async def ping() -> str:
     return "pong"
 
 
 @router.get(
     "/rpa/v1/ready",
+    responses=errors(),
     summary="Readiness: the execution store answers and the service is not shutting down",
 )
 async def ready(request: Request) -> JSONResponse:

@@ -8,12 +8,19 @@ from starlette.responses import Response
 
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.api.openapi_docs import errors
 
 router = APIRouter(tags=["health"])
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics (RPA_PROMETHEUS_ENABLE=true)", response_class=Response
+    "/metrics",
+    summary="Prometheus metrics (RPA_PROMETHEUS_ENABLE=true)",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **errors(404),
+    },
 )
 async def metrics(request: Request) -> Response:
     telemetry = components(request).telemetry

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 
 from rpa_gateway.api.auth import Caller
 from rpa_gateway.api.components import components
-from rpa_gateway.api.errors import ErrorBody, RequestRejected
+from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.api.openapi_docs import errors
 from rpa_gateway.api.views import ProjectList, ProjectView
 
 router = APIRouter(tags=["projects"])
@@ -15,14 +16,14 @@ router = APIRouter(tags=["projects"])
 @router.get(
     "/rpa/v1/projects",
     response_model=ProjectList,
-    responses={501: {"model": ErrorBody, "description": "the backend cannot list projects"}},
+    responses=errors(401, 404),
     summary="Projects this service runs (local backend)",
 )
 async def list_projects(request: Request, _: Caller) -> ProjectList:
     projects = components(request).executions.projects()
     if projects is None:
         raise RequestRejected(
-            501, "not_supported", "the astron backend does not list projects; its platform does"
+            404, "not_supported", "the astron backend does not list projects; its platform does"
         )
     return ProjectList(
         projects=[

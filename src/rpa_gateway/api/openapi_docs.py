@@ -1,0 +1,135 @@
+"""What the OpenAPI document says each route answers: every status, in its real form.
+
+Refusals are ``ErrorBody`` JSON - on ``/rpa/v1/exec`` one SSE ``data:`` frame too
+(unless the caller asks for JSON only).  408, 431 and 503 may come from the HTTP
+limits before any route runs, so every route lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rpa_gateway.api.body import ExecBody
+from rpa_gateway.api.errors import ErrorBody
+
+_WHY = {
+    400: "the request is malformed (body not JSON, odd input, bad cursor)",
+    401: "no token, or one that is not accepted",
+    404: "no such execution for this token (or nothing at this path)",
+    405: "method not allowed",
+    408: "no complete request head in time (RPA_HEADER_TIMEOUT)",
+    409: "the execution has already ended",
+    413: "body larger than RPA_MAX_BODY_BYTES",
+    415: "Content-Type is not JSON",
+    422: "a field is invalid; `fields` names it",
+    429: "this token has as much under way as it may; see Retry-After",
+    431: "request head larger than RPA_MAX_HEADER_BYTES",
+    500: "a fault inside the service",
+    503: "shutting down, store unavailable, or too many connections; see Retry-After",
+}
+_ALWAYS = (408, 431, 500, 503)
+
+_FRAME_EXAMPLE = (
+    'data: {"code":55001,"message":"Create task error, detail: Authorization header is'
+    ' missing or empty","sid":"","data":null,"error":"unauthorized"}\n\n'
+)
+
+
+class Frame(BaseModel):
+    """The data of a ``/rpa/v1/exec`` frame: the result, a progress report or a refusal."""
+
+    code: int = Field(description="0 success; see the README's codes")
+    message: str
+    sid: str = Field(description="the request's sid; empty when it could not be read")
+    data: dict[str, Any] | None
+    error: str | None = Field(default=None, description="refusals: the machine-readable kind")
+    fields: list[str] | None = Field(default=None, description="refusals: the fields at fault")
+
+
+def _sse_event(data: dict[str, Any], events: list[str]) -> dict[str, Any]:
+    """One event of a stream, as Open API 3.1 describes stream items."""
+    return {
+        "type": "object",
+        "required": ["data", "event"],
+        "properties": {
+            "event": {"type": "string", "enum": events},
+            "id": {"type": "string", "description": "`<execution id>:<seq>`: resume after it"},
+            "retry": {"type": "integer"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": data,
+            },
+        },
+    }
+
+
+_FRAME_EVENT = _sse_event(Frame.model_json_schema(), ["message", "progress"])
+_NATIVE_EVENT = _sse_event(
+    {
+        "type": "object",
+        "required": ["execution_id", "seq", "at", "status"],
+        "properties": {
+            "execution_id": {"type": "string"},
+            "seq": {"type": "integer"},
+            "at": {"type": "number", "description": "epoch seconds"},
+            "status": {"type": "string"},
+        },
+        "additionalProperties": True,
+    },
+    ["state", "progress", "terminal"],
+)
+
+
+def errors(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, Any]]:
+    """Error responses of a route; ``stream``: also as the compat stream's one data frame."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, *_ALWAYS}):
+        response: dict[str, Any] = {"model": ErrorBody, "description": _WHY[status]}
+        if stream:
+            response["content"] = {
+                "text/event-stream": {"schema": _FRAME_EVENT, "example": _FRAME_EXAMPLE}
+            }
+        documented[status] = response
+    return documented
+
+
+def compat_stream() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": "id-only events, `: ping` comments, then exactly one `data:` frame",
+            "content": {"text/event-stream": {"schema": _FRAME_EVENT}},
+        }
+    }
+
+
+def native_stream() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": "every event of the execution, named, then the end",
+            "content": {"text/event-stream": {"schema": _NATIVE_EVENT}},
+        }
+    }
+
+
+EXEC_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": ExecBody.model_json_schema()}},
+    }
+}
+
+
+def links_to_the_execution() -> dict[str, Any]:
+    """What a created execution's id leads to (and schema-driven fuzzers follow)."""
+    by_id = {"execution_id": "$response.body#/id"}
+    return {
+        name: {"operationId": operation, "parameters": by_id}
+        for name, operation in (
+            ("GetExecution", "get_execution"),
+            ("ExecutionEvents", "execution_events"),
+            ("CancelExecution", "cancel_execution"),
+        )
+    }
