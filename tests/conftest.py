@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import gateway_process
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
 
@@ -56,3 +57,12 @@ def gateway(
     process = GatewayProcess({**FAST, **fake.env()}, tmp_path_factory.mktemp("gateway")).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_gateway_left_running() -> Iterator[None]:
+    """Servers a test started by hand are stopped after it, even when it failed."""
+    before = set(gateway_process.running)
+    yield
+    for gateway in gateway_process.running - before:
+        gateway.stop()

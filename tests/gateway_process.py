@@ -19,6 +19,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Servers started and not stopped yet: conftest stops those a test left behind.
+running: set[GatewayProcess] = set()
+
+
 class GatewayProcess:
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
         self.port = free_port()
@@ -43,6 +47,7 @@ class GatewayProcess:
         return Path(self.env["RPA_DATA_DIR"]) / "rpa-gateway.db"
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
+        running.add(self)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [*self.launcher, sys.executable, "-m", "rpa_gateway", "serve"],
@@ -64,16 +69,32 @@ class GatewayProcess:
         self.stop(signal.SIGKILL)  # never leave a half-started server behind
         raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log_text()}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the server and wait for it; a SIGTERM must end it cleanly within ``timeout``.
+
+        A server that hangs is killed, and the test fails: a shutdown that needs SIGKILL
+        would be one in production too.
+        """
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
+        running.discard(self)
+        if self.process.poll() is not None:
+            return self.process.returncode  # it ended on its own, or a test signalled it
+        self.process.send_signal(sig)
         try:
-            return self.process.wait(15)
+            returncode = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait(5)
+            self.process.wait(5)
+            raise AssertionError(
+                f"gateway did not exit within {timeout:g} s of signal {sig}:\n"
+                + self.log_text()[-3000:]
+            ) from None
+        if sig == signal.SIGTERM and returncode not in (0, -signal.SIGTERM):
+            raise AssertionError(
+                f"gateway exited with {returncode} on SIGTERM:\n" + self.log_text()[-3000:]
+            )
+        return returncode
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

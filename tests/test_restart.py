@@ -72,8 +72,9 @@ def kill_and_restart(
 
 def test_sigkill_with_sealed_tokens_resumes_on_its_own(tmp_path: Path, fake: FakeUpstream) -> None:
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    fake.script(pid, duration=3)
+    fake.script(pid, gated=True)  # none may end before all have started, however slow the machine
     second, event_ids = kill_and_restart(tmp_path, fake, pid, {"RPA_TOKEN_KEY": KEY}, "tok-sealed")
+    fake.open_gate(pid)
     try:
         # Nobody reconnects yet: the new process polls the runs to their end by itself.
         deadline = time.monotonic() + 30
@@ -90,7 +91,7 @@ def test_sigkill_with_sealed_tokens_resumes_on_its_own(tmp_path: Path, fake: Fak
     finally:
         second.stop()
     assert [t["code"] for t in terminals] == [0] * RUNS
-    assert [t["data"]["params"] for t in terminals] == [{"i": i} for i in range(RUNS)]
+    assert [t["data"]["echo"] for t in terminals] == [{"i": i} for i in range(RUNS)]
     assert [t["sid"] for t in terminals] == [f"s{i}" for i in range(RUNS)]
     assert fake.creates_for(pid) == RUNS
     with sqlite3.connect(second.database) as db:
@@ -104,15 +105,16 @@ def test_sigkill_without_key_resumes_when_owners_reconnect(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    fake.script(pid, duration=1)
+    fake.script(pid, gated=True)
     second, event_ids = kill_and_restart(tmp_path, fake, pid, {}, "tok-memory")
+    fake.open_gate(pid)
     try:
         assert "50 wait for their owner's token" in second.log_text()
         terminals = reconnect_all(second, pid, "tok-memory", event_ids)
     finally:
         second.stop()
     assert [t["code"] for t in terminals] == [0] * RUNS
-    assert [t["data"]["params"] for t in terminals] == [{"i": i} for i in range(RUNS)]
+    assert [t["data"]["echo"] for t in terminals] == [{"i": i} for i in range(RUNS)]
     assert fake.creates_for(pid) == RUNS
 
 
@@ -120,7 +122,7 @@ def test_sigterm_tells_streams_to_reconnect_and_the_next_process_finishes(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    fake.script(pid, duration=2)
+    fake.script(pid, gated=True)
     # No drain: streams are told to reconnect at once (see test_drain.py for the drain).
     settings = {**FAST, **fake.env(), "RPA_TOKEN_KEY": KEY, "RPA_DRAIN_SECONDS": "0"}
     first = GatewayProcess(settings, tmp_path).start()
@@ -140,6 +142,7 @@ def test_sigterm_tells_streams_to_reconnect_and_the_next_process_finishes(
     assert resume_id in frame["message"]
 
     second = GatewayProcess(settings, tmp_path).start()
+    fake.open_gate(pid)
     try:
         resumed = exec_stream(second.base_url, body, headers={"Last-Event-ID": resume_id})
     finally:

@@ -439,3 +439,41 @@ def test_json_logs_carry_execution_and_sid_and_no_secrets(
     assert any("create failed" in e["message"] for e in mine)
     everything = "\n".join(lines) + gateway.log_text()
     assert TOKEN not in everything and key not in everything
+
+
+def test_shutdown_is_bounded_when_every_telemetry_receiver_is_gone(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    from tests.gateway_process import free_port
+
+    gone = f"127.0.0.1:{free_port()}"  # nothing listens there
+    gateway = start_gateway(
+        OTLP_ENABLE="true",
+        OTLP_ENDPOINT=gone,
+        OTLP_METRIC_EXPORT_INTERVAL_MILLIS="200",
+        KAFKA_SERVERS=gone,
+        RPA_PROMETHEUS_ENABLE="true",
+    )
+    assert exec_stream(gateway.base_url, {"project_id": project(fake)}).terminal["code"] == 0
+    started = time.monotonic()
+    assert gateway.stop(timeout=10) == -signal.SIGTERM  # the harness fails a hang itself
+    assert time.monotonic() - started < 10
+    assert "telemetry did not flush within 5 s" in gateway.log_text()
+
+
+def test_a_token_the_platform_echoes_reaches_no_span_and_no_kafka_record(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: OtlpReceiver, broker: KafkaBroker
+) -> None:
+    gateway = traced_gateway(start_gateway, receiver, KAFKA_SERVERS=broker.servers)
+    echoing = [f"p-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    fake.script(echoing[0], steps=[{"status": "FAILED", "error": f"saw {TOKEN} and stopped"}])
+    fake.script(echoing[1], steps=[{"status": f"ODD-{TOKEN}"}, {"status": "COMPLETED"}])
+    for pid in echoing:
+        exec_stream(gateway.base_url, {"project_id": pid}, token=TOKEN)
+        receiver.wait_for_span(
+            lambda s, pid=pid: s.name == "rpa.execution" and s.attributes.get("project_id") == pid
+        )
+    records = broker.records(TOPIC, 2)
+    assert {r["srv_tag"]["tool_id"] for r in records} >= set(echoing)
+    assert TOKEN not in json.dumps(records)
+    assert all(TOKEN.encode() not in raw for raw in receiver.raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # How often collected telemetry work is done, and Kafka's delivery callbacks served.
 _BATCH_INTERVAL = 0.1
+# The most telemetry's last flush may hold up an exit (then the rest is dropped).
+_SHUTDOWN_SECONDS = 5.0
 
 __all__ = ["Telemetry"]
 
@@ -117,9 +120,46 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._deferred.run_now()
+        closers: list[Callable[[], object]] = []
         if self.tracelog is not None:
-            await asyncio.to_thread(self.tracelog.close)
+            closers.append(self.tracelog.close)
         if self._tracer_provider is not None:
-            await asyncio.to_thread(self._tracer_provider.shutdown)
+            closers.append(self._tracer_provider.shutdown)
         if self._meter_provider is not None:
-            await asyncio.to_thread(self._meter_provider.shutdown)
+            closers.append(self._meter_provider.shutdown)
+        if closers and not await _within(_SHUTDOWN_SECONDS, closers):
+            log.warning(
+                "telemetry did not flush within %g s (a receiver or broker is down?);"
+                " what was not sent is dropped",
+                _SHUTDOWN_SECONDS,
+            )
+
+
+async def _within(seconds: float, calls: list[Callable[[], object]]) -> bool:
+    """Run the blocking calls one after the other in a daemon thread; whether they finished.
+
+    A daemon thread, not the loop's executor, whose threads the interpreter waits for at
+    exit: exporters retrying against a receiver that is gone must not hold the process.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                log.exception("telemetry shutdown step failed")
+        loop.call_soon_threadsafe(finished)
+
+    threading.Thread(target=run, name="telemetry-shutdown", daemon=True).start()
+    try:
+        async with asyncio.timeout(seconds):
+            await done
+    except TimeoutError:
+        return False
+    return True
