@@ -116,3 +116,14 @@ def test_kafka_enable_0_turns_the_trace_log_off_as_in_astron_agents_compose(
         assert "kafka topic rpa-trace" in switched_on.log_text()
     finally:
         switched_on.stop()
+
+
+def test_a_second_service_on_the_same_data_directory_refuses_to_start(tmp_path: Path) -> None:
+    first = GatewayProcess({}, tmp_path).start()
+    try:
+        second = GatewayProcess({}, tmp_path)
+        with pytest.raises(RuntimeError, match="another rpa-gateway process serves from"):
+            second.start()
+        assert httpx.get(first.base_url + "/rpa/v1/ready").status_code == 200
+    finally:
+        first.stop()

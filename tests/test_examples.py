@@ -112,6 +112,9 @@ def test_page_title_fetches_a_page(start_gateway: GatewayFactory, web_page: str)
         "http://192.168.0.1/",
         "http://100.64.0.1/",
         "http://0.0.0.0:{port}/",
+        "http://[64:ff9b::a00:1]/",  # NAT64: reaches 10.0.0.1 where NAT64 routes
+        "http://[::7f00:1]:{port}/",  # IPv4-compatible 127.0.0.1
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
     ],
 )
 def test_page_title_refuses_internal_addresses(

@@ -51,7 +51,8 @@ def test_a_busy_caller_leaves_a_slot_and_takes_turns(
         ).json()["id"]
         for _ in range(3)
     ]
-    wait_for_status(gateway.base_url, busy[0], "busy", "RUNNING")
+    for execution_id, status in zip(busy, ["RUNNING", "PENDING", "PENDING"], strict=True):
+        wait_for_status(gateway.base_url, execution_id, "busy", status)
     assert statuses(gateway.base_url, busy, "busy") == ["RUNNING", "PENDING", "PENDING"]
     # Another caller starts at once, on the slot the busy one may not take.
     started = time.monotonic()

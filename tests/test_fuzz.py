@@ -8,6 +8,7 @@ breaks its documented schema fails the test.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ CHECKS = ",".join(
 def test_fuzzing_finds_no_server_error_and_no_schema_violation(
     gateway: GatewayProcess, tmp_path: Path
 ) -> None:
+    seed = str(random.randrange(2**32))  # printed on failure: a failure can be replayed
     completed = subprocess.run(
         [
             str(SCHEMATHESIS),
@@ -39,6 +41,8 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(
             CHECKS,
             "--max-examples",
             "200",
+            "--seed",
+            seed,
             "--no-color",
         ],
         capture_output=True,
@@ -47,5 +51,7 @@ def test_fuzzing_finds_no_server_error_and_no_schema_violation(
         timeout=900,
         check=False,
     )
-    assert completed.returncode == 0, completed.stdout[-8000:] + completed.stderr[-2000:]
+    assert completed.returncode == 0, (
+        f"seed {seed}:\n" + completed.stdout[-8000:] + completed.stderr[-2000:]
+    )
     assert " passed" in completed.stdout and "generated" in completed.stdout

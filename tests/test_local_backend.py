@@ -358,3 +358,19 @@ def test_projects_get_params_but_not_the_services_secrets(local, tmp_path: Path)
         gateway.base_url, {"project_id": "nosy", "params": {"blob": "b" * 200_000}}, timeout=30
     )
     assert result.terminal["data"] == {"size": 200_000, "leaked": [], "env_params": False}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"event": "result", "data": {"text": "\\ud800"}}',
+        '{"event": "result", "data": {"ratio": NaN}}',
+        '{"event": "result", "data": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}",
+    ],
+    ids=["lone-surrogate", "nan", "nested-3000"],
+)
+def test_output_no_json_reader_takes_back_is_no_result(local, line: str) -> None:  # type: ignore[no-untyped-def]
+    make_project(local.projects, "odd", f"print({line!r})")
+    result = exec_stream(local().base_url, {"project_id": "odd"}, timeout=20)
+    assert result.terminal["code"] == 55002
+    assert "without a result line" in result.terminal["message"]

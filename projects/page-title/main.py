@@ -30,10 +30,20 @@ class Refused(OSError):
     """The URL's host is not a public address."""
 
 
+# IPv6 unicast is 2000::/3; within it, these carry or reach IPv4 (or document examples).
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+_NOT_PUBLIC_V6 = [
+    ipaddress.ip_network(n) for n in ("2002::/16", "2001::/32", "2001:db8::/32", "2001:10::/28")
+]
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip not in _GLOBAL_UNICAST or any(ip in net for net in _NOT_PUBLIC_V6):
+            return False  # NAT64, IPv4-compatible, 6to4, Teredo, site-local, ...
     return ip.is_global and not ip.is_multicast
 
 

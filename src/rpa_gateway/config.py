@@ -105,10 +105,12 @@ class Settings(BaseSettings):
     rpa_upstream_read_timeout: PositiveSeconds = 30.0
     rpa_upstream_max_connections: Annotated[int, Field(ge=1)] = 256
     rpa_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    rpa_body_timeout: PositiveSeconds = 30.0  # a request body must arrive within it
     rpa_max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
     # Seconds a connection may take to send a complete request head (also when idle).
     rpa_header_timeout: PositiveSeconds = 10.0
-    # Open connections at most; unset: the file-descriptor limit less 128 (for the store, runs).
+    # Open connections at most; unset: the file-descriptor limit less what the store, logs,
+    # the upstream pool and local runs need.
     rpa_max_connections: Annotated[int, Field(ge=1)] | None = None
     rpa_shutdown_grace: Annotated[int, Field(ge=0)] = 5
     # Seconds open streams get to finish after SIGTERM; unset: XIAOWU_RPA_TIMEOUT + 15, so a

@@ -84,10 +84,13 @@ def raise_file_limit() -> int:
 
 
 def http_limits(settings: Settings, file_limit: int) -> HttpLimits:
+    # Descriptors kept for the rest: the store, logs, the upstream pool, local runs (3 pipes
+    # and a pidfd each).
+    reserved = 128 + settings.rpa_upstream_max_connections + 4 * settings.rpa_local_max_runs
     return HttpLimits(
         max_header_bytes=settings.rpa_max_header_bytes,
         header_timeout=settings.rpa_header_timeout,
-        max_connections=settings.rpa_max_connections or max(16, file_limit - 128),
+        max_connections=settings.rpa_max_connections or max(16, file_limit - reserved),
     )
 
 

@@ -83,6 +83,7 @@ class Supervisor:
         self._recorder: asyncio.Task[None] | None = None
         self._driven_by_owner: Counter[str] = Counter()
         self._creating: dict[str, asyncio.Future[str]] = {}  # creates under way
+        self._stopping = False
 
     def is_running(self, execution_id: str) -> bool:
         return execution_id in self._tasks or execution_id in self._unrecorded
@@ -141,6 +142,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop driving (shutdown); unfinished executions stay unfinished in the store."""
+        self._stopping = True
         if self._unrecorded:
             log.error(
                 "%d ended executions could not be stored; the next process resumes them",
@@ -159,7 +161,7 @@ class Supervisor:
         try:
             outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:
-            if not execution.cancel_requested:
+            if not execution.cancel_requested or self._stopping:
                 raise  # shutting down: the execution is resumed by the next process
             task = asyncio.current_task()
             if task is not None:
@@ -263,15 +265,12 @@ class Supervisor:
         it: once sent it may start the run, whose id is then needed to cancel it."""
         creating = asyncio.ensure_future(self._create(execution, token))
         self._creating[execution.id] = creating
-        try:
-            return await asyncio.shield(creating)
-        finally:
-            if creating.done():
-                del self._creating[execution.id]
+        creating.add_done_callback(lambda _: self._creating.pop(execution.id, None))
+        return await asyncio.shield(creating)
 
     async def _settle_create(self, execution: Execution) -> None:
         """Wait for a create interrupted by a cancel or the deadline; note the run it made."""
-        creating = self._creating.pop(execution.id, None)
+        creating = self._creating.get(execution.id)
         if creating is None:
             return
         try:
@@ -392,17 +391,33 @@ class Supervisor:
         try:
             event = self._store.finish(execution, outcome)
         except StoreError as exc:
-            log.error(
-                "execution %s: its end (code %d) cannot be stored yet (%s); live streams get"
-                " it now, the store when it takes writes again",
-                execution.id,
-                outcome.code,
-                exc,
-            )
-            self._hand_over_unrecorded(execution, outcome)
+            self._finish_later(execution, outcome, exc)
             return
+        except Exception:
+            # Not the store failing but this end (a bug, data it cannot hold): end it anyway.
+            log.exception("execution %s: its end cannot be stored as it is", execution.id)
+            outcome = Outcome(
+                Status.FAILED,
+                Code.UNKNOWN,
+                codes.unknown_error_message("the execution's result could not be stored"),
+            )
+            try:
+                event = self._store.finish(execution, outcome)
+            except StoreError as exc:
+                self._finish_later(execution, outcome, exc)
+                return
         if event is not None:
             log.info("execution %s finished: code %d", execution.id, outcome.code)
+
+    def _finish_later(self, execution: Execution, outcome: Outcome, exc: StoreError) -> None:
+        log.error(
+            "execution %s: its end (code %d) cannot be stored yet (%s); live streams get"
+            " it now, the store when it takes writes again",
+            execution.id,
+            outcome.code,
+            exc,
+        )
+        self._hand_over_unrecorded(execution, outcome)
 
     def _hand_over_unrecorded(self, execution: Execution, outcome: Outcome) -> None:
         event = Event(

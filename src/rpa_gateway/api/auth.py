@@ -23,8 +23,12 @@ _AUTHORIZATION = APIKeyHeader(
 )
 
 
-def bearer_token(request: Request) -> str:
-    """The caller's token; 401 when there is none, or it is not one of ``RPA_API_KEYS``."""
+async def _caller(request: Request, _: Annotated[str | None, Depends(_AUTHORIZATION)]) -> str:
+    """The caller's token; 401 when there is none, or it is not one of ``RPA_API_KEYS``.
+
+    ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, which cost a
+    thread hand-off on every request.
+    """
     value = (request.headers.get("authorization") or "").strip()
     scheme, _, rest = value.partition(" ")
     token = rest.strip() if scheme.lower() == "bearer" else value
@@ -34,10 +38,6 @@ def bearer_token(request: Request) -> str:
     if keys is not None and not keys.admits(token):
         raise RequestRejected(401, "unauthorized", "the token in Authorization is not accepted")
     return token
-
-
-def _caller(request: Request, _: Annotated[str | None, Depends(_AUTHORIZATION)]) -> str:
-    return bearer_token(request)
 
 
 Caller = Annotated[str, Depends(_caller)]

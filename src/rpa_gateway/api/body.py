@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 
-from rpa_gateway.api import strict_json
+from rpa_gateway import json_rules
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.executions import ExecutionRequest, parse_event_id
 
@@ -92,7 +93,7 @@ def last_event_id(request: Request) -> tuple[str, int] | None:
     return cursor
 
 
-async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+async def read_json_object(request: Request, limit: int, seconds: float = 30.0) -> dict[str, Any]:
     """The body as a JSON object.
 
     Its ``sid`` is noted in the scope for a refusal's frame (:func:`noted_sid`); the
@@ -112,22 +113,28 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):  # a body trickling in must not hold a connection
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestRejected(
+            408, "request_timeout", f"the request body did not arrive within {seconds:g} s"
+        ) from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise RequestRejected(400, "invalid_body", "request body is empty; send a JSON object")
     try:
-        decoded = strict_json.decode(raw)
-    except strict_json.JsonRefused as exc:
+        decoded = json_rules.decode(raw)
+    except json_rules.JsonRefused as exc:
         raise RequestRejected(400, "invalid_json", str(exc)) from None
     if not isinstance(decoded, dict):
         raise RequestRejected(422, "invalid_body", "request body must be a JSON object")
     sid = decoded.get("sid")
-    if isinstance(sid, str) and len(sid) <= _MAX_SID_NOTED:  # strict_json: encodable
+    if isinstance(sid, str) and len(sid) <= _MAX_SID_NOTED:  # json_rules: encodable
         request.scope[_SID_NOTE] = sid
     return decoded
 

@@ -20,7 +20,11 @@ async def create_execution(
 ) -> tuple[Execution, bool]:
     """Read the body, refuse while draining, honour ``Idempotency-Key``; (execution, is new)."""
     key = idempotency_key(request)
-    body = parse_exec_body(await read_json_object(request, parts.settings.rpa_max_body_bytes))
+    settings = parts.settings
+    payload = await read_json_object(
+        request, settings.rpa_max_body_bytes, settings.rpa_body_timeout
+    )
+    body = parse_exec_body(payload)
     if parts.lifecycle.draining:  # checked after the body arrived: the drain may have begun
         raise draining()
     return parts.executions.create(

@@ -19,7 +19,7 @@ _WHY = {
     401: "no token, or one that is not accepted",
     404: "no such execution for this token (or nothing at this path)",
     405: "method not allowed",
-    408: "no complete request head in time (RPA_HEADER_TIMEOUT)",
+    408: "no complete request head (RPA_HEADER_TIMEOUT) or body (RPA_BODY_TIMEOUT) in time",
     409: "the execution has already ended",
     413: "body larger than RPA_MAX_BODY_BYTES",
     415: "Content-Type is not JSON",

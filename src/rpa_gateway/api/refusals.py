@@ -35,6 +35,7 @@ from rpa_gateway.store.base import StoreError
 log = logging.getLogger(__name__)
 
 COMPAT_PATH = "/rpa/v1/exec"
+_SID_READ_TIMEOUT = 5.0  # reading a refused request's body for its sid is a courtesy
 
 
 def reads_data_lines(request: Request) -> bool:
@@ -53,7 +54,7 @@ def reads_data_lines(request: Request) -> bool:
 
 
 async def answer(request: Request, rejected: RequestRejected) -> Response:
-    if rejected.status_code == 413:  # its body may still be arriving: do not read it
+    if rejected.status_code in (408, 413):  # its body may still be arriving: do not read it
         rejected.headers["Connection"] = "close"
     if not reads_data_lines(request):
         return JSONResponse(
@@ -80,7 +81,7 @@ async def _sid(request: Request, body_limit: int) -> str:
     """The request's ``sid`` when its body is (or can still be) read as a JSON object."""
     if not body_was_read(request):  # refused before the body was read: read it now
         try:
-            await read_json_object(request, body_limit)
+            await read_json_object(request, body_limit, seconds=_SID_READ_TIMEOUT)
         except (RequestRejected, ClientDisconnect, RuntimeError):
             return ""
     return noted_sid(request) or ""

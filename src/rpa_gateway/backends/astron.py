@@ -7,7 +7,6 @@ status alone is never trusted.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from rpa_gateway.backends.base import (
     TaskUpdate,
 )
 from rpa_gateway.executions import ExecutionRequest, JsonObject
+from rpa_gateway.json_rules import JsonRefused, decode_reply
 from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
 from rpa_gateway.telemetry.redaction import redact
 
@@ -210,7 +210,9 @@ class _TransportError(Exception):
 def _envelope(status: int, raw: bytes, token: str) -> dict[str, Any] | str:
     """The decoded reply, or a one-line reason why it is not a usable envelope."""
     try:
-        decoded = json.loads(raw)
+        decoded = decode_reply(raw)
+    except JsonRefused as exc:  # valid to Python, not to what its data passes through next
+        return f"HTTP {status}: reply cannot be passed on: {exc}"
     except ValueError:
         return f"HTTP {status}: reply is not JSON ({_snippet(raw, token)})"
     if not isinstance(decoded, dict):

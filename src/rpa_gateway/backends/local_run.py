@@ -29,6 +29,7 @@ from rpa_gateway.backends.base import Progress, TaskPhase, TaskState, TaskUpdate
 from rpa_gateway.backends.projects import Project
 from rpa_gateway.backends.spawn import RunProcess, spawn
 from rpa_gateway.executions import JsonObject
+from rpa_gateway.json_rules import decode_reply
 
 # After the run's process exits and its group is killed: time to read what is left in its
 # pipes, unless a process that left the group still holds them.
@@ -144,6 +145,7 @@ class LocalRun:
             output.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await output
+        process.close_pipes()
         returncode = await process.exited
         self._flush_progress()
         self._emit_final(self._final_state(returncode))
@@ -252,7 +254,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
     if not text.startswith("{"):
         return None
     try:
-        value = json.loads(text)
+        value = decode_reply(text)  # a line that could not be passed on is only a log line
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

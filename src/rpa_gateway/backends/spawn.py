@@ -55,6 +55,12 @@ class RunProcess:
     stdout: asyncio.StreamReader
     stderr: asyncio.StreamReader
     exited: asyncio.Future[int]  # the return code (negative: killed by that signal)
+    pipes: tuple[asyncio.BaseTransport, ...]
+
+    def close_pipes(self) -> None:
+        """Let go of the pipes, even if a process that left the group still holds them."""
+        for pipe in self.pipes:
+            pipe.close()
 
 
 async def spawn(
@@ -71,19 +77,26 @@ async def spawn(
     except asyncio.CancelledError:
         starting.add_done_callback(_kill_once_started)
         raise
+    pipes: list[asyncio.BaseTransport] = []
     try:
         assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
-        stdout = await _reader(loop, popen.stdout)
-        stderr = await _reader(loop, popen.stderr)
+        stdout = await _reader(loop, popen.stdout, pipes)
+        stderr = await _reader(loop, popen.stderr, pipes)
         writer_protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), loop=loop)
         transport, _ = await loop.connect_write_pipe(lambda: writer_protocol, popen.stdin)
+        pipes.append(transport)
         stdin = asyncio.StreamWriter(transport, writer_protocol, None, loop)
         exited = _exit_of(loop, popen)
     except BaseException:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signal.SIGKILL)
+        for pipe in pipes:
+            pipe.close()
+        for stream in (popen.stdin, popen.stdout, popen.stderr):
+            if stream is not None:
+                stream.close()
         raise
-    return RunProcess(popen.pid, stdin, stdout, stderr, exited)
+    return RunProcess(popen.pid, stdin, stdout, stderr, exited, tuple(pipes))
 
 
 def _popen(command: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -112,9 +125,14 @@ def _kill_once_started(starting: asyncio.Future[subprocess.Popen[bytes]]) -> Non
             os.killpg(starting.result().pid, signal.SIGKILL)
 
 
-async def _reader(loop: asyncio.AbstractEventLoop, pipe: IO[bytes]) -> asyncio.StreamReader:
+async def _reader(
+    loop: asyncio.AbstractEventLoop, pipe: IO[bytes], pipes: list[asyncio.BaseTransport]
+) -> asyncio.StreamReader:
     reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+    )
+    pipes.append(transport)
     return reader
 
 

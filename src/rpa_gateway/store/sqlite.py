@@ -8,6 +8,7 @@ crash can lose the last commits.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -90,6 +91,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _exclusive_lock(path: Path) -> int:
+    """One service per data directory: a second would supervise the same executions (and,
+    starting, kill the runs it takes for a dead predecessor's).  Released when the process
+    ends, however it ends."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise StoreError(
+            f"another rpa-gateway process serves from {path.parent}; one process per data"
+            " directory (RPA_DATA_DIR)"
+        ) from None
+    return descriptor
+
+
 def _private_file(path: Path) -> None:
     """The database readable by this user only (SQLite gives its WAL the same mode); a
     directory made for it is 0700."""
@@ -114,6 +132,7 @@ class SqliteStore:
         # Why a write failed (a full disk, RPA_STORE_MAX_MB reached); None once a probe works.
         self._write_failure: str | None = None
         self._probed_at = 0.0
+        self._lock = _exclusive_lock(path.with_name(path.name + ".lock"))
         try:
             _private_file(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -432,6 +451,7 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._lock)
 
 
 def _execution_from_row(row: tuple[Any, ...]) -> Execution:

@@ -154,7 +154,8 @@ async def _within(seconds: float, calls: list[Callable[[], object]]) -> bool:
                 call()
             except Exception:
                 log.exception("telemetry shutdown step failed")
-        loop.call_soon_threadsafe(finished)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(finished)
 
     threading.Thread(target=run, name="telemetry-shutdown", daemon=True).start()
     try:
