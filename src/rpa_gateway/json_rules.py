@@ -33,7 +33,10 @@ def decode(raw: bytes) -> Any:
         raise JsonRefused(f"request body is not UTF-8 (byte {exc.start})") from None
     try:
         value = _DECODER.decode(text)
-        if isinstance(value, dict | list):
+        # The walk is needed only if the text could nest that deep or has \\u escapes.
+        if isinstance(value, dict | list) and (
+            text.count("{") + text.count("[") > MAX_DEPTH or "\\u" in text
+        ):
             _check_depth_and_text(value)
     except RecursionError:
         raise JsonRefused(f"request body is nested deeper than {MAX_DEPTH} levels") from None

@@ -17,18 +17,10 @@ from pathlib import Path
 
 from rpa_gateway.config import Settings
 from rpa_gateway.telemetry.context import current_execution
-from rpa_gateway.telemetry.redaction import RedactingFilter
+from rpa_gateway.telemetry.redaction import redact
 
 LOG_FILE_NAME = "rpa-gateway.log"
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(execution_id)s %(sid)s]: %(message)s"
-
-
-class ExecutionContextFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        execution = current_execution.get()
-        record.execution_id = execution.id if execution is not None else "-"
-        record.sid = execution.request.sid if execution is not None else "-"
-        return True
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -38,19 +30,34 @@ def _escape(text: str) -> str:
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
-class EscapingFilter(logging.Filter):
-    """Control characters in a message or the sid are written escaped, so a caller's ``sid``
-    or ``project_id`` holding a newline cannot forge log lines (tracebacks keep theirs)."""
+class RecordFilter(logging.Filter):
+    """Every record, on every handler: the execution it concerns, secrets scrubbed, and
+    control characters escaped, so a caller's ``sid`` or ``project_id`` holding a newline
+    cannot forge log lines (tracebacks keep theirs).  One filter: the message is formatted
+    once for all three."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        execution = current_execution.get()
+        if execution is None:
+            record.execution_id = record.sid = "-"
+        else:
+            record.execution_id = execution.id
+            sid = execution.request.sid
+            record.sid = sid if sid.isprintable() else _escape(sid)
         message = record.getMessage()
-        if not message.isprintable():
-            escaped = _escape(message)
-            if escaped != message:
-                record.msg, record.args = escaped, None
-        sid = getattr(record, "sid", "-")
-        if not sid.isprintable():
-            record.sid = _escape(sid)
+        cleaned = redact(message, self._secrets)
+        if not cleaned.isprintable():
+            cleaned = _escape(cleaned)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(text, self._secrets)
+            record.exc_info = None
         return True
 
 
@@ -93,9 +100,7 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(handler)
     for handler in handlers:
         handler.setFormatter(formatter)
-        # On the handler, so records of every logger pass through them.
-        handler.addFilter(ExecutionContextFilter())
-        handler.addFilter(RedactingFilter((key,)))
-        handler.addFilter(EscapingFilter())
+        # On the handler, so records of every logger pass through it.
+        handler.addFilter(RecordFilter((key,)))
         root.addHandler(handler)
     root.setLevel(settings.log_level)

@@ -46,8 +46,6 @@ from rpa_gateway.telemetry.context import current_execution
 log = logging.getLogger(__name__)
 
 _CANCEL_TIMEOUT = 10.0
-# Longest wait for an interrupted create (the upstream client's read timeout is 30 s).
-_CREATE_SETTLE_TIMEOUT = 35.0
 _RECORD_RETRY_FIRST, _RECORD_RETRY_MAX = 0.5, 5.0
 
 
@@ -82,7 +80,7 @@ class Supervisor:
         self._unrecorded: dict[str, tuple[Execution, Outcome, Event]] = {}
         self._recorder: asyncio.Task[None] | None = None
         self._driven_by_owner: Counter[str] = Counter()
-        self._creating: dict[str, asyncio.Future[str]] = {}  # creates under way
+        self._creating: set[str] = set()  # executions whose create is under way
         self._stopping = False
 
     def is_running(self, execution_id: str) -> bool:
@@ -130,7 +128,7 @@ class Supervisor:
             return
         driven.cancel_requested = True
         self._save(driven)
-        if execution.id in self._started:
+        if execution.id in self._started and execution.id not in self._creating:
             self._tasks[execution.id].cancel()
         # Not started yet: a task cancelled before its first step never runs its body, so
         # leave it be; _outcome sees the flag first thing.
@@ -186,58 +184,68 @@ class Supervisor:
     async def _outcome(self, execution: Execution, token: str) -> Outcome:
         if execution.cancel_requested:
             return await self._cancelled(execution, token)
+        if execution.upstream_id is None:
+            # Neither the deadline nor a caller's cancel interrupts the create (the upstream
+            # client's timeouts bound it): once sent it may start the run, whose id is then
+            # needed to cancel it.  Both take effect as soon as it has answered.
+            self._creating.add(execution.id)
+            try:
+                failed = await self._start_run(execution, token)
+            finally:
+                self._creating.discard(execution.id)
+            if failed is not None:
+                return failed
+            if execution.cancel_requested:
+                return await self._cancelled(execution, token)
+        assert execution.upstream_id is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, execution.deadline_at - time.time())
         deadline_scope = asyncio.timeout_at(deadline)
         try:
             async with deadline_scope:
-                return await self._run(execution, token)
+                if self._backend.pushes:
+                    return await self._follow_pushes(execution, execution.upstream_id)
+                return await self._watch(execution, execution.upstream_id, token)
         except TimeoutError:
             if not deadline_scope.expired():
                 raise
             return await self._timed_out(execution, token)
 
-    async def _run(self, execution: Execution, token: str) -> Outcome:
-        if execution.upstream_id is None:
-            if execution.create_started:
-                return Outcome(
-                    Status.FAILED,
-                    Code.CREATE_ERROR,
-                    codes.create_error_message(
-                        "the service restarted while creating the upstream run; it is not created"
-                        " again, so the robot cannot run twice"
-                    ),
-                )
-            execution.create_started = True
-            try:
-                self._store.save(execution)
-            except StoreError as exc:
-                # Unrecorded, a create could be sent again after a restart: do not send it.
-                return Outcome(
-                    Status.FAILED,
-                    Code.CREATE_ERROR,
-                    codes.create_error_message(
-                        f"the execution store cannot write ({exc}); the run was not started"
-                    ),
-                )
-            try:
-                execution.upstream_id = await self._create_shielded(execution, token)
-            except CreateFailed as exc:
-                log.info(
-                    "execution %s: create failed: %s", execution.id, _redact(exc.detail, token)
-                )
-                return Outcome(
-                    Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail)
-                )
-            self._append(
-                execution,
-                EventKind.STATE,
-                {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
-                Status.PENDING,
+    async def _start_run(self, execution: Execution, token: str) -> Outcome | None:
+        """Create the upstream run, or the outcome that ends the execution instead."""
+        if execution.create_started:
+            return Outcome(
+                Status.FAILED,
+                Code.CREATE_ERROR,
+                codes.create_error_message(
+                    "the service restarted while creating the upstream run; it is not created"
+                    " again, so the robot cannot run twice"
+                ),
             )
-        if self._backend.pushes:
-            return await self._follow_pushes(execution, execution.upstream_id)
-        return await self._watch(execution, execution.upstream_id, token)
+        execution.create_started = True
+        try:
+            self._store.save(execution)
+        except StoreError as exc:
+            # Unrecorded, a create could be sent again after a restart: do not send it.
+            return Outcome(
+                Status.FAILED,
+                Code.CREATE_ERROR,
+                codes.create_error_message(
+                    f"the execution store cannot write ({exc}); the run was not started"
+                ),
+            )
+        try:
+            execution.upstream_id = await self._create(execution, token)
+        except CreateFailed as exc:
+            log.info("execution %s: create failed: %s", execution.id, _redact(exc.detail, token))
+            return Outcome(Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail))
+        self._append(
+            execution,
+            EventKind.STATE,
+            {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
+            Status.PENDING,
+        )
+        return None
 
     async def _follow_pushes(self, execution: Execution, task_id: str) -> Outcome:
         upstream_status = "PENDING"
@@ -258,33 +266,6 @@ class Supervisor:
             Status.FAILED,
             Code.QUERY_ERROR,
             codes.query_error_message("the run ended without a final state"),
-        )
-
-    async def _create_shielded(self, execution: Execution, token: str) -> str:
-        """The create is not abandoned when a cancel or the deadline interrupts the wait for
-        it: once sent it may start the run, whose id is then needed to cancel it."""
-        creating = asyncio.ensure_future(self._create(execution, token))
-        self._creating[execution.id] = creating
-        creating.add_done_callback(lambda _: self._creating.pop(execution.id, None))
-        return await asyncio.shield(creating)
-
-    async def _settle_create(self, execution: Execution) -> None:
-        """Wait for a create interrupted by a cancel or the deadline; note the run it made."""
-        creating = self._creating.get(execution.id)
-        if creating is None:
-            return
-        try:
-            async with asyncio.timeout(_CREATE_SETTLE_TIMEOUT):
-                execution.upstream_id = await asyncio.shield(creating)
-        except CreateFailed:
-            return
-        except TimeoutError:
-            log.warning("execution %s: its create did not finish; a run may be left", execution.id)
-            return
-        log.info(
-            "execution %s: its create finished after all: run %s",
-            execution.id,
-            execution.upstream_id,
         )
 
     async def _create(self, execution: Execution, token: str) -> str:
@@ -377,7 +358,6 @@ class Supervisor:
         )
 
     async def _cancel_upstream(self, execution: Execution, token: str) -> bool:
-        await self._settle_create(execution)
         if execution.upstream_id is None or not self._backend.can_cancel:
             return False
         try:

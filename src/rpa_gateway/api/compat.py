@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rpa_gateway.api import compat_wire
-from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.auth import TOKEN_SECURITY, caller_token
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
@@ -41,9 +41,10 @@ def wants_progress(request: Request) -> bool:
         **compat_stream(),
         **errors(400, 401, 404, 405, 413, 415, 422, 429, stream=True),
     },
-    openapi_extra=EXEC_BODY,
+    openapi_extra={**EXEC_BODY, **TOKEN_SECURITY},
 )
-async def exec_rpa(request: Request, token: Caller) -> Response:
+async def exec_rpa(request: Request) -> Response:
+    token = caller_token(request)
     parts = components(request)
     cursor = last_event_id(request)
     if cursor is not None:

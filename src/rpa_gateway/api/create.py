@@ -31,5 +31,6 @@ async def create_execution(
         body.to_request(trace_parent(request)),
         token,
         idempotency_key=key,
-        request_hash=body.request_hash(),
+        # Only an Idempotency-Key needs it: a replay with another body is refused.
+        request_hash=body.request_hash() if key is not None else None,
     )

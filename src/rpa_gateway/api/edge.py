@@ -15,7 +15,7 @@ import json
 import logging
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rpa_gateway import sse
 from rpa_gateway.api.refusals import COMPAT_PATH
@@ -58,22 +58,16 @@ class Edge:
         if not path.endswith(COMPAT_PATH):
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive, watched)
-        except Exception:
-            if started:
-                raise
-            log.exception("unhandled error on %s %s", scope["method"], path)
-            await send(
-                {"type": "http.response.start", "status": 500, "headers": _LAST_RESORT_HEADERS}
-            )
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            try:  # refused by the server if the response has started: nothing more to say
+                await send(
+                    {"type": "http.response.start", "status": 500, "headers": _LAST_RESORT_HEADERS}
+                )
+            except Exception:
+                raise exc from None
+            log.error("unhandled error on %s %s", scope["method"], path, exc_info=exc)
             await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
 
 
