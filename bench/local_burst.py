@@ -122,12 +122,16 @@ def main() -> int:
                 (finished,) = svc.query(
                     "SELECT count(*) FROM executions WHERE finished_at IS NOT NULL"
                 )[0]
-                if finished >= args.runs:
+                if finished >= args.runs - len(failures):
                     break
                 time.sleep(0.05)
             all_done_s = time.monotonic() - burst_began
             cpu = cpu_ms(svc.gateway.pid) - cpu_before
             (succeeded,) = svc.query("SELECT count(*) FROM executions WHERE code = 0")[0]
+            failed_runs = svc.query(
+                "SELECT code, message, count(*) FROM executions WHERE code != 0"
+                " GROUP BY code, message ORDER BY 3 DESC LIMIT 10"
+            )
             stop.set()
             samples: list[tuple[float, float]] = receive.recv()
             ping.join()
@@ -151,6 +155,7 @@ def main() -> int:
         "all_finished_s": round(all_done_s, 2),
         "succeeded": succeeded,
         "create_failures": failures[:10],
+        "failed_runs": [{"code": c, "message": m, "count": n} for c, m, n in failed_runs],
         "gateway_cpu_ms_per_execution": round(cpu / args.runs, 2),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

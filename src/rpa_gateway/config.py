@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     rpa_local_max_runs: Annotated[int, Field(ge=1)] = 8
     # Runs one caller may have at once; unset: all but a quarter of RPA_LOCAL_MAX_RUNS (>= 1 kept).
     rpa_local_max_runs_per_token: Annotated[int, Field(ge=1)] | None = None
-    rpa_local_max_queued_per_token: Annotated[int, Field(ge=0)] = 100
+    rpa_local_max_queued_per_token: Annotated[int, Field(ge=0)] = 1000
     rpa_max_unfinished_per_token: Annotated[int, Field(ge=1)] = 1000
     rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")

@@ -48,7 +48,7 @@ class LocalBackend:
         kill_grace: float,
         run_owner: str,
         max_runs_per_caller: int | None = None,
-        max_queued_per_caller: int = 100,
+        max_queued_per_caller: int = 1000,
         limits: OutputLimits | None = None,
         calls: Calls = NO_CALLS,
     ) -> None:

@@ -16,6 +16,13 @@
 - ``exited`` resolves when the run's own process exits, not when every holder
   of its pipes has closed them: a grandchild that inherited stdout must not hold
   the run open until its deadline.
+- Each pipe descriptor has exactly one owner that closes it.  uvloop's pipe
+  transports close the descriptor themselves *and* close the file object they
+  were given (MagicStack/uvloop#763): between the two closes another thread (a
+  spawn in progress) may be handed the same number and lose it, which failed
+  about one run in 250 of a burst with EBADF.  So the pipes are made here, not
+  by ``Popen`` (no file objects of its own), and the loop gets file objects that
+  close the descriptor only where the loop's transport will not.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import FileIO
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +78,26 @@ async def spawn(
     loop = asyncio.get_running_loop()
     # In a thread: vfork releases the GIL, so the loop goes on while the child starts.
     starting = asyncio.ensure_future(
-        asyncio.to_thread(_popen, command, cwd, {**env, OWNER_VARIABLE: owner})
+        asyncio.to_thread(_start, command, cwd, {**env, OWNER_VARIABLE: owner})
     )
     try:
-        popen = await asyncio.shield(starting)
+        started = await asyncio.shield(starting)
     except asyncio.CancelledError:
         starting.add_done_callback(_kill_once_started)
         raise
-    pipes: list[asyncio.BaseTransport] = []
+    popen, (stdin_fd, stdout_fd, stderr_fd) = started
+    closes_fd = not _transport_closes_fd(loop)
+    ends = [
+        FileIO(stdout_fd, "r", closefd=closes_fd),
+        FileIO(stderr_fd, "r", closefd=closes_fd),
+        FileIO(stdin_fd, "w", closefd=closes_fd),
+    ]
+    pipes: list[asyncio.BaseTransport] = []  # in the order of ``ends``
     try:
-        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
-        stdout = await _reader(loop, popen.stdout, pipes)
-        stderr = await _reader(loop, popen.stderr, pipes)
+        stdout = await _reader(loop, ends[0], pipes)
+        stderr = await _reader(loop, ends[1], pipes)
         writer_protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader(), loop=loop)
-        transport, _ = await loop.connect_write_pipe(lambda: writer_protocol, popen.stdin)
+        transport, _ = await loop.connect_write_pipe(lambda: writer_protocol, ends[2])
         pipes.append(transport)
         stdin = asyncio.StreamWriter(transport, writer_protocol, None, loop)
         exited = _exit_of(loop, popen)
@@ -92,41 +106,68 @@ async def spawn(
             os.killpg(popen.pid, signal.SIGKILL)
         for pipe in pipes:
             pipe.close()
-        for stream in (popen.stdin, popen.stdout, popen.stderr):
-            if stream is not None:
-                stream.close()
+        for end in ends[len(pipes) :]:  # not handed to a transport yet
+            fd = end.fileno()
+            end.close()
+            if not end.closefd:
+                os.close(fd)
         raise
     return RunProcess(popen.pid, stdin, stdout, stderr, exited, tuple(pipes))
 
 
-def _popen(command: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    extra: dict[str, Any] = {}
+_Started = tuple[subprocess.Popen[bytes], tuple[int, int, int]]
+
+
+def _start(command: Sequence[str], cwd: Path, env: dict[str, str]) -> _Started:
+    """The process and the service's ends of its stdin, stdout and stderr pipes."""
     _check_executable(command[0], cwd, env)
+    extra: dict[str, Any] = {}
     if _SETPRIV is not None:
         command = [_SETPRIV, "--pdeathsig", "KILL", "--", *command]
     else:
         extra["preexec_fn"] = _die_with_parent
-    return subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        **extra,
-    )
+    stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+    stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
+    stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
+    ours, theirs = (stdin_write, stdout_read, stderr_read), (stdin_read, stdout_write, stderr_write)
+    try:
+        popen = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=stdin_read,
+            stdout=stdout_write,
+            stderr=stderr_write,
+            start_new_session=True,
+            **extra,
+        )
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return popen, ours
 
 
-def _kill_once_started(starting: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+def _transport_closes_fd(loop: asyncio.AbstractEventLoop) -> bool:
+    """uvloop's pipe transports close the descriptor; asyncio's close only the file object."""
+    return type(loop).__module__.startswith("uvloop")
+
+
+def _kill_once_started(starting: asyncio.Future[_Started]) -> None:
     """The spawn finished for a run cancelled meanwhile: nothing of it may stay."""
     if not starting.cancelled() and starting.exception() is None:
+        popen, ours = starting.result()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(starting.result().pid, signal.SIGKILL)
+            os.killpg(popen.pid, signal.SIGKILL)
+        for fd in ours:
+            os.close(fd)
 
 
 async def _reader(
-    loop: asyncio.AbstractEventLoop, pipe: IO[bytes], pipes: list[asyncio.BaseTransport]
+    loop: asyncio.AbstractEventLoop, pipe: FileIO, pipes: list[asyncio.BaseTransport]
 ) -> asyncio.StreamReader:
     reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
     transport, _ = await loop.connect_read_pipe(
