@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest lock bench clean
+.PHONY: run cluster test lint typecheck pytest system-packages lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +16,24 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/rpa-gateway serve
 
+# Redis, three replicas and nginx on this machine (see deploy/cluster.py).
+cluster: $(STAMP) system-packages
+	$(BIN)/python deploy/cluster.py
+
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench projects
-	$(BIN)/ruff format --check src tests bench projects
+	$(BIN)/ruff check src tests bench projects deploy
+	$(BIN)/ruff format --check src tests bench projects deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-pytest: $(STAMP)
+# redis-server and nginx run for real in the replica tests.
+system-packages:
+	deploy/system-packages.sh
+
+pytest: $(STAMP) system-packages
 	$(BIN)/pytest
 
 # Re-pin every dependency (runtime and dev) after changing pyproject.toml.
@@ -40,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .cluster .pytest_cache .mypy_cache .ruff_cache

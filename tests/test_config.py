@@ -57,6 +57,15 @@ def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[st
         ),
         ({"RPA_BACKEND": "cloud"}, "RPA_BACKEND: Input should be 'local' or 'astron'"),
         ({"RPA_TOKEN_KEY": "not-a-valid-key-value"}, "RPA_TOKEN_KEY: must be 32 bytes"),
+        (
+            {"REDIS_ADDR": "127.0.0.1:6379"},
+            "the Redis store (REDIS_ADDR / REDIS_CLUSTER_ADDR) needs",
+        ),
+        ({"REDIS_ADDR": "redis"}, "Redis address 'redis' is not host:port"),
+        (
+            {"REDIS_ADDR": "a:1", "REDIS_CLUSTER_ADDR": "b:1,c:1"},
+            "set REDIS_ADDR (one server) or REDIS_CLUSTER_ADDR, not both",
+        ),
     ],
 )
 def test_invalid_setting_stops_startup_with_one_line(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import time
@@ -80,25 +81,34 @@ def test_purging_returns_space_to_the_file_system(tmp_path: Path) -> None:
     from rpa_gateway.executions import Execution, ExecutionRequest, Outcome, Status
     from rpa_gateway.store.sqlite import SqliteStore
 
-    store = SqliteStore(tmp_path / "db")
-    now = time.time()
-    for i in range(2000):
-        execution = Execution(
-            id=f"e{i}",
-            request=ExecutionRequest("p", "s", {"pad": "x" * 500}),
-            status=Status.ACCEPTED,
-            created_at=now,
-            updated_at=now,
-            deadline_at=now + 60,
-        )
-        store.create(execution, None)
-        store.finish(execution, Outcome(Status.SUCCEEDED, 0, "Success", {"pad": "y" * 500}))
-    with sqlite3.connect(tmp_path / "db") as db:
-        (pages_before,) = db.execute("PRAGMA page_count").fetchone()
-    assert store.purge_finished(time.time() + 1, 5000) == 2000
-    with sqlite3.connect(tmp_path / "db") as db:
-        (pages_after,) = db.execute("PRAGMA page_count").fetchone()
-        (free,) = db.execute("PRAGMA freelist_count").fetchone()
-    store.close()
+    def page_counts() -> tuple[int, int]:
+        with sqlite3.connect(tmp_path / "db") as db:
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        return pages, free
+
+    async def fill_and_purge() -> tuple[int, int, int, int]:
+        store = SqliteStore(tmp_path / "db")
+        now = time.time()
+        for i in range(2000):
+            execution = Execution(
+                id=f"e{i}",
+                request=ExecutionRequest("p", "s", {"pad": "x" * 500}),
+                status=Status.ACCEPTED,
+                created_at=now,
+                updated_at=now,
+                deadline_at=now + 60,
+            )
+            await store.create(execution, None)
+            outcome = Outcome(Status.SUCCEEDED, 0, "Success", {"pad": "y" * 500})
+            await store.finish(execution, outcome)
+        pages_before, _ = page_counts()
+        purged = await store.purge_finished(time.time() + 1, 5000)
+        pages_after, free = page_counts()
+        await store.close()
+        return purged, pages_before, pages_after, free
+
+    purged, pages_before, pages_after, free = asyncio.run(fill_and_purge())
+    assert purged == 2000
     assert free == 0
     assert pages_after < pages_before / 10

@@ -41,7 +41,7 @@ POLICY = PollPolicy(
 
 
 class StoreThatCannotFinish(SqliteStore):
-    def finish(
+    async def finish(
         self, execution: Execution, outcome: Outcome, *, announce: bool = True
     ) -> Event | None:
         raise StoreError("disk I/O error")
@@ -56,7 +56,7 @@ async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -
     supervisor = Supervisor(store, backend, POLICY)
     service = ExecutionService(store, supervisor, VAULT, backend, timeout=10)
     try:
-        execution, _ = service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
+        execution, _ = await service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
         events = []
         async with asyncio.timeout(10):
             async for event in service.follow(execution.id, 0, idle_interval=1):
@@ -66,7 +66,7 @@ async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -
     finally:
         await supervisor.stop()
         await backend.aclose()
-        store.close()
+        await store.close()
 
 
 def backend(fake: FakeUpstream, cls: type[AstronBackend] = AstronBackend) -> AstronBackend:
@@ -87,10 +87,16 @@ def test_store_failing_at_the_end_hands_the_real_end_to_live_streams(
     terminal = [e for e in events if e.kind is EventKind.TERMINAL]
     assert len(terminal) == 1
     assert terminal[0].data["code"] == 0 and terminal[0].data["data"] == {"ok": True}
-    reopened = SqliteStore(tmp_path / "db")
-    (unfinished,) = reopened.unfinished()
+
+    async def reopen() -> list[Execution]:
+        reopened = SqliteStore(tmp_path / "db")
+        try:
+            return await reopened.unfinished()
+        finally:
+            await reopened.close()
+
+    (unfinished,) = asyncio.run(reopen())
     assert terminal[0].seq == unfinished.last_seq + 1, "the seq the store will give it"
-    reopened.close()
 
 
 def test_a_bug_in_the_backend_ends_with_55999(tmp_path: Path, fake: FakeUpstream) -> None:
@@ -104,10 +110,16 @@ def test_a_bug_in_the_backend_ends_with_55999(tmp_path: Path, fake: FakeUpstream
     assert [e.kind for e in events].count(EventKind.TERMINAL) == 1
     assert events[-1].data["code"] == 55999
     assert events[-1].data["message"] == "Unknown error: KeyError: 'execution'"
-    reopened = SqliteStore(tmp_path / "db")
-    (stored,) = [reopened.get(e.execution_id) for e in events[-1:]]
+
+    async def reread() -> Execution | None:
+        reopened = SqliteStore(tmp_path / "db")
+        try:
+            return await reopened.get(events[-1].execution_id)
+        finally:
+            await reopened.close()
+
+    stored = asyncio.run(reread())
     assert stored is not None and stored.status is Status.FAILED
-    reopened.close()
 
 
 def test_a_create_interrupted_by_a_crash_is_not_sent_again(
@@ -126,22 +138,23 @@ def test_a_create_interrupted_by_a_crash_is_not_sent_again(
         deadline_at=now + 60,
         owner=VAULT.fingerprint("tok"),
     )
-    store.create(crashed, VAULT.seal("tok", "e1"))
-    crashed.create_started = True
-    store.save(crashed)
 
     async def restart() -> list[Event]:
+        await store.create(crashed, VAULT.seal("tok", "e1"))
+        crashed.create_started = True
+        await store.save(crashed)
         upstream = backend(fake)
         supervisor = Supervisor(store, upstream, POLICY)
         service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
-        assert service.resume_unfinished() == (1, 0)
+        assert await service.resume_unfinished() == (1, 0)
         await supervisor.wait("e1")
         await upstream.aclose()
-        return store.events_after("e1", 0)
+        events = await store.events_after("e1", 0)
+        await store.close()
+        return events
 
     events = asyncio.run(restart())
     assert events[-1].kind is EventKind.TERMINAL
     assert events[-1].data["code"] == 55001
     assert "not created again" in events[-1].data["message"]
     assert fake.creates_for(pid) == 0
-    store.close()

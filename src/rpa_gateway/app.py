@@ -23,6 +23,8 @@ from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
+from rpa_gateway.stewardship import Stewardship, new_holder_id
+from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
 from rpa_gateway.telemetry import Telemetry
@@ -74,58 +76,92 @@ def build_vault(settings: Settings) -> TokenVault:
     )
 
 
+async def open_store(settings: Settings) -> tuple[Store, str]:
+    """The store the settings choose, and where it is (for the start-up log)."""
+    seeds = settings.redis_seeds
+    if seeds:
+        from rpa_gateway.store.redis import RedisStore
+
+        password = settings.redis_password
+        redis = await RedisStore.connect(
+            addr=None if settings.redis_cluster_addr else seeds[0],
+            cluster_seeds=seeds if settings.redis_cluster_addr else None,
+            password=password.get_secret_value() if password is not None else None,
+            retention_seconds=settings.rpa_retention_seconds,
+        )
+        kind = "Redis Cluster" if settings.redis_cluster_addr else "Redis"
+        return redis, f"{kind} at {', '.join(seeds)}"
+    max_mb = settings.rpa_store_max_mb
+    path = settings.rpa_data_dir / DATABASE_FILE
+    sqlite = SqliteStore(path, max_bytes=int(max_mb * 1024 * 1024) if max_mb is not None else None)
+    return sqlite, str(path)
+
+
 def create_app(settings: Settings) -> FastAPI:
     lifecycle = Lifecycle()
     telemetry = Telemetry(settings, open_streams=lambda: lifecycle.open_streams)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        max_mb = settings.rpa_store_max_mb
-        store = SqliteStore(
-            settings.rpa_data_dir / DATABASE_FILE,
-            max_bytes=int(max_mb * 1024 * 1024) if max_mb is not None else None,
-        )
+        store, where = await open_store(settings)
         lifecycle.attach(store)
         telemetry.attach(store, settings.backend)
         vault = build_vault(settings)
         backend = build_backend(settings, telemetry.calls)
         supervisor = Supervisor(store, backend, poll_policy(settings))
+        stewardship = Stewardship(
+            store,
+            supervisor,
+            holder=new_holder_id(),
+            lease_seconds=settings.rpa_lease_seconds,
+            runs_here=backend.runs_here,
+        )
         service = ExecutionService(
             store,
             supervisor,
             vault,
             backend,
             timeout=settings.xiaowu_rpa_timeout,
+            stewardship=stewardship,
             max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
         )
         app.state.components = Components(settings, store, service, lifecycle, telemetry)
-        log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), store.path)
-        resumed, waiting = service.resume_unfinished()
+        log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), where)
+        resumed, waiting = await service.resume_unfinished()
         if resumed or waiting:
             log.info(
                 "resumed %d unfinished executions; %d wait for their owner's token",
                 resumed,
                 waiting,
             )
-        housekeeping = asyncio.create_task(
-            run_housekeeping(
-                store,
-                service,
-                retention=settings.rpa_retention_seconds,
-                interval=settings.rpa_retention_sweep_seconds,
+        background = [
+            asyncio.create_task(
+                run_housekeeping(
+                    store,
+                    service,
+                    retention=settings.rpa_retention_seconds,
+                    interval=settings.rpa_retention_sweep_seconds,
+                )
             )
-        )
+        ]
+        if settings.redis_seeds:  # other replicas: renew leases, take over lapsed ones
+            background.append(asyncio.create_task(stewardship.tend(service.take_over)))
+            lifecycle.on_drain(stewardship.hand_over)
         try:
             yield
         finally:
             lifecycle.release_streams()
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            driven = supervisor.driven()
             await supervisor.stop()
+            with contextlib.suppress(StoreError):
+                await stewardship.release(driven)  # the other replicas need not wait
             await backend.aclose()
             await telemetry.shutdown()
-            store.close()
+            await store.close()
 
     app = FastAPI(
         title="rpa-gateway",

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     rpa_api_keys: SecretStr | None = None
     rpa_api_keys_file: Path | None = None
     rpa_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    # Several replicas share executions in Redis (astron-agent's names): one server
+    # ``host:port``, or a cluster's comma-separated seeds; unset, the embedded SQLite store.
+    redis_addr: str | None = None
+    redis_cluster_addr: str | None = None
+    redis_password: SecretStr | None = None
+    # A replica that stops renewing its leases (killed) loses its executions to the others
+    # after this many seconds.
+    rpa_lease_seconds: Annotated[float, Field(ge=1)] = 10.0
     rpa_retention_sweep_seconds: PositiveSeconds = 60.0
     rpa_reconnect_delay_ms: Annotated[int, Field(ge=0)] = 1000
 
@@ -155,6 +163,9 @@ class Settings(BaseSettings):
         "rpa_store_max_mb",
         "rpa_local_max_runs_per_token",
         "rpa_max_connections",
+        "redis_addr",
+        "redis_cluster_addr",
+        "redis_password",
         mode="before",
     )
     @classmethod
@@ -181,6 +192,28 @@ class Settings(BaseSettings):
     def api_keys(self) -> ApiKeys | None:
         """The admitted keys, or ``None`` when every token is admitted."""
         return self._api_keys
+
+    @property
+    def redis_seeds(self) -> list[str]:
+        """``host:port`` of the Redis server, or of the cluster's seeds; empty: SQLite."""
+        addresses = self.redis_cluster_addr or self.redis_addr or ""
+        return [a.strip() for a in addresses.split(",") if a.strip()]
+
+    @model_validator(mode="after")
+    def _redis_is_usable(self) -> Settings:
+        if self.redis_addr and self.redis_cluster_addr:
+            raise ValueError("set REDIS_ADDR (one server) or REDIS_CLUSTER_ADDR, not both")
+        for address in self.redis_seeds:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isascii() or not port.isdigit():
+                raise ValueError(f"Redis address {address!r} is not host:port")
+        if self.redis_seeds and self.rpa_token_key is None:
+            raise ValueError(
+                "the Redis store (REDIS_ADDR / REDIS_CLUSTER_ADDR) needs RPA_TOKEN_KEY, the same"
+                " on every replica: any replica may have to poll for any caller, so tokens are"
+                " sealed in Redis (make one with `rpa-gateway keygen`)"
+            )
+        return self
 
     @property
     def listen_host(self) -> str:

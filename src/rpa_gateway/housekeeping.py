@@ -14,17 +14,17 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 500
 
 
-def sweep(store: Store, executions: ExecutionService, retention: float) -> tuple[int, int]:
+async def sweep(store: Store, executions: ExecutionService, retention: float) -> tuple[int, int]:
     """One pass; returns (executions purged, executions expired)."""
     now = time.time()
     purged = 0
     if retention > 0:
         while True:
-            deleted = store.purge_finished(now - retention, PURGE_BATCH)
+            deleted = await store.purge_finished(now - retention, PURGE_BATCH)
             purged += deleted
             if deleted < PURGE_BATCH:
                 break
-    return purged, executions.expire_waiting(now)
+    return purged, await executions.expire_waiting(now)
 
 
 async def run_housekeeping(
@@ -32,7 +32,7 @@ async def run_housekeeping(
 ) -> None:
     while True:
         try:
-            purged, expired = sweep(store, executions, retention)
+            purged, expired = await sweep(store, executions, retention)
         except StoreError:
             log.exception("housekeeping failed; trying again in %.0f s", interval)
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from rpa_gateway.store.base import Store
 
@@ -25,6 +26,11 @@ class Lifecycle:
         self._store: Store | None = None
         self._streams_ended = asyncio.Event()
         self._cut_short = asyncio.Event()
+        self._drain_hooks: list[Callable[[], Awaitable[object]]] = []
+
+    def on_drain(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Run ``hook`` when the drain begins (before waiting for open streams)."""
+        self._drain_hooks.append(hook)
 
     def attach(self, store: Store) -> None:
         self._store = store
@@ -58,6 +64,11 @@ class Lifecycle:
             seconds,
             self.open_streams,
         )
+        for hook in self._drain_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a drain step failed; open streams are still served")
         ended = asyncio.ensure_future(self._streams_ended.wait())
         cut = asyncio.ensure_future(self._cut_short.wait())
         try:

@@ -24,14 +24,26 @@ class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, drain first (open streams finish), then shut down as usual.
 
     The listener stays open while draining, so new requests get a clear refusal
-    instead of a refused connection.  A second signal cuts the drain short; one
-    during uvicorn's own shutdown is uvicorn's (SIGINT forces the exit).
+    instead of a refused connection - unless ``leave_balancer`` (a replica behind
+    a load balancer): then it stops listening and closes idle keep-alive
+    connections at once, so the balancer's next attempt fails to connect and goes
+    to another replica (nginx resends a request only when it could not be sent).
+    A second signal cuts the drain short; one during uvicorn's own shutdown is
+    uvicorn's (SIGINT forces the exit).
     """
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_seconds: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        lifecycle: Lifecycle,
+        drain_seconds: float,
+        *,
+        leave_balancer: bool = False,
+    ) -> None:
         super().__init__(config)
         self._lifecycle = lifecycle
         self._drain_seconds = drain_seconds
+        self._leave_balancer = leave_balancer
         self._signals = 0
         self._drain: asyncio.Task[None] | None = None  # held: the loop keeps weak references
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,10 +68,19 @@ class DrainingServer(uvicorn.Server):
         self._drain = asyncio.create_task(self._drain_then_exit(sig), name="drain")
 
     async def _drain_then_exit(self, sig: int) -> None:
+        if self._leave_balancer:
+            self._stop_taking_connections()
         try:
             await self._lifecycle.drain(self._drain_seconds)
         finally:
             super().handle_exit(sig, None)
+
+    def _stop_taking_connections(self) -> None:
+        for server in self.servers:
+            server.close()
+        # Idle keep-alive connections close now; busy ones (open streams) after their response.
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
 
 
 def tune_collector(threshold: int) -> None:
@@ -123,4 +144,6 @@ def serve(app: FastAPI, settings: Settings) -> None:
         server_header=False,
     )
     lifecycle: Lifecycle = app.state.lifecycle
-    DrainingServer(config, lifecycle, settings.drain_seconds).run()
+    DrainingServer(
+        config, lifecycle, settings.drain_seconds, leave_balancer=bool(settings.redis_seeds)
+    ).run()

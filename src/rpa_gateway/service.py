@@ -21,6 +21,7 @@ from rpa_gateway.executions import (
     new_execution_id,
 )
 from rpa_gateway.security import TokenVault
+from rpa_gateway.stewardship import Stewardship
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, Store, StoreError
 from rpa_gateway.supervisor import Supervisor
 from rpa_gateway.telemetry.context import current_execution
@@ -28,6 +29,7 @@ from rpa_gateway.telemetry.context import current_execution
 log = logging.getLogger(__name__)
 
 _CANCEL_WAIT = 10.0
+CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
 
 class ExecutionNotFound(Exception):
@@ -68,16 +70,22 @@ class ExecutionService:
         backend: Backend,
         *,
         timeout: float,
+        stewardship: Stewardship | None = None,
         max_unfinished_per_caller: int = 1000,
     ) -> None:
+        self._stewardship = stewardship or Stewardship(
+            store, supervisor, holder="this process", lease_seconds=60, runs_here=True
+        )
+        store.add_notice_listener(self._on_notice)
         self._max_unfinished_per_caller = max_unfinished_per_caller
         self._store = store
         self._supervisor = supervisor
         self._backend = backend
         self._vault = vault
         self._timeout = timeout
+        self._notice_tasks: set[asyncio.Task[None]] = set()
 
-    def create(
+    async def create(
         self,
         request: ExecutionRequest,
         token: str,
@@ -92,13 +100,13 @@ class ExecutionService:
         """
         owner = self._vault.fingerprint(token)
         if idempotency_key is not None:
-            existing = self._store.find_idempotent(owner, idempotency_key)
+            existing = await self._store.find_idempotent(owner, idempotency_key)
             if existing is not None:
                 if existing.request_hash != request_hash:
                     raise IdempotencyConflict(idempotency_key)
-                self._resume_if_parked(existing, token)
+                await self._resume_if_parked(existing, token)
                 return existing, False
-        self._store.writable()  # a store that cannot write gets no new work (503)
+        await self._store.writable()  # a store that cannot write gets no new work (503)
         if self._supervisor.running_for(owner) >= self._max_unfinished_per_caller:
             raise Overloaded(
                 f"{self._max_unfinished_per_caller} executions of this caller are unfinished"
@@ -118,7 +126,7 @@ class ExecutionService:
             request_hash=request_hash,
         )
         try:
-            self._store.create(execution, self._vault.seal(token, execution.id))
+            await self._store.create(execution, self._vault.seal(token, execution.id))
         except DuplicateIdempotencyKey:
             raise IdempotencyConflict(idempotency_key) from None
         current_execution.set(execution)
@@ -128,10 +136,11 @@ class ExecutionService:
             request.project_id,
             request.sid,
         )
-        self._supervisor.start(execution, token)
+        if await self._stewardship.claim(execution.id):
+            self._supervisor.start(execution, token)
         return execution, True
 
-    def attach(
+    async def attach(
         self, execution_id: str, token: str, *, resume: bool = True, after: int = 0
     ) -> Execution:
         """The caller's execution; one waiting for its owner's token is resumed with it.
@@ -139,14 +148,14 @@ class ExecutionService:
         ``after`` is where the caller's event stream resumes; past the last event it
         raises :class:`CursorBeyondEnd`.
         """
-        execution = self._store.get(execution_id)
+        execution = await self._store.get(execution_id)
         if execution is None or not self._vault.owns(execution.owner, token):
             raise ExecutionNotFound(execution_id)
         unrecorded = self._supervisor.unrecorded_end(execution_id)
         if after > (unrecorded.seq if unrecorded is not None else execution.last_seq):
             raise CursorBeyondEnd(execution, after)
         if resume:
-            self._resume_if_parked(execution, token)
+            await self._resume_if_parked(execution, token)
         return execution
 
     def run_info(self, execution: Execution) -> TaskInfo | None:
@@ -158,8 +167,8 @@ class ExecutionService:
     def projects(self) -> list[ProjectInfo] | None:
         return self._backend.projects()
 
-    def list_executions(self, token: str, query: ListQuery) -> list[Execution]:
-        return self._store.list_executions(
+    async def list_executions(self, token: str, query: ListQuery) -> list[Execution]:
+        return await self._store.list_executions(
             ListQuery(
                 owner=self._vault.fingerprint(token),
                 status=query.status,
@@ -172,48 +181,83 @@ class ExecutionService:
     async def cancel(self, execution_id: str, token: str) -> Execution:
         """Cancel and wait (briefly) for the end.  Raises ExecutionNotFound, AlreadyFinished."""
         # Not resumed first: a waiting execution is started by the cancel itself, flag set.
-        execution = self.attach(execution_id, token, resume=False)
+        execution = await self.attach(execution_id, token, resume=False)
         if execution.finished_at is not None:
             if execution.cancel_requested and execution.status is Status.CANCELLED:
                 return execution  # cancelled already: asking again changes nothing
             raise AlreadyFinished(execution)
-        self._supervisor.cancel(execution, token)
+        if self._supervisor.is_running(execution_id) or await self._stewardship.claim(execution_id):
+            await self._supervisor.cancel(execution, token)
+        else:  # another process drives it
+            await self._store.notify(CANCEL, execution_id)
         try:
             async with asyncio.timeout(_CANCEL_WAIT):
-                await self._supervisor.wait(execution_id)
+                await self._until_finished(execution_id)
         except TimeoutError:
             log.warning("execution %s: cancel still in progress", execution_id)
-        return self._store.get(execution_id) or execution
+        return await self._store.get(execution_id) or execution
 
-    def resume_unfinished(self) -> tuple[int, int]:
-        """Supervise again what a previous process left unfinished.
+    async def _until_finished(self, execution_id: str) -> None:
+        if self._supervisor.is_running(execution_id):
+            await self._supervisor.wait(execution_id)
+            return
+        async with self._store.subscribe(execution_id) as subscription:
+            execution = await self._store.get(execution_id)
+            while execution is not None and execution.finished_at is None:
+                event = await subscription.get()
+                if event is None or event.kind is EventKind.TERMINAL:
+                    return
+
+    def _on_notice(self, topic: str, execution_id: str) -> None:
+        if topic == CANCEL and self._supervisor.is_running(execution_id):
+            task = asyncio.get_running_loop().create_task(
+                self._supervisor.cancel_driven(execution_id)
+            )
+            self._notice_tasks.add(task)
+            task.add_done_callback(self._notice_tasks.discard)
+
+    async def resume_unfinished(self, limit: int = 1_000_000) -> tuple[int, int]:
+        """Supervise what no process drives: left by a previous process, or by a replica
+        whose lease lapsed.
 
         Executions whose token is sealed resume now; the others wait for their
         owner to come back with the token.  Returns (resumed, waiting).
         """
         resumed = waiting = 0
-        for execution in self._store.unfinished():
-            sealed = self._store.sealed_token(execution.id)
+        for execution in await self._store.claimable(limit):
+            if self._supervisor.is_running(execution.id):
+                continue
+            sealed = await self._store.sealed_token(execution.id)
             token = self._vault.open(sealed, execution.id) if sealed is not None else None
             if token is None:
                 waiting += 1
                 continue
-            self._supervisor.start(execution, token)
-            resumed += 1
+            if await self._stewardship.claim(execution.id):
+                self._supervisor.start(execution, token)
+                resumed += 1
         return resumed, waiting
 
-    def expire_waiting(self, now: float) -> int:
+    async def take_over(self, limit: int) -> int:
+        """One round of :meth:`resume_unfinished` for the stewardship; how many started."""
+        resumed, _ = await self.resume_unfinished(limit)
+        return resumed
+
+    async def expire_waiting(self, now: float) -> int:
         """End executions past their deadline that nobody drives (no token to poll with)."""
         expired = 0
-        for execution in self._store.unfinished():
+        for execution in await self._store.unfinished():
             if execution.deadline_at <= now and not self._supervisor.is_running(execution.id):
+                if not await self._stewardship.claim(execution.id):
+                    continue  # another process drives it to its own deadline
                 outcome = Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
-                if self._store.finish(execution, outcome) is not None:
+                if await self._store.finish(execution, outcome) is not None:
                     expired += 1
         return expired
 
-    def _resume_if_parked(self, execution: Execution, token: str) -> None:
-        if execution.finished_at is None and not self._supervisor.is_running(execution.id):
+    async def _resume_if_parked(self, execution: Execution, token: str) -> None:
+        if execution.finished_at is not None or self._supervisor.is_running(execution.id):
+            return
+        if await self._stewardship.claim(execution.id):
             log.info("execution %s resumed by its owner", execution.id)
             self._supervisor.start(execution, token)
 
@@ -230,7 +274,7 @@ class ExecutionService:
         cursor = after_seq
         try:
             async with self._store.subscribe(execution_id) as subscription:
-                for event in self._store.events_after(execution_id, cursor):
+                for event in await self._store.events_after(execution_id, cursor):
                     yield event
                     cursor = event.seq
                     if event.kind is EventKind.TERMINAL:
@@ -243,9 +287,11 @@ class ExecutionService:
                 if after_seq > 0:
                     # Resumed at or past the end (EventSource reconnects after the last
                     # event): nothing more will come, so send the end again.
-                    finished = self._store.get(execution_id)
+                    finished = await self._store.get(execution_id)
                     if finished is not None and finished.finished_at is not None:
-                        for event in self._store.events_after(execution_id, finished.last_seq - 1):
+                        for event in await self._store.events_after(
+                            execution_id, finished.last_seq - 1
+                        ):
                             yield event
                         return
                 while True:
@@ -261,7 +307,7 @@ class ExecutionService:
                     if event_or_drain.seq <= cursor:
                         continue
                     backlog = (
-                        self._events_after(execution_id, cursor, event_or_drain)
+                        await self._events_after(execution_id, cursor, event_or_drain)
                         if event_or_drain.seq > cursor + 1
                         else [event_or_drain]
                     )
@@ -274,8 +320,9 @@ class ExecutionService:
             log.exception("execution %s: cannot read its events", execution_id)
             yield Signal.STORE_FAILED
 
-    def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
+    async def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
         """The stored events between the cursor and a live one, and that one (which may be an
         end the store could not take)."""
-        missed = [e for e in self._store.events_after(execution_id, cursor) if e.seq < live.seq]
+        stored = await self._store.events_after(execution_id, cursor)
+        missed = [e for e in stored if e.seq < live.seq]
         return [*missed, live]

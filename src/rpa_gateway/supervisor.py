@@ -81,10 +81,38 @@ class Supervisor:
         self._recorder: asyncio.Task[None] | None = None
         self._driven_by_owner: Counter[str] = Counter()
         self._creating: set[str] = set()  # executions whose create is under way
+        # Left to another process (lease lost, or handed over while draining): stop driving,
+        # record nothing.
+        self._abandoned: set[str] = set()
         self._stopping = False
 
     def is_running(self, execution_id: str) -> bool:
         return execution_id in self._tasks or execution_id in self._unrecorded
+
+    def driven(self) -> list[str]:
+        """The executions this process drives now."""
+        return list(self._tasks)
+
+    def abandon(self, execution_id: str) -> None:
+        """Stop driving the execution without ending it: another process drives it now.
+
+        A create under way is let finish (its run id must be recorded, or nobody could
+        cancel that run); the task stops right after it.
+        """
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return
+        self._abandoned.add(execution_id)
+        if execution_id in self._started and execution_id not in self._creating:
+            task.cancel()
+
+    async def hand_over(self, execution_ids: list[str]) -> list[str]:
+        """Abandon these executions and wait until none is driven here any more."""
+        tasks = [self._tasks[i] for i in execution_ids if i in self._tasks]
+        for execution_id in execution_ids:
+            self.abandon(execution_id)
+        await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+        return [i for i in execution_ids if i not in self._tasks]
 
     def running_for(self, owner: str) -> int:
         """Executions of this owner being driven now."""
@@ -107,6 +135,7 @@ class Supervisor:
 
     def _forget(self, execution_id: str) -> None:
         self._started.discard(execution_id)
+        self._abandoned.discard(execution_id)
         self._tasks.pop(execution_id, None)
         execution = self._executions.pop(execution_id, None)
         if execution is not None:
@@ -114,24 +143,30 @@ class Supervisor:
             if self._driven_by_owner[execution.owner] <= 0:
                 del self._driven_by_owner[execution.owner]
 
-    def cancel(self, execution: Execution, token: str) -> None:
+    async def cancel(self, execution: Execution, token: str) -> None:
         """Stop the execution at the caller's request; it ends with the cancelled code."""
         if execution.id in self._unrecorded:
             return  # it has ended already
         driven = self._executions.get(execution.id)
         if driven is None:
             execution.cancel_requested = True
-            self._save(execution)
+            await self._save(execution)
             self.start(execution, token)
             return
         if driven.cancel_requested:
             return
         driven.cancel_requested = True
-        self._save(driven)
+        await self._save(driven)
         if execution.id in self._started and execution.id not in self._creating:
             self._tasks[execution.id].cancel()
         # Not started yet: a task cancelled before its first step never runs its body, so
         # leave it be; _outcome sees the flag first thing.
+
+    async def cancel_driven(self, execution_id: str) -> None:
+        """A cancel another process received for an execution driven here."""
+        driven = self._executions.get(execution_id)
+        if driven is not None:
+            await self.cancel(driven, "")
 
     async def wait(self, execution_id: str) -> None:
         task = self._tasks.get(execution_id)
@@ -154,13 +189,15 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drive(self, execution: Execution, token: str) -> None:
+        if execution.id in self._abandoned:
+            return  # handed over before it began
         self._started.add(execution.id)
         current_execution.set(execution)
         try:
             outcome = await self._outcome(execution, token)
         except asyncio.CancelledError:
-            if not execution.cancel_requested or self._stopping:
-                raise  # shutting down: the execution is resumed by the next process
+            if not execution.cancel_requested or self._stopping or execution.id in self._abandoned:
+                raise  # shutting down or handed over: another process goes on with it
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
@@ -169,7 +206,7 @@ class Supervisor:
             log.exception("execution %s failed inside the service", execution.id)
             detail = _redact(f"{type(exc).__name__}: {exc}", token)
             outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
-        self._finish(execution, _redact_outcome(outcome, token))
+        await self._finish(execution, _redact_outcome(outcome, token))
 
     async def _cancelled_anyway(self, execution: Execution, token: str) -> Outcome:
         """The caller's cancel ends the execution even when telling the backend fails."""
@@ -193,6 +230,8 @@ class Supervisor:
                 failed = await self._start_run(execution, token)
             finally:
                 self._creating.discard(execution.id)
+            if execution.id in self._abandoned:
+                raise asyncio.CancelledError  # handed over during the create: stop now
             if failed is not None:
                 return failed
             if execution.cancel_requested:
@@ -224,7 +263,7 @@ class Supervisor:
             )
         execution.create_started = True
         try:
-            self._store.save(execution)
+            await self._store.save(execution)
         except StoreError as exc:
             # Unrecorded, a create could be sent again after a restart: do not send it.
             return Outcome(
@@ -239,7 +278,7 @@ class Supervisor:
         except CreateFailed as exc:
             log.info("execution %s: create failed: %s", execution.id, _redact(exc.detail, token))
             return Outcome(Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail))
-        self._append(
+        await self._append(
             execution,
             EventKind.STATE,
             {"status": Status.PENDING.value, "upstream_id": execution.upstream_id},
@@ -251,7 +290,7 @@ class Supervisor:
         upstream_status = "PENDING"
         async for update in self._backend.watch(task_id):
             if isinstance(update, Progress):
-                self._append(execution, EventKind.PROGRESS, update.as_data())
+                await self._append(execution, EventKind.PROGRESS, update.as_data())
                 continue
             outcome = _outcome_of(update)
             if outcome is not None:
@@ -261,7 +300,7 @@ class Supervisor:
                 return outcome
             if update.upstream_status != upstream_status:
                 upstream_status = update.upstream_status
-                self._record_state(execution, update)
+                await self._record_state(execution, update)
         return Outcome(
             Status.FAILED,
             Code.QUERY_ERROR,
@@ -312,32 +351,32 @@ class Supervisor:
                 return outcome
             if state.upstream_status != upstream_status:
                 upstream_status = state.upstream_status
-                self._record_state(execution, state)
+                await self._record_state(execution, state)
             delay = policy.next_delay(delay)
 
-    def _record_state(self, execution: Execution, state: TaskState) -> None:
+    async def _record_state(self, execution: Execution, state: TaskState) -> None:
         status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status
         if status is Status.ACCEPTED:
             status = Status.PENDING
-        self._append(
+        await self._append(
             execution,
             EventKind.STATE,
             {"status": status.value, "upstream_status": state.upstream_status},
             status,
         )
 
-    def _append(
+    async def _append(
         self, execution: Execution, kind: EventKind, data: JsonObject, status: Status | None = None
     ) -> None:
         """Store and publish a non-terminal event; one the store refuses is skipped."""
         try:
-            self._store.append(execution, kind, data, status)
+            await self._store.append(execution, kind, data, status)
         except StoreError as exc:
             log.warning("execution %s: a %s event is not stored: %s", execution.id, kind, exc)
 
-    def _save(self, execution: Execution) -> None:
+    async def _save(self, execution: Execution) -> None:
         try:
-            self._store.save(execution)
+            await self._store.save(execution)
         except StoreError as exc:
             log.warning("execution %s: its flags are not stored: %s", execution.id, exc)
 
@@ -367,11 +406,11 @@ class Supervisor:
             log.warning("execution %s: cancel upstream timed out", execution.id)
             return False
 
-    def _finish(self, execution: Execution, outcome: Outcome) -> None:
+    async def _finish(self, execution: Execution, outcome: Outcome) -> None:
         try:
-            event = self._store.finish(execution, outcome)
+            event = await self._store.finish(execution, outcome)
         except StoreError as exc:
-            self._finish_later(execution, outcome, exc)
+            await self._finish_later(execution, outcome, exc)
             return
         except Exception:
             # Not the store failing but this end (a bug, data it cannot hold): end it anyway.
@@ -382,14 +421,14 @@ class Supervisor:
                 codes.unknown_error_message("the execution's result could not be stored"),
             )
             try:
-                event = self._store.finish(execution, outcome)
+                event = await self._store.finish(execution, outcome)
             except StoreError as exc:
-                self._finish_later(execution, outcome, exc)
+                await self._finish_later(execution, outcome, exc)
                 return
         if event is not None:
             log.info("execution %s finished: code %d", execution.id, outcome.code)
 
-    def _finish_later(self, execution: Execution, outcome: Outcome, exc: StoreError) -> None:
+    async def _finish_later(self, execution: Execution, outcome: Outcome, exc: StoreError) -> None:
         log.error(
             "execution %s: its end (code %d) cannot be stored yet (%s); live streams get"
             " it now, the store when it takes writes again",
@@ -397,9 +436,9 @@ class Supervisor:
             outcome.code,
             exc,
         )
-        self._hand_over_unrecorded(execution, outcome)
+        await self._hand_over_unrecorded(execution, outcome)
 
-    def _hand_over_unrecorded(self, execution: Execution, outcome: Outcome) -> None:
+    async def _hand_over_unrecorded(self, execution: Execution, outcome: Outcome) -> None:
         event = Event(
             execution.id,
             execution.last_seq + 1,  # what the store gives it once it writes
@@ -408,7 +447,10 @@ class Supervisor:
             time.time(),
         )
         self._unrecorded[execution.id] = (execution, outcome, event)
-        self._store.publish_only(event, execution)
+        try:
+            await self._store.publish_only(event, execution)
+        except StoreError as exc:  # this process's streams have it; others resume from it
+            log.warning("execution %s: its end reached only this process: %s", execution.id, exc)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_unrecorded(), name="recorder")
 
@@ -418,7 +460,7 @@ class Supervisor:
             await asyncio.sleep(delay)
             for execution_id, (execution, outcome, _) in list(self._unrecorded.items()):
                 try:
-                    self._store.finish(execution, outcome, announce=False)
+                    await self._store.finish(execution, outcome, announce=False)
                 except StoreError:
                     delay = min(delay * 2, _RECORD_RETRY_MAX)
                     break

@@ -48,7 +48,7 @@ async def exec_rpa(request: Request) -> Response:
     parts = components(request)
     cursor = last_event_id(request)
     if cursor is not None:
-        execution = parts.executions.attach(cursor[0], token, after=cursor[1])
+        execution = await parts.executions.attach(cursor[0], token, after=cursor[1])
         after = cursor[1]
     else:
         execution, _ = await create_execution(request, parts, token)

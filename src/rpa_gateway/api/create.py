@@ -27,7 +27,7 @@ async def create_execution(
     body = parse_exec_body(payload)
     if parts.lifecycle.draining:  # checked after the body arrived: the drain may have begun
         raise draining()
-    return parts.executions.create(
+    return await parts.executions.create(
         body.to_request(trace_parent(request)),
         token,
         idempotency_key=key,

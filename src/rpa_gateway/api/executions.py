@@ -73,7 +73,7 @@ async def list_executions(
             raise RequestRejected(
                 400, "invalid_cursor", "cursor is not one this API returned", ["cursor"]
             )
-    items = components(request).executions.list_executions(
+    items = await components(request).executions.list_executions(
         token,
         ListQuery(owner="", status=status, project_id=project_id, limit=limit + 1, before=before),
     )
@@ -93,7 +93,7 @@ async def list_executions(
 )
 async def get_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
     executions = components(request).executions
-    execution = executions.attach(execution_id, token)
+    execution = await executions.attach(execution_id, token)
     return ExecutionView.of(execution, executions.run_info(execution))
 
 
@@ -123,7 +123,7 @@ async def execution_events(
     if cursor is not None and cursor[0] != execution_id:
         raise RequestRejected(400, "invalid_last_event_id", "Last-Event-ID names another execution")
     start = cursor[1] if cursor is not None else _sequence(after)
-    execution = parts.executions.attach(execution_id, token, after=start)
+    execution = await parts.executions.attach(execution_id, token, after=start)
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
     return EventStreamResponse(body_stream, counter=parts.lifecycle)

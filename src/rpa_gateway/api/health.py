@@ -30,7 +30,7 @@ async def ready(request: Request) -> JSONResponse:
             status_code=503,
         )
     try:
-        parts.store.check()
+        await parts.store.check()
     except StoreError as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
     return JSONResponse({"status": "ready"})

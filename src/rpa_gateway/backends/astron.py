@@ -74,6 +74,10 @@ class AstronBackend:
     def pushes(self) -> bool:
         return False
 
+    @property
+    def runs_here(self) -> bool:
+        return False
+
     def describe(self) -> str:
         return f"RPA OpenAPI at {_where(self._create_url)} (query {_where(self._query_url)})"
 

@@ -126,6 +126,11 @@ class Backend(Protocol):
     @property
     def pushes(self) -> bool: ...
 
+    @property
+    def runs_here(self) -> bool:
+        """Runs are processes of this service: another replica cannot follow them."""
+        ...
+
     def describe(self) -> str:
         """Where runs go, for the start-up log (no secrets)."""
         ...

@@ -77,6 +77,10 @@ class LocalBackend:
     def pushes(self) -> bool:
         return True
 
+    @property
+    def runs_here(self) -> bool:
+        return True
+
     def describe(self) -> str:
         return (
             f"local projects in {self._catalog.root} (at most {self._max_runs} at once,"

@@ -1,7 +1,13 @@
-"""The store seam: executions, their append-only event logs, and live notification."""
+"""The store seam: executions, their append-only event logs, and live notification.
+
+Every operation is awaitable, so a networked store never blocks the loop; the
+SQLite store answers without suspending (its statements are cheaper than a hop
+to a thread).  ``tests/test_store.py`` is the conformance suite every store passes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,8 +31,17 @@ class DuplicateIdempotencyKey(StoreError):
     """The owner already has an execution under this idempotency key."""
 
 
+# Called with (topic, execution id) for every notice sent by any process of the service.
+NoticeListener = Callable[[str, str], None]
+
+
 class Subscription(Protocol):
-    """Live events of one execution, in order, from the moment of subscribing."""
+    """Live events of one execution, in order, from the moment of subscribing.
+
+    A store shared by several processes may also hand over an event from just before
+    the subscription, repeat the latest one after a reconnect, or skip some: readers
+    skip what they have and read the backlog when a sequence number jumps.
+    """
 
     async def get(self) -> Event | None:
         """The next event; ``None`` once the service is shutting down."""
@@ -43,15 +58,15 @@ class ListQuery:
 
 
 class Store(Protocol):
-    def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
+    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
         """Record a new execution and its first event.  Raises DuplicateIdempotencyKey."""
         ...
 
-    def save(self, execution: Execution) -> None:
+    async def save(self, execution: Execution) -> None:
         """Persist the execution's flags and counters without an event."""
         ...
 
-    def append(
+    async def append(
         self,
         execution: Execution,
         kind: EventKind,
@@ -61,38 +76,42 @@ class Store(Protocol):
         """Append a non-terminal event, saving the execution's status and counters."""
         ...
 
-    def finish(
+    async def finish(
         self, execution: Execution, outcome: Outcome, *, announce: bool = True
     ) -> Event | None:
         """Append the terminal event and forget the sealed token.
 
         ``None`` when the execution had already ended.  ``announce=False`` stores an end
-        already handed to live streams by :meth:`publish_only`, without publishing it again.
+        already handed to this process's streams by :meth:`publish_only`, without handing
+        it to them again (a shared store still tells the other processes).
         """
         ...
 
-    def get(self, execution_id: str) -> Execution | None: ...
+    async def get(self, execution_id: str) -> Execution | None: ...
 
-    def find_idempotent(self, owner: str, key: str) -> Execution | None: ...
+    async def find_idempotent(self, owner: str, key: str) -> Execution | None: ...
 
-    def sealed_token(self, execution_id: str) -> bytes | None: ...
+    async def sealed_token(self, execution_id: str) -> bytes | None: ...
 
-    def events_after(self, execution_id: str, seq: int) -> list[Event]: ...
+    async def events_after(self, execution_id: str, seq: int) -> list[Event]: ...
 
-    def unfinished(self) -> list[Execution]: ...
+    async def unfinished(self) -> list[Execution]: ...
 
-    def list_executions(self, query: ListQuery) -> list[Execution]:
+    async def list_executions(self, query: ListQuery) -> list[Execution]:
         """The owner's executions, newest first, after ``query.before``."""
         ...
 
-    def purge_finished(self, finished_before: float, batch: int) -> int:
+    async def purge_finished(self, finished_before: float, batch: int) -> int:
         """Delete up to ``batch`` executions finished before the time, with their events."""
         ...
 
     def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]: ...
 
-    def publish_only(self, event: Event, execution: Execution) -> None:
-        """Deliver an event to live subscribers without storing it (store is failing)."""
+    async def publish_only(self, event: Event, execution: Execution) -> None:
+        """Deliver an event to live subscribers without storing it (store is failing).
+
+        This process's subscribers get it first; a shared store then raises StoreError
+        when the other processes could not be told."""
         ...
 
     def add_listener(self, listener: Listener) -> None:
@@ -103,12 +122,38 @@ class Store(Protocol):
         """Tell every live subscriber, now and later, that the service is shutting down."""
         ...
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """Raise :class:`StoreError` when the store cannot serve (read, or write)."""
         ...
 
-    def writable(self) -> None:
+    async def writable(self) -> None:
         """Raise :class:`StoreError` while writes are known to fail (cheap otherwise)."""
         ...
 
-    def close(self) -> None: ...
+    # --- supervision by several processes ------------------------------------------------
+    # A lease names the one process (``holder``) that supervises an unfinished execution.
+    # A store that serves one process only grants every claim.
+
+    async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:
+        """Take the lease for ``ttl`` seconds: True when it was free, expired or the holder's."""
+        ...
+
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
+        """Extend the holder's leases by ``ttl`` seconds; returns the ids it no longer holds."""
+        ...
+
+    async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
+        """Give up the holder's leases now (others may claim them at once)."""
+        ...
+
+    async def claimable(self, limit: int) -> list[Execution]:
+        """Unfinished executions whose lease is free or expired, oldest first."""
+        ...
+
+    async def notify(self, topic: str, execution_id: str) -> None:
+        """Send a notice to every process of the service (this one included)."""
+        ...
+
+    def add_notice_listener(self, listener: NoticeListener) -> None: ...
+
+    async def close(self) -> None: ...

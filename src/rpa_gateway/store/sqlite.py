@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,13 @@ from rpa_gateway.executions import (
     Status,
     terminal_data,
 )
-from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, StoreError, Subscription
+from rpa_gateway.store.base import (
+    DuplicateIdempotencyKey,
+    ListQuery,
+    NoticeListener,
+    StoreError,
+    Subscription,
+)
 from rpa_gateway.store.hub import Hub, Listener
 
 SCHEMA_VERSION = 1
@@ -129,6 +135,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         self.path = path
         self._hub = Hub()
+        self._notice_listeners: list[NoticeListener] = []
         # Why a write failed (a full disk, RPA_STORE_MAX_MB reached); None once a probe works.
         self._write_failure: str | None = None
         self._probed_at = 0.0
@@ -154,7 +161,7 @@ class SqliteStore:
             raise StoreError(f"cannot open {path}: {exc}") from exc
 
     # --- writes ---------------------------------------------------------------
-    def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
+    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
         request = execution.request
         request_json = _dumps(
             {
@@ -202,7 +209,7 @@ class SqliteStore:
         self._hub.publish(event, execution)
         return event
 
-    def save(self, execution: Execution) -> None:
+    async def save(self, execution: Execution) -> None:
         try:
             self._db.execute(
                 "UPDATE executions SET upstream_id=?, create_started=?, cancel_requested=?,"
@@ -219,7 +226,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._write_failed("save execution", exc) from exc
 
-    def append(
+    async def append(
         self,
         execution: Execution,
         kind: EventKind,
@@ -262,7 +269,7 @@ class SqliteStore:
         self._hub.publish(event, execution)
         return event
 
-    def finish(
+    async def finish(
         self, execution: Execution, outcome: Outcome, *, announce: bool = True
     ) -> Event | None:
         now = time.time()
@@ -308,7 +315,7 @@ class SqliteStore:
             self._hub.publish(event, execution)
         return event
 
-    def purge_finished(self, finished_before: float, batch: int) -> int:
+    async def purge_finished(self, finished_before: float, batch: int) -> int:
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -332,15 +339,15 @@ class SqliteStore:
         return len(ids)
 
     # --- reads ----------------------------------------------------------------
-    def get(self, execution_id: str) -> Execution | None:
+    async def get(self, execution_id: str) -> Execution | None:
         return self._one(f"SELECT {_COLUMNS} FROM executions WHERE id=?", (execution_id,))
 
-    def find_idempotent(self, owner: str, key: str) -> Execution | None:
+    async def find_idempotent(self, owner: str, key: str) -> Execution | None:
         return self._one(
             f"SELECT {_COLUMNS} FROM executions WHERE owner=? AND idempotency_key=?", (owner, key)
         )
 
-    def sealed_token(self, execution_id: str) -> bytes | None:
+    async def sealed_token(self, execution_id: str) -> bytes | None:
         try:
             row = self._db.execute(
                 "SELECT sealed_token FROM executions WHERE id=?", (execution_id,)
@@ -349,7 +356,7 @@ class SqliteStore:
             raise StoreError(f"cannot read execution: {exc}") from exc
         return None if row is None or row[0] is None else bytes(row[0])
 
-    def events_after(self, execution_id: str, seq: int) -> list[Event]:
+    async def events_after(self, execution_id: str, seq: int) -> list[Event]:
         try:
             rows = self._db.execute(
                 "SELECT seq, kind, data, at FROM events WHERE execution_id=? AND seq>?"
@@ -363,12 +370,12 @@ class SqliteStore:
             for s, kind, data, at in rows
         ]
 
-    def unfinished(self) -> list[Execution]:
+    async def unfinished(self) -> list[Execution]:
         return self._many(
             f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL ORDER BY created_at", ()
         )
 
-    def list_executions(self, query: ListQuery) -> list[Execution]:
+    async def list_executions(self, query: ListQuery) -> list[Execution]:
         clauses = ["owner=?"]
         args: list[Any] = [query.owner]
         if query.status is not None:
@@ -407,7 +414,7 @@ class SqliteStore:
         async with self._hub.subscribe(execution_id) as subscription:
             yield subscription
 
-    def publish_only(self, event: Event, execution: Execution) -> None:
+    async def publish_only(self, event: Event, execution: Execution) -> None:
         self._hub.publish(event, execution)
 
     def drain(self) -> None:
@@ -416,15 +423,39 @@ class SqliteStore:
     def add_listener(self, listener: Listener) -> None:
         self._hub.add_listener(listener)
 
+    # --- supervision: one process per data directory, so every claim is granted ----
+    async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:
+        return True
+
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
+        return []
+
+    async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
+        return None
+
+    async def claimable(self, limit: int) -> list[Execution]:
+        return self._many(
+            f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL"
+            " ORDER BY created_at LIMIT ?",
+            (limit,),
+        )
+
+    async def notify(self, topic: str, execution_id: str) -> None:
+        for listener in self._notice_listeners:
+            listener(topic, execution_id)
+
+    def add_notice_listener(self, listener: NoticeListener) -> None:
+        self._notice_listeners.append(listener)
+
     # --- lifecycle ----------------------------------------------------------------
-    def check(self) -> None:
+    async def check(self) -> None:
         try:
             self._db.execute("SELECT 1 FROM executions LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store unavailable: {exc}") from exc
-        self.writable()
+        await self.writable()
 
-    def writable(self) -> None:
+    async def writable(self) -> None:
         """After a failed write, only a probe that needs new pages (tried at most once a
         second) says the store takes writes again: a small write may still fit."""
         if self._write_failure is None:
@@ -449,7 +480,7 @@ class SqliteStore:
             self._write_failure = str(exc)
         return StoreError(f"cannot {what}: {exc}")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()
         os.close(self._lock)
 

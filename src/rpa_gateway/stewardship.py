@@ -1,0 +1,106 @@
+"""Which process supervises which unfinished execution when several share one store.
+
+A process drives an execution only while it holds the execution's lease in the
+store (with SQLite, one process per data directory, every claim is granted).
+Every third of ``RPA_LEASE_SECONDS`` it renews its leases, abandons at once any
+it could not renew (it was cut off and another process took over), and claims
+executions whose lease lapsed - a killed replica's - to drive them on: polling
+resumes from the stored state, and a create that may have been sent is never
+sent again (see ``Supervisor._start_run``).
+
+Draining, a replica hands over the executions whose runs another replica can
+follow (not local runs, which are its own processes), releasing their leases and
+sending a notice so the others claim them at once instead of after expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+RELEASED = "released"  # notice: an execution's lease was given up; claim it now
+TAKEOVER_BATCH = 500
+
+
+def new_holder_id() -> str:
+    """Names this process in leases (readable in Redis, unique across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Stewardship:
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        *,
+        holder: str,
+        lease_seconds: float,
+        runs_here: bool,
+    ) -> None:
+        self._store = store
+        self._supervisor = supervisor
+        self.holder = holder
+        self._lease = lease_seconds
+        self._runs_here = runs_here
+        self._wake = asyncio.Event()
+        self._draining = False
+        store.add_notice_listener(self._on_notice)
+
+    async def claim(self, execution_id: str) -> bool:
+        """Take the execution's lease; True when this process may drive it."""
+        return await self._store.claim(execution_id, self.holder, self._lease)
+
+    async def release(self, execution_ids: list[str]) -> None:
+        await self._store.release(self.holder, execution_ids)
+
+    async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
+        """Renew, abandon what was lost, take over what lapsed; forever (a task)."""
+        while True:
+            try:
+                await self._renew()
+                if not self._draining:
+                    taken = await take_over(TAKEOVER_BATCH)
+                    if taken:
+                        log.info("took over %d executions whose lease had lapsed", taken)
+            except StoreError as exc:
+                log.warning("leases not renewed this round: %s", exc)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(self._lease / 3):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def hand_over(self) -> int:
+        """Draining: let other processes drive what they can follow; returns how many."""
+        self._draining = True
+        if self._runs_here:
+            return 0
+        handed = await self._supervisor.hand_over(self._supervisor.driven())
+        if handed:
+            await self._store.release(self.holder, handed)
+            for execution_id in handed:
+                await self._store.notify(RELEASED, execution_id)
+            log.info("draining: %d executions handed to the other replicas", len(handed))
+        return len(handed)
+
+    async def _renew(self) -> None:
+        driven = self._supervisor.driven()
+        if not driven:
+            return
+        for execution_id in await self._store.renew(self.holder, driven, self._lease):
+            log.warning("execution %s: lease lost; another process drives it now", execution_id)
+            self._supervisor.abandon(execution_id)
+
+    def _on_notice(self, topic: str, execution_id: str) -> None:
+        if topic == RELEASED and not self._draining:
+            self._wake.set()

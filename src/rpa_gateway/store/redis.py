@@ -1,0 +1,1070 @@
+"""The Redis store: executions and live events shared by every process of the service.
+
+Key layout (``rpa`` is the prefix).  ``{<id>}`` is a hash tag: one execution's keys
+share a cluster slot, so a Lua script updates them atomically, in cluster mode too.
+
+    rpa:{<id>}:x         hash: the execution, every field a JSON value
+    rpa:{<id>}:ev        list: its events, event ``seq`` at index ``seq - 1``
+    rpa:{<id>}:token     string: the sealed token (bytes), deleted at finish
+    rpa:{<id>}:lease     string: the holder supervising it, expiring with the lease
+    rpa:unfinished       sorted set: ids of unfinished executions, by created_at
+    rpa:owner:<owner>    sorted set: the owner's execution ids, by created_at
+    rpa:finished         sorted set: ``[id, owner]`` by finished_at, for purge_finished
+    rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
+
+    rpa:events           channel: every event written, as JSON, for every process
+    rpa:notices          channel: notify()
+
+The indexes live in other slots than the execution, so they are written by separate
+commands (a cluster cannot span slots in one step); each write says what a crash
+between them leaves, and how it heals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+
+from rpa_gateway.executions import (
+    Event,
+    EventKind,
+    Execution,
+    ExecutionRequest,
+    JsonObject,
+    Outcome,
+    Status,
+    terminal_data,
+)
+from rpa_gateway.store.base import (
+    DuplicateIdempotencyKey,
+    ListQuery,
+    NoticeListener,
+    StoreError,
+    Subscription,
+)
+from rpa_gateway.store.hub import Hub, Listener
+
+log = logging.getLogger(__name__)
+
+_REDIS_ERRORS = (RedisError, RedisClusterException)
+# Longest a create takes between its writes: an index entry or idempotency reservation
+# pointing at an execution that is still missing after this is a crash's leftover.
+_GRACE = 30.0
+_PROBE_INTERVAL = 1.0
+_RECONNECT_FIRST = 0.05
+_RECONNECT_MAX = 1.0
+_PUBSUB_IDLE = 5.0  # seconds without a message before the pub/sub connection is pinged
+_PAGE = 200
+# Off: with them on (redis-py's default for RESP3), the pool hands out connections that
+# Redis closed (a restart) without checking them, and the next command fails.
+_NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
+# The start of every pub/sub message: the writer's origin, then the execution id.
+_MESSAGE_HEAD = re.compile(rb'\{"o":"[0-9a-f]+","id":("(?:[^"\\]|\\.)*")')
+
+# Every script that writes an event also publishes it, so no event is stored unannounced.
+# The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4]) end
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. '1,"ev":' .. ARGV[1] .. '}')
+return 1
+"""
+
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  return 0
+end
+local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 4))
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
+return seq
+"""
+
+# ARGV[4]: retention in milliseconds, '0' to keep the execution forever.
+_FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  return 0
+end
+local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 5))
+redis.call('DEL', KEYS[3])
+if ARGV[4] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
+return seq
+"""
+
+_SAVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 0
+"""
+
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# Compare-and-delete; also used to take back an idempotency reservation.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_REPLACE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+_LATEST = """
+local n = redis.call('LLEN', KEYS[1])
+if n == 0 then return false end
+return {n, redis.call('LINDEX', KEYS[1], -1)}
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.unfinished = f"{prefix}:unfinished"
+        self.finished = f"{prefix}:finished"
+        self.events_channel = f"{prefix}:events"
+        self.notices_channel = f"{prefix}:notices"
+
+    def record(self, execution_id: str) -> str:
+        return f"{self.prefix}:{{{execution_id}}}:x"
+
+    def events(self, execution_id: str) -> str:
+        return f"{self.prefix}:{{{execution_id}}}:ev"
+
+    def token(self, execution_id: str) -> str:
+        return f"{self.prefix}:{{{execution_id}}}:token"
+
+    def lease(self, execution_id: str) -> str:
+        return f"{self.prefix}:{{{execution_id}}}:lease"
+
+    def owner(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        # The owner's length keeps ("a:b", "c") and ("a", "b:c") apart.
+        return f"{self.prefix}:idem:{len(owner)}:{owner}:{key}"
+
+
+class _Fanout(Hub):
+    """The hub, also handing on events other processes wrote: to subscribers only, since
+    listeners hear of this process's writes alone."""
+
+    def deliver(self, event: Event) -> None:
+        for subscription in self._subscribers.get(event.execution_id, ()):
+            subscription.deliver(event)
+
+    def followed(self) -> list[str]:
+        return list(self._subscribers)
+
+    def follows(self, execution_id: str) -> bool:
+        return execution_id in self._subscribers
+
+
+class RedisStore:
+    """Use :meth:`connect` to make one."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        addresses: Sequence[tuple[str, int]],
+        *,
+        password: str | None,
+        retention_seconds: float,
+        prefix: str,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
+        self._client = client
+        self._addresses = list(addresses)
+        self._password = password
+        self._retention_ms = max(0, round(retention_seconds * 1000))
+        self._keys = _Keys(prefix)
+        self._timeout = timeout
+        self._permits = asyncio.Semaphore(max_connections)
+        self._origin = uuid.uuid4().hex  # tells this store's messages from other processes'
+        self._own_messages = f'{{"o":"{self._origin}"'.encode()
+        self._events_channel = self._keys.events_channel.encode()
+        self._hub = _Fanout()
+        self._notice_listeners: list[NoticeListener] = []
+        # Why the last command failed, while Redis is known to be unreachable.
+        self._unreachable: str | None = None
+        self._probed_at = 0.0
+        self._listening = asyncio.Event()  # the pub/sub connection is subscribed
+        self._lost = False  # the pub/sub connection failed and is not back yet
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        addr: str | None = None,
+        *,
+        cluster_seeds: Sequence[str] | None = None,
+        password: str | None = None,
+        retention_seconds: float = 7 * 24 * 3600.0,
+        prefix: str = "rpa",
+        socket_timeout: float = 3.0,
+        max_connections: int = 16,
+    ) -> RedisStore:
+        """A store on the server at ``addr`` ("host:port"), or on the cluster found from
+        ``cluster_seeds``: exactly one of the two.
+
+        ``retention_seconds`` is how long a finished execution is kept (0: forever); give
+        housekeeping the same.  ``socket_timeout`` bounds every connect and reply, so a
+        dead Redis fails calls instead of hanging them.  ``max_connections`` bounds the
+        calls in flight, and so the connections (per node in a cluster).
+        """
+        if (addr is None) == (not cluster_seeds):
+            raise ValueError("give exactly one of addr and cluster_seeds")
+        addresses = (
+            [_address(addr)] if addr is not None else [_address(s) for s in cluster_seeds or ()]
+        )
+        client = _client(addresses, addr is None, password, socket_timeout, max_connections)
+        store = cls(
+            client,
+            addresses,
+            password=password,
+            retention_seconds=retention_seconds,
+            prefix=prefix,
+            timeout=socket_timeout,
+            max_connections=max_connections,
+        )
+        try:
+            await store._start()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _start(self) -> None:
+        async with self._redis("connect to Redis"):
+            if isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+            await self._ping()
+        self._reader = asyncio.create_task(self._listen_forever(), name="redis-store-events")
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._listening.wait()
+        except TimeoutError:
+            raise StoreError("cannot subscribe to Redis events (no answer in time)") from None
+
+    # --- writes ---------------------------------------------------------------
+    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
+        data = {"status": execution.status.value}
+        stored = _event_json(EventKind.STATE, data, execution.created_at)
+        keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
+        keys.append(self._keys.token(execution.id))
+        args: list[str | bytes] = [stored, self._message_head(execution.id)]
+        args += [self._keys.events_channel, sealed_token or b"", "1" if sealed_token else "0"]
+        args += _pairs(_record_fields(execution))
+        async with self._redis("record execution"):
+            idempotency = await self._reserve_idempotency(execution)
+            try:
+                # The indexes first: a crash before the record leaves entries pointing at
+                # nothing, which readers skip and drop once older than _GRACE.
+                pipe = self._client.pipeline(transaction=False)
+                pipe.zadd(self._keys.unfinished, {execution.id: execution.created_at})
+                pipe.zadd(self._keys.owner(execution.owner), {execution.id: execution.created_at})
+                await pipe.execute()
+                created = await self._eval(_CREATE, keys, args)
+            except _REDIS_ERRORS:
+                if idempotency is not None:
+                    await self._forget_reservation(execution.id, *idempotency)
+                raise
+        if not created:
+            raise StoreError(f"execution {execution.id} is recorded already")
+        execution.last_seq = 1
+        event = Event(execution.id, 1, EventKind.STATE, data, execution.created_at)
+        self._hub.publish(event, execution)
+        return event
+
+    async def _reserve_idempotency(self, execution: Execution) -> tuple[str, str] | None:
+        """Take the owner's key for this execution: (the key's name, its value), or None
+        without a key.  A key whose execution has gone is taken over: one that expires
+        (its execution finished, see _tidy_finished) at once, others (left by a crash)
+        once older than _GRACE: younger, its create may still be writing."""
+        key = execution.idempotency_key
+        if key is None:
+            return None
+        name = self._keys.idempotency(execution.owner, key)
+        value = f"{execution.id} {time.time()!r}"
+        found = await self._client.set(name, value, nx=True, get=True)
+        if found is None:
+            return name, value
+        previous = _text(found)
+        other_id, reserved_at = _reservation(previous)
+        if await self._client.exists(self._keys.record(other_id)):
+            raise DuplicateIdempotencyKey(key)
+        expiring = await self._client.pttl(name) > 0
+        if not expiring and time.time() - reserved_at < _GRACE:
+            raise DuplicateIdempotencyKey(key)
+        if not await self._eval(_REPLACE, [name], [previous, value]):
+            raise DuplicateIdempotencyKey(key)
+        return name, value
+
+    async def _forget_reservation(self, execution_id: str, name: str, value: str) -> None:
+        """A create that failed leaves its key free, unless its record got written after
+        all (its reply lost).  Best effort: a reservation left behind (Redis gone) is
+        taken over by a create once older than _GRACE."""
+        try:
+            if not await self._client.exists(self._keys.record(execution_id)):
+                await self._eval(_RELEASE, [name], [value])
+        except _REDIS_ERRORS:
+            pass
+
+    async def save(self, execution: Execution) -> None:
+        fields = {
+            "upstream_id": execution.upstream_id,
+            "create_started": execution.create_started,
+            "cancel_requested": execution.cancel_requested,
+            "polls": execution.polls,
+            "retries": execution.retries,
+        }
+        async with self._redis("save execution"):
+            await self._eval(_SAVE, [self._keys.record(execution.id)], _pairs(fields))
+
+    async def append(
+        self,
+        execution: Execution,
+        kind: EventKind,
+        data: JsonObject,
+        status: Status | None = None,
+    ) -> Event:
+        if kind is EventKind.TERMINAL:
+            raise ValueError("terminal events are appended by finish()")
+        now = time.time()
+        if status is not None:
+            execution.status = status
+        execution.updated_at = now
+        stored = _event_json(kind, data, now)
+        fields = {
+            "status": execution.status.value,
+            "updated_at": now,
+            "upstream_id": execution.upstream_id,
+            "polls": execution.polls,
+            "retries": execution.retries,
+        }
+        keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
+        args = [stored, self._message_head(execution.id), self._keys.events_channel]
+        async with self._redis("append event"):
+            seq = int(await self._eval(_APPEND, keys, [*args, *_pairs(fields)]))
+        if not seq:
+            raise StoreError(f"execution {execution.id} is missing or finished")
+        execution.last_seq = seq
+        event = Event(execution.id, seq, kind, data, now)
+        self._hub.publish(event, execution)
+        return event
+
+    async def finish(
+        self, execution: Execution, outcome: Outcome, *, announce: bool = True
+    ) -> Event | None:
+        """As the protocol says, except that other processes are told of the end even with
+        ``announce=False``: when it was published only, they may have missed it (Redis
+        was failing), and they skip what they already have."""
+        now = time.time()
+        data = terminal_data(outcome)
+        stored = _event_json(EventKind.TERMINAL, data, now)
+        fields = {
+            "status": outcome.status.value,
+            "updated_at": now,
+            "finished_at": now,
+            "upstream_id": execution.upstream_id,
+            "outcome": data,  # terminal_data(outcome)
+            "polls": execution.polls,
+            "retries": execution.retries,
+            "logs": execution.logs,
+        }
+        keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
+        keys.append(self._keys.token(execution.id))
+        args = [stored, self._message_head(execution.id), self._keys.events_channel]
+        args.append(str(self._retention_ms))
+        async with self._redis("finish execution"):
+            seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
+            if seq:
+                await self._tidy_finished(execution)
+        if not seq:
+            return None
+        execution.status = outcome.status
+        execution.outcome = outcome
+        execution.finished_at = now
+        execution.updated_at = now
+        execution.last_seq = seq
+        event = Event(execution.id, seq, EventKind.TERMINAL, data, now)
+        if announce:
+            self._hub.publish(event, execution)
+        return event
+
+    async def _tidy_finished(self, execution: Execution) -> None:
+        """The indexes, after the end is stored.  A crash (or failure) before this leaves
+        the execution in the unfinished index, which readers drop when they see it
+        finished, and its idempotency key without expiry, taken over once its execution
+        has gone (see _reserve_idempotency)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrem(self._keys.unfinished, execution.id)
+        if self._retention_ms:
+            member = _dumps([execution.id, execution.owner])
+            pipe.zadd(self._keys.finished, {member: time.time()})
+            if execution.idempotency_key is not None:
+                name = self._keys.idempotency(execution.owner, execution.idempotency_key)
+                pipe.pexpire(name, self._retention_ms)
+        try:
+            await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            log.warning(
+                "execution %s finished; its index entries are tidied later: %s",
+                execution.id,
+                self._describe(exc),
+            )
+
+    async def purge_finished(self, finished_before: float, batch: int) -> int:
+        """Finished executions expire by themselves ``retention_seconds`` after their end;
+        this deletes them (and their index entries) once finished before the time, like
+        the SQLite store.  It never fails: what it leaves, expiry and readers tidy."""
+        try:
+            async with self._redis("purge executions"):
+                members = await self._client.zrange(
+                    self._keys.finished, "-inf", finished_before, byscore=True, offset=0, num=batch
+                )
+                if not members:
+                    return 0
+                pipe = self._client.pipeline(transaction=False)
+                for member in members:
+                    execution_id, owner = json.loads(_text(member))
+                    pipe.delete(
+                        self._keys.record(execution_id),
+                        self._keys.events(execution_id),
+                        self._keys.token(execution_id),
+                        self._keys.lease(execution_id),
+                    )
+                    pipe.zrem(self._keys.owner(owner), execution_id)
+                pipe.zrem(self._keys.finished, *members)
+                await pipe.execute()
+        except StoreError as exc:
+            log.warning("purge of finished executions skipped: %s", exc)
+            return 0
+        return len(members)
+
+    # --- reads ----------------------------------------------------------------
+    async def get(self, execution_id: str) -> Execution | None:
+        async with self._redis("read execution"):
+            fields = await self._client.hgetall(self._keys.record(execution_id))
+        return _execution_from(execution_id, fields)
+
+    async def find_idempotent(self, owner: str, key: str) -> Execution | None:
+        async with self._redis("read execution"):
+            value = await self._client.get(self._keys.idempotency(owner, key))
+        if value is None:
+            return None
+        execution = await self.get(_reservation(_text(value))[0])
+        if execution is None or execution.owner != owner or execution.idempotency_key != key:
+            return None
+        return execution
+
+    async def sealed_token(self, execution_id: str) -> bytes | None:
+        async with self._redis("read execution"):
+            token = await self._client.get(self._keys.token(execution_id))
+        return None if token is None else _bytes(token)
+
+    async def events_after(self, execution_id: str, seq: int) -> list[Event]:
+        async with self._redis("read events"):
+            stored = await self._client.lrange(self._keys.events(execution_id), max(seq, 0), -1)
+        first = max(seq, 0) + 1
+        return [_event_from(execution_id, first + i, _bytes(raw)) for i, raw in enumerate(stored)]
+
+    async def unfinished(self) -> list[Execution]:
+        async with self._redis("read executions"):
+            rows = await self._client.zrange(self._keys.unfinished, 0, -1, withscores=True)
+            found, stale = await self._unfinished_of(_decoded(rows))
+            await self._drop(self._keys.unfinished, stale)
+        return found
+
+    async def _unfinished_of(
+        self, rows: Sequence[tuple[str, float]]
+    ) -> tuple[list[Execution], list[str]]:
+        """The executions of unfinished-index entries that are still unfinished, and the
+        entries to drop: finished, or missing for longer than _GRACE."""
+        found: list[Execution] = []
+        stale: list[str] = []
+        for start in range(0, len(rows), _PAGE):
+            page = rows[start : start + _PAGE]
+            executions = await self._load([execution_id for execution_id, _ in page])
+            for (execution_id, created_at), execution in zip(page, executions, strict=True):
+                if execution is not None and execution.finished_at is None:
+                    found.append(execution)
+                elif execution is not None or _abandoned(created_at):
+                    stale.append(execution_id)
+        return found, stale
+
+    async def list_executions(self, query: ListQuery) -> list[Execution]:
+        key = self._keys.owner(query.owner)
+        page_size = min(max(query.limit, 20), _PAGE)
+        found: list[Execution] = []
+        cursor = query.before
+        async with self._redis("list executions"):
+            more = True
+            while more and len(found) < query.limit:
+                page, more = await self._owner_page(key, cursor, page_size)
+                if not page:
+                    break
+                executions = await self._load([execution_id for execution_id, _ in page])
+                gone = []
+                for (execution_id, created_at), execution in zip(page, executions, strict=True):
+                    if execution is None:
+                        if _abandoned(created_at):
+                            gone.append(execution_id)
+                    elif _matches(query, execution) and len(found) < query.limit:
+                        found.append(execution)
+                await self._drop(key, gone)
+                cursor = (page[-1][1], page[-1][0])
+        return found
+
+    async def _owner_page(
+        self, key: str, cursor: tuple[float, str] | None, count: int
+    ) -> tuple[list[tuple[str, float]], bool]:
+        """Up to ``count`` (id, created_at) newest first after ``cursor``, and whether
+        there may be more.  Equal scores come in descending id order, so the entries to
+        skip at the cursor's score lead."""
+        top: float | str = "+inf" if cursor is None else cursor[0]
+        offset = 0
+        while True:
+            found = await self._client.zrange(
+                key, top, "-inf", desc=True, byscore=True, offset=offset, num=count, withscores=True
+            )
+            rows = _decoded(found)
+            after = [r for r in rows if cursor is None or r[1] < cursor[0] or r[0] < cursor[1]]
+            if after or len(rows) < count:
+                return after, len(rows) == count
+            offset += len(rows)
+
+    async def _load(self, execution_ids: Sequence[str]) -> list[Execution | None]:
+        if not execution_ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for execution_id in execution_ids:
+            pipe.hgetall(self._keys.record(execution_id))
+        rows = await pipe.execute()
+        return [_execution_from(i, row) for i, row in zip(execution_ids, rows, strict=True)]
+
+    async def _drop(self, index: str, members: Sequence[str]) -> None:
+        if members:
+            await self._client.zrem(index, *members)
+
+    # --- notification -----------------------------------------------------------
+    # The events channel is subscribed at connect, before any subscribe() returns, so an
+    # event written after that reaches the subscription: this process's at write time,
+    # other processes' over pub/sub.  While the pub/sub connection is down, whatever
+    # was missed is made up when it is back (see _resync).
+    def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]:
+        return self._subscribe(execution_id)
+
+    @asynccontextmanager
+    async def _subscribe(self, execution_id: str) -> AsyncIterator[Subscription]:
+        async with self._hub.subscribe(execution_id) as subscription:
+            yield subscription
+
+    async def publish_only(self, event: Event, execution: Execution) -> None:
+        """This process's subscribers get it even when Redis cannot take the message for
+        other processes (StoreError then)."""
+        self._hub.publish(event, execution)
+        message = _dumps(
+            {
+                "o": self._origin,
+                "id": event.execution_id,
+                "seq": event.seq,
+                "ev": {"kind": event.kind.value, "data": event.data, "at": event.at},
+            }
+        )
+        async with self._redis("publish event"):
+            await self._client.publish(self._keys.events_channel, message)
+
+    def drain(self) -> None:
+        self._hub.drain()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called for the events this process writes (not those of other processes)."""
+        self._hub.add_listener(listener)
+
+    def _message_head(self, execution_id: str) -> str:
+        return f'{{"o":{_dumps(self._origin)},"id":{_dumps(execution_id)},"seq":'
+
+    async def _listen_forever(self) -> None:
+        """The one pub/sub connection, rebuilt with backoff whenever it fails."""
+        delay = _RECONNECT_FIRST
+        attempt = 0
+        while True:
+            host, port = self._addresses[attempt % len(self._addresses)]
+            attempt += 1
+            try:
+                await self._listen(host, port)
+            except Exception as exc:  # whatever broke, the reader carries on
+                if self._listening.is_set():
+                    self._listening.clear()
+                    self._lost = True
+                    delay = _RECONNECT_FIRST
+                    log.warning("Redis events connection lost: %s", self._describe(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX)
+
+    async def _listen(self, host: str, port: int) -> None:
+        client = Redis(
+            host=host,
+            port=port,
+            password=self._password,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
+        )
+        pubsub = client.pubsub()
+        try:
+            channels = {self._keys.events_channel.encode(), self._keys.notices_channel.encode()}
+            await pubsub.subscribe(*channels)
+            unconfirmed = set(channels)
+            pinged = False
+            while True:
+                message = await pubsub.get_message(timeout=_PUBSUB_IDLE)
+                if message is None:
+                    if pinged:
+                        raise RedisConnectionError("no answer to PING")
+                    await pubsub.ping()
+                    pinged = True
+                    continue
+                pinged = False
+                if message["type"] == "message":
+                    self._dispatch(message["channel"], message["data"])
+                elif message["type"] == "subscribe" and unconfirmed:
+                    unconfirmed.discard(message["channel"])
+                    if not unconfirmed:
+                        await self._resync()
+                        if self._lost:
+                            self._lost = False
+                            log.info("Redis events connection back")
+                        self._listening.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _resync(self) -> None:
+        """Every subscription gets its execution's latest stored event: one that missed
+        events while the connection was down sees a gap and reads them from the store."""
+        followed = self._hub.followed()
+        for start in range(0, len(followed), _PAGE):
+            ids = followed[start : start + _PAGE]
+            pipe = self._client.pipeline(transaction=False)
+            for execution_id in ids:
+                pipe.eval(_LATEST, 1, self._keys.events(execution_id))
+            async with self._redis("read the latest events"):
+                found = await pipe.execute()
+            for execution_id, latest in zip(ids, found, strict=True):
+                if latest:
+                    self._hub.deliver(_event_from(execution_id, int(latest[0]), latest[1]))
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if data.startswith(self._own_messages):
+            return  # this process delivered it when writing it
+        try:
+            if channel == self._events_channel:
+                self._deliver(data)
+            else:
+                message = json.loads(data)
+                for listener in self._notice_listeners:
+                    listener(message["topic"], message["id"])
+        except Exception:
+            log.exception("Redis message on %s not handled", channel.decode(errors="replace"))
+
+    def _deliver(self, data: bytes) -> None:
+        """An event another process wrote.  Every process gets every event: the whole
+        message is decoded only when a subscription here follows its execution."""
+        head = _MESSAGE_HEAD.match(data)
+        if head is not None and not self._hub.follows(json.loads(head[1])):
+            return
+        message = json.loads(data)
+        stored = message["ev"]
+        event = Event(
+            message["id"],
+            int(message["seq"]),
+            EventKind(stored["kind"]),
+            stored["data"],
+            float(stored["at"]),
+        )
+        self._hub.deliver(event)
+
+    # --- supervision --------------------------------------------------------------
+    async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:
+        async with self._redis("claim execution"):
+            taken = await self._eval(_CLAIM, [self._keys.lease(execution_id)], [holder, _ms(ttl)])
+        return bool(taken)
+
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
+        async with self._redis("renew leases"):
+            held = await self._eval_each(_RENEW, execution_ids, [holder, _ms(ttl)])
+        return [i for i, kept in zip(execution_ids, held, strict=True) if not kept]
+
+    async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
+        async with self._redis("release leases"):
+            await self._eval_each(_RELEASE, execution_ids, [holder])
+
+    async def _eval_each(
+        self, script: str, execution_ids: Sequence[str], args: Sequence[str]
+    ) -> list[Any]:
+        """The lease script run on each execution's lease, pipelined."""
+        if not execution_ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for execution_id in execution_ids:
+            pipe.eval(script, 1, self._keys.lease(execution_id), *args)
+        return list(await pipe.execute())
+
+    async def claimable(self, limit: int) -> list[Execution]:
+        found: list[Execution] = []
+        stale: list[str] = []
+        offset = 0
+        async with self._redis("read executions"):
+            while len(found) < limit:
+                rows = _decoded(
+                    await self._client.zrange(
+                        self._keys.unfinished, offset, offset + _PAGE - 1, withscores=True
+                    )
+                )
+                pipe = self._client.pipeline(transaction=False)
+                for execution_id, _ in rows:
+                    pipe.exists(self._keys.lease(execution_id))
+                leased = await pipe.execute() if rows else []
+                free = [row for row, held in zip(rows, leased, strict=True) if not held]
+                unfinished, dropped = await self._unfinished_of(free)
+                found += unfinished[: limit - len(found)]
+                stale += dropped
+                if len(rows) < _PAGE:
+                    break
+                offset += len(rows)
+            await self._drop(self._keys.unfinished, stale)
+        return found
+
+    async def notify(self, topic: str, execution_id: str) -> None:
+        """This process's listeners hear it at once, others' over pub/sub (StoreError when
+        Redis cannot take it)."""
+        for listener in self._notice_listeners:
+            listener(topic, execution_id)
+        message = _dumps({"o": self._origin, "topic": topic, "id": execution_id})
+        async with self._redis("send notice"):
+            await self._client.publish(self._keys.notices_channel, message)
+
+    def add_notice_listener(self, listener: NoticeListener) -> None:
+        self._notice_listeners.append(listener)
+
+    # --- lifecycle ----------------------------------------------------------------
+    async def check(self) -> None:
+        async with self._redis("reach Redis"):
+            await self._ping()
+
+    async def writable(self) -> None:
+        """After a command failed for want of Redis, a PING (at most once a second) says
+        when it is back."""
+        if self._unreachable is None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at >= _PROBE_INTERVAL:
+            self._probed_at = now
+            with contextlib.suppress(StoreError):
+                await self.check()
+        if self._unreachable is not None:
+            raise StoreError(self._unreachable)
+
+    async def _ping(self) -> None:
+        if isinstance(self._client, RedisCluster):
+            await self._client.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self._client.ping()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        await self._client.aclose()
+
+    # --- Redis calls -----------------------------------------------------------
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+        try:
+            return await self._client.evalsha(_sha(script), len(keys), *keys, *args)
+        except NoScriptError:  # a restarted Redis has forgotten it; EVAL caches it again
+            return await self._client.eval(script, len(keys), *keys, *args)
+
+    @contextlib.asynccontextmanager
+    async def _redis(self, what: str) -> AsyncIterator[None]:
+        """One call's Redis commands: at most ``max_connections`` calls at a time (a
+        cluster client fails rather than wait for a connection), Redis errors as
+        StoreError."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise StoreError(f"cannot {what}: every Redis connection is busy") from None
+        try:
+            with self._errors(what):
+                yield
+        finally:
+            self._permits.release()
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Redis errors as StoreError; a command that works says Redis is reachable."""
+        try:
+            yield
+        except _REDIS_ERRORS as exc:
+            message = f"cannot {what}: {self._describe(exc)}"
+            if _unreachable(exc):
+                self._unreachable = message
+            raise StoreError(message) from None
+        self._unreachable = None
+
+    def _describe(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, MaxConnectionsError):  # busy, not gone
+        return False
+    return isinstance(
+        exc, RedisConnectionError | RedisTimeoutError | ClusterDownError | RedisClusterException
+    )
+
+
+def _client(
+    addresses: Sequence[tuple[str, int]],
+    cluster: bool,
+    password: str | None,
+    timeout: float,
+    max_connections: int,
+) -> Redis | RedisCluster:
+    # No retries: a script whose reply was lost must not run twice (an event stored twice).
+    if cluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in addresses],
+            password=password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            max_connections=max_connections,
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
+        )
+    host, port = addresses[0]
+    pool = BlockingConnectionPool(
+        host=host,
+        port=port,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=max_connections,
+        timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
+    )
+    return Redis.from_pool(pool)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ValueError(f"not a host:port address: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def _abandoned(created_at: float) -> bool:
+    """An index entry whose execution is missing: gone, or from a crashed create once
+    older than _GRACE (before that, it may be a create in progress)."""
+    return created_at < time.time() - _GRACE
+
+
+def _text(value: object) -> str:
+    """A reply as text (replies are bytes: the client does not decode them)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise StoreError(f"unexpected reply from Redis: {type(value).__name__}")
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise StoreError(f"unexpected reply from Redis: {type(value).__name__}")
+
+
+def _decoded(rows: Sequence[Any]) -> list[tuple[str, float]]:
+    """ZRANGE ... WITHSCORES replies as (member, score)."""
+    return [(_text(member), float(score)) for member, score in rows]
+
+
+def _reservation(value: str) -> tuple[str, float]:
+    execution_id, _, reserved_at = value.partition(" ")
+    try:
+        return execution_id, float(reserved_at)
+    except ValueError:
+        return execution_id, 0.0
+
+
+def _pairs(fields: Mapping[str, Any]) -> list[str | bytes]:
+    """HSET arguments: every value stored as JSON."""
+    pairs: list[str | bytes] = []
+    for name, value in fields.items():
+        pairs += [name, _dumps(value)]
+    return pairs
+
+
+def _event_json(kind: EventKind, data: JsonObject, at: float) -> str:
+    return _dumps({"kind": kind.value, "data": data, "at": at})
+
+
+def _event_from(execution_id: str, seq: int, stored: bytes) -> Event:
+    try:
+        event = json.loads(stored)
+        return Event(execution_id, seq, EventKind(event["kind"]), event["data"], float(event["at"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"event {execution_id}:{seq} cannot be read: {exc!r}") from None
+
+
+def _record_fields(execution: Execution) -> dict[str, Any]:
+    """A new execution as created, with the defaults SqliteStore.create stores."""
+    request = execution.request
+    return {
+        "owner": execution.owner,
+        "request": {
+            "project_id": request.project_id,
+            "sid": request.sid,
+            "params": request.params,
+            "exec_position": request.exec_position,
+            "version": request.version,
+            "phone_number": request.phone_number,
+            "trace_parent": request.trace_parent,
+        },
+        "status": execution.status.value,
+        "created_at": execution.created_at,
+        "updated_at": execution.updated_at,
+        "deadline_at": execution.deadline_at,
+        "idempotency_key": execution.idempotency_key,
+        "request_hash": execution.request_hash,
+        "upstream_id": None,
+        "create_started": False,
+        "cancel_requested": False,
+        "polls": 0,
+        "retries": 0,
+        "last_seq": 1,
+        "logs": [],
+    }
+
+
+def _execution_from(execution_id: str, stored: Mapping[Any, Any]) -> Execution | None:
+    if not stored:
+        return None
+    try:
+        return _decode_execution(execution_id, stored)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"execution {execution_id} cannot be read: {exc!r}") from None
+
+
+def _decode_execution(execution_id: str, stored: Mapping[Any, Any]) -> Execution:
+    fields = {bytes(name).decode(): json.loads(value) for name, value in stored.items()}
+    request = fields["request"]
+    outcome = fields.get("outcome")
+    return Execution(
+        id=execution_id,
+        request=ExecutionRequest(
+            project_id=request["project_id"],
+            sid=request["sid"],
+            params=request.get("params") or {},
+            exec_position=request.get("exec_position") or "EXECUTOR",
+            version=request.get("version"),
+            phone_number=request.get("phone_number"),
+            trace_parent=request.get("trace_parent"),
+        ),
+        status=Status(fields["status"]),
+        created_at=fields["created_at"],
+        updated_at=fields["updated_at"],
+        deadline_at=fields["deadline_at"],
+        owner=fields["owner"],
+        idempotency_key=fields.get("idempotency_key"),
+        request_hash=fields.get("request_hash"),
+        upstream_id=fields.get("upstream_id"),
+        create_started=bool(fields.get("create_started")),
+        cancel_requested=bool(fields.get("cancel_requested")),
+        finished_at=fields.get("finished_at"),
+        outcome=(
+            None
+            if outcome is None
+            else Outcome(
+                Status(outcome["status"]), int(outcome["code"]), outcome["message"], outcome["data"]
+            )
+        ),
+        polls=int(fields.get("polls", 0)),
+        retries=int(fields.get("retries", 0)),
+        last_seq=int(fields["last_seq"]),
+        logs=fields.get("logs") or [],
+    )
+
+
+def _matches(query: ListQuery, execution: Execution) -> bool:
+    if query.status is not None and execution.status is not query.status:
+        return False
+    return query.project_id is None or execution.request.project_id == query.project_id

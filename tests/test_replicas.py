@@ -1,0 +1,352 @@
+"""Three replicas on one Redis behind nginx: lose one, roll a deploy, lose no run.
+
+Everything is real: ``redis-server``, nginx (deploy/nginx-rpa-gateway.conf), three
+gateway processes and the scripted upstream; clients go through nginx only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rpa_gateway.security import new_key
+from tests.astron_node import run_node
+from tests.conftest import FAST
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.gateway_process import GatewayProcess
+from tests.local_projects import make_project
+from tests.native_client import auth, events, get
+from tests.nginx_proxy import NginxProxy
+from tests.redis_servers import RedisServer
+from tests.resuming_client import Followed, follow_compat, follow_native
+
+LEASE_SECONDS = 2.0
+TOKEN = "replica-caller"
+
+
+class Cluster:
+    def __init__(self, workdir: Path, fake: FakeUpstream, redis: RedisServer) -> None:
+        self.workdir = workdir
+        self.env = {
+            **FAST,
+            **fake.env(),
+            "LOG_LEVEL": "INFO",
+            "REDIS_ADDR": redis.addr,
+            "RPA_TOKEN_KEY": new_key(),
+            "RPA_LEASE_SECONDS": str(LEASE_SECONDS),
+            "XIAOWU_RPA_PING_INTERVAL": "0.5",
+        }
+        self.replicas = [self._replica(i) for i in range(3)]
+        self.nginx = NginxProxy(workdir / "nginx", [r.port for r in self.replicas])
+
+    def _replica(self, index: int) -> GatewayProcess:
+        workdir = self.workdir / f"replica{index}"
+        workdir.mkdir()
+        return GatewayProcess(self.env, workdir)
+
+    def start(self) -> Cluster:
+        for replica in self.replicas:
+            replica.start()
+        self.nginx.start()
+        return self
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        for replica in self.replicas:
+            replica.stop(signal.SIGKILL)
+
+    def client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=200)
+        return httpx.AsyncClient(base_url=self.nginx.base_url, timeout=30, limits=limits)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, fake: FakeUpstream, redis: RedisServer) -> Iterator[Cluster]:
+    started = Cluster(tmp_path, fake, redis).start()
+    yield started
+    started.stop()
+
+
+def params(n: int) -> dict[str, Any]:
+    return {"n": n, "label": f"run {n}"}
+
+
+async def create_native(client: httpx.AsyncClient, project: str, n: int) -> str:
+    response = await client.post(
+        "/rpa/v1/executions",
+        json={"project_id": project, "params": params(n)},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def assert_each_got_its_result(results: list[Followed], first: int = 0) -> None:
+    for n, followed in enumerate(results, start=first):
+        assert followed.terminal is not None
+        assert followed.terminal["code"] == 0, followed.terminal
+        data = followed.terminal["data"]
+        outputs = data if "params" in data else data.get("data", data)
+        assert outputs["params"] == params(n), (n, followed.terminal)
+
+
+def test_a_replica_killed_mid_run_loses_no_execution(cluster: Cluster, fake: FakeUpstream) -> None:
+    project = new_project_id()
+    fake.script(project, duration=4.0)  # long enough to outlive the kill and the lease
+
+    async def scenario() -> tuple[list[Followed], list[Followed]]:
+        async with cluster.client() as client:
+            native_ids = [await create_native(client, project, n) for n in range(30)]
+            compat = [
+                asyncio.create_task(
+                    follow_compat(client, {"project_id": project, "params": params(30 + n)}, TOKEN)
+                )
+                for n in range(30)
+            ]
+            native = [asyncio.create_task(follow_native(client, i, TOKEN)) for i in native_ids]
+            await asyncio.to_thread(fake.wait_for_creates, project, 60, 20)
+            cluster.replicas[1].process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            return await asyncio.gather(*native), await asyncio.gather(*compat)
+
+    native, compat = asyncio.run(scenario())
+    assert_each_got_its_result(native)
+    assert_each_got_its_result(compat, first=30)
+    assert fake.creates_for(project) == 60, "a run was created twice"
+    assert any(f.connections > 1 for f in native + compat), "no stream went through the kill"
+
+
+def wait_until_not_ready(replica: GatewayProcess, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(replica.base_url + "/rpa/v1/ready", timeout=1).status_code != 200:
+                return
+        except httpx.TransportError:
+            return  # stopped listening: draining behind the balancer
+        time.sleep(0.02)
+    raise AssertionError("the replica never stopped being ready")
+
+
+def restart_on_same_port(cluster: Cluster, index: int) -> None:
+    old = cluster.replicas[index]
+    workdir = old.workdir.parent / f"{old.workdir.name}-next"
+    workdir.mkdir()
+    fresh = GatewayProcess(cluster.env, workdir)
+    fresh.port = old.port
+    fresh.env["SERVICE_PORT"] = str(old.port)
+    cluster.replicas[index] = fresh.start()
+
+
+def test_a_rolling_restart_fails_no_caller_that_cannot_resume(
+    cluster: Cluster, fake: FakeUpstream
+) -> None:
+    """astron-agent's node never resumes: every one of its streams must end with code 0."""
+    project = new_project_id()
+    fake.script(project, duration=3.0)
+
+    async def node(n: int) -> dict[str, Any]:
+        body = {"project_id": project, "params": params(n)}
+        return await run_node(cluster.nginx.base_url, TOKEN, body)
+
+    async def scenario() -> list[dict[str, Any] | BaseException]:
+        first = [asyncio.create_task(node(n)) for n in range(40)]
+        await asyncio.to_thread(fake.wait_for_creates, project, 40, 20)
+        stopping = asyncio.create_task(asyncio.to_thread(cluster.replicas[0].stop))
+        await asyncio.to_thread(wait_until_not_ready, cluster.replicas[0])
+        # Calls made during the roll reach the replicas still serving.
+        later = [asyncio.create_task(node(n)) for n in range(40, 60)]
+        for index in range(3):
+            if index:
+                stopping = asyncio.create_task(asyncio.to_thread(cluster.replicas[index].stop))
+            await stopping  # SIGTERM, then a clean exit once its streams have ended
+            await asyncio.to_thread(restart_on_same_port, cluster, index)
+        return await asyncio.gather(*first, *later, return_exceptions=True)
+
+    outputs = asyncio.run(scenario())
+    failures = [(n, o) for n, o in enumerate(outputs) if isinstance(o, BaseException)]
+    assert failures == []
+    assert [o["params"] for o in outputs] == [params(n) for n in range(60)]  # type: ignore[index]
+    assert fake.creates_for(project) == 60
+
+
+def test_cancel_resume_listing_isolation_and_idempotency_across_replicas(
+    cluster: Cluster, fake: FakeUpstream
+) -> None:
+    project = new_project_id()
+    fake.script(project, gated=True, steps=[{"status": "COMPLETED", "result": {"data": {}}}])
+    r0, r1, r2 = (r.base_url for r in cluster.replicas)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "order-7"}
+    body = {"project_id": project, "params": params(7)}
+
+    created = httpx.post(f"{r0}/rpa/v1/executions", json=body, headers=headers, timeout=10)
+    assert created.status_code == 202
+    execution_id = created.json()["id"]
+    # The same key at another replica is the same execution, not a second run.
+    again = httpx.post(f"{r1}/rpa/v1/executions", json=body, headers=headers, timeout=10)
+    assert again.status_code == 202 and again.json()["id"] == execution_id
+    fake.wait_for_creates(project, 1)
+
+    # Another caller sees nothing of it anywhere; its owner sees it everywhere.
+    for base in (r0, r1, r2):
+        other = httpx.get(f"{base}/rpa/v1/executions/{execution_id}", headers=auth("other"))
+        assert other.status_code == 404
+        listed = httpx.get(f"{base}/rpa/v1/executions", headers=auth(TOKEN), timeout=10)
+        assert [e["id"] for e in listed.json()["items"]] == [execution_id]
+        assert httpx.get(f"{base}/rpa/v1/executions", headers=auth("other")).json()["items"] == []
+
+    # A cancel at a replica that does not drive it reaches the one that does.
+    driver = next(i for i, r in enumerate(cluster.replicas) if execution_id in r.log_text())
+    elsewhere = cluster.replicas[(driver + 1) % 3].base_url
+    cancelled = httpx.post(
+        f"{elsewhere}/rpa/v1/executions/{execution_id}/cancel", headers=auth(TOKEN), timeout=20
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    view = cancelled.json()
+    assert (view["status"], view["result"]["code"]) == ("CANCELLED", 55004)
+    assert len(fake.cancels) >= 1 and fake.creates_for(project) == 1
+
+    # Resuming at a third replica replays the same end.
+    third = cluster.replicas[(driver + 2) % 3].base_url
+    _, frames, _ = events(third, execution_id, TOKEN, params={"after": "1"})
+    assert frames[-1]["event"] == "terminal" and frames[-1]["code"] == 55004
+
+
+def test_redis_restarted_mid_run_loses_nothing(
+    cluster: Cluster, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    project = new_project_id()
+    fake.script(project, duration=2.5)
+
+    async def scenario() -> tuple[list[Followed], list[dict[str, Any]]]:
+        async with cluster.client() as client:
+            ids = [await create_native(client, project, n) for n in range(10)]
+            native = [asyncio.create_task(follow_native(client, i, TOKEN)) for i in ids]
+            nodes = [
+                asyncio.create_task(
+                    run_node(
+                        cluster.nginx.base_url,
+                        TOKEN,
+                        {"project_id": project, "params": params(10 + n)},
+                    )
+                )
+                for n in range(10)
+            ]
+            await asyncio.to_thread(fake.wait_for_creates, project, 20, 20)
+            await asyncio.to_thread(redis.restart)  # AOF on: a clean restart keeps every write
+            return await asyncio.gather(*native), await asyncio.gather(*nodes)
+
+    native, nodes = asyncio.run(scenario())
+    assert_each_got_its_result(native)
+    assert [o["params"] for o in nodes] == [params(10 + n) for n in range(10)]
+    assert fake.creates_for(project) == 20
+
+
+def test_redis_down_for_ten_seconds_refuses_new_work_then_recovers(
+    cluster: Cluster, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """While Redis is unreachable: not ready, creates refused with a clear 503, open streams
+    ping on and runs are polled (an end reached meanwhile goes to the streams that can get
+    it, and is stored once Redis is back); then every run ends with its result."""
+    short, long = new_project_id(), new_project_id()
+    fake.script(short, duration=3.0)  # ends while Redis is down
+    fake.script(long, duration=13.0)  # ends after it is back
+
+    async def scenario() -> tuple[list[str], list[dict[str, Any]]]:
+        async with cluster.client() as client:
+            short_ids = [await create_native(client, short, n) for n in range(10)]
+        nodes = [
+            asyncio.create_task(
+                run_node(cluster.nginx.base_url, TOKEN, {"project_id": long, "params": params(n)})
+            )
+            for n in range(10)
+        ]
+        await asyncio.to_thread(fake.wait_for_creates, long, 10, 20)
+        await asyncio.to_thread(redis.stop)
+        down_at = time.monotonic()
+        async with httpx.AsyncClient(timeout=15) as client:
+            for replica in cluster.replicas:
+                ready = await client.get(replica.base_url + "/rpa/v1/ready")
+                assert ready.status_code == 503, ready.text
+                refused = await client.post(
+                    replica.base_url + "/rpa/v1/executions",
+                    json={"project_id": short, "params": params(99)},
+                    headers=auth(TOKEN),
+                )
+                assert refused.status_code == 503, refused.text
+                assert "store" in refused.json()["message"]
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - down_at)))
+        assert not any(n.done() for n in nodes), "a stream ended while Redis was down"
+        await asyncio.to_thread(redis.start)
+        async with asyncio.timeout(30):
+            return short_ids, await asyncio.gather(*nodes)
+
+    short_ids, outputs = asyncio.run(scenario())
+    assert [o["params"] for o in outputs] == [params(n) for n in range(10)]
+    deadline = time.monotonic() + 15
+    for n, execution_id in enumerate(short_ids):  # ended during the outage, stored after it
+        while (view := get(cluster.nginx.base_url, execution_id, TOKEN).json())["status"] in (
+            "PENDING",
+            "RUNNING",
+        ):
+            assert time.monotonic() < deadline, f"{execution_id} never recorded its end"
+            time.sleep(0.1)
+        assert view["status"] == "SUCCEEDED" and view["params"] == params(n)
+    assert fake.creates_for(short) == 10 and fake.creates_for(long) == 10
+    for replica in cluster.replicas:
+        assert httpx.get(replica.base_url + "/rpa/v1/ready", timeout=5).status_code == 200
+
+
+def test_a_local_run_dies_with_its_replica_and_another_reports_it_lost(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    projects = tmp_path / "projects"
+    make_project(projects, "sleeps", "import time\ntime.sleep(120)\n", timeout=300)
+    env = {
+        **FAST,
+        "LOG_LEVEL": "INFO",
+        "RPA_BACKEND": "local",
+        "RPA_PROJECTS_DIR": str(projects),
+        "REDIS_ADDR": redis.addr,
+        "RPA_TOKEN_KEY": new_key(),
+        "RPA_LEASE_SECONDS": str(LEASE_SECONDS),
+    }
+    replicas = []
+    for index in range(2):
+        (tmp_path / f"r{index}").mkdir()
+        replicas.append(GatewayProcess(env, tmp_path / f"r{index}").start())
+    try:
+        created = httpx.post(
+            f"{replicas[0].base_url}/rpa/v1/executions",
+            json={"project_id": "sleeps"},
+            headers=auth(TOKEN),
+            timeout=10,
+        )
+        execution_id = created.json()["id"]
+        deadline = time.monotonic() + 10
+        while get(replicas[1].base_url, execution_id, TOKEN).json()["status"] != "RUNNING":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        replicas[0].process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        killed_at = time.monotonic()
+        _, frames, _ = events(replicas[1].base_url, execution_id, TOKEN)
+        assert frames[-1]["event"] == "terminal" and frames[-1]["code"] == 55002
+        assert "lost" in frames[-1]["message"]
+        assert time.monotonic() - killed_at < LEASE_SECONDS + 3, "not reported promptly"
+    finally:
+        for replica in replicas:
+            replica.stop(signal.SIGKILL)
