@@ -470,6 +470,38 @@ def test_a_lease_has_one_holder_at_a_time(shared_stores: Stores) -> None:
     shared_stores.run(scenario, instances=2)
 
 
+def test_a_create_can_take_the_lease_in_the_same_step(shared_stores: Stores) -> None:
+    async def scenario(a: Store, b: Store) -> None:
+        execution = new_execution()
+        await a.create(execution, None, holder="holder-a", lease_seconds=30)
+        assert not await b.claim(execution.id, "holder-b", 30)
+        assert [e.id for e in await b.claimable(10) if e.id == execution.id] == []
+        assert await a.renew("holder-a", [execution.id], 30) == []
+
+    shared_stores.run(scenario, instances=2)
+
+
+def test_a_process_that_stops_announcing_itself_is_reported_once(
+    shared_stores: Stores,
+) -> None:
+    async def scenario(a: Store, b: Store) -> None:
+        await a.announce("holder-a", 0.3)
+        await b.announce("holder-b", 30)
+        await a.announce("holder-c", 30)
+        await a.retire("holder-c")  # stopped cleanly: never reported
+        reported: list[str] = []
+
+        async def a_departed() -> bool:
+            reported.extend(await b.departed())
+            return "holder-a" in reported
+
+        await eventually(a_departed)
+        reported.extend(await a.departed())
+        assert reported == ["holder-a"]  # once, and neither the live nor the retired one
+
+    shared_stores.run(scenario, instances=2)
+
+
 def test_an_expired_lease_can_be_taken(shared_stores: Stores) -> None:
     async def scenario(a: Store, b: Store) -> None:
         execution = new_execution()

@@ -159,6 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
             await supervisor.stop()
             with contextlib.suppress(StoreError):
                 await stewardship.release(driven)  # the other replicas need not wait
+                await stewardship.retire()
             await backend.aclose()
             await telemetry.shutdown()
             await store.close()

@@ -126,7 +126,12 @@ class ExecutionService:
             request_hash=request_hash,
         )
         try:
-            await self._store.create(execution, self._vault.seal(token, execution.id))
+            await self._store.create(
+                execution,
+                self._vault.seal(token, execution.id),
+                holder=self._stewardship.holder,
+                lease_seconds=self._stewardship.lease_seconds,
+            )
         except DuplicateIdempotencyKey:
             raise IdempotencyConflict(idempotency_key) from None
         current_execution.set(execution)
@@ -136,8 +141,7 @@ class ExecutionService:
             request.project_id,
             request.sid,
         )
-        if await self._stewardship.claim(execution.id):
-            self._supervisor.start(execution, token)
+        self._supervisor.start(execution, token)  # leased to this process by the create
         return execution, True
 
     async def attach(

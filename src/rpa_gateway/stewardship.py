@@ -49,7 +49,7 @@ class Stewardship:
         self._store = store
         self._supervisor = supervisor
         self.holder = holder
-        self._lease = lease_seconds
+        self.lease_seconds = lease_seconds
         self._runs_here = runs_here
         self._wake = asyncio.Event()
         self._draining = False
@@ -57,28 +57,56 @@ class Stewardship:
 
     async def claim(self, execution_id: str) -> bool:
         """Take the execution's lease; True when this process may drive it."""
-        return await self._store.claim(execution_id, self.holder, self._lease)
+        return await self._store.claim(execution_id, self.holder, self.lease_seconds)
 
     async def release(self, execution_ids: list[str]) -> None:
         await self._store.release(self.holder, execution_ids)
 
     async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
-        """Renew, abandon what was lost, take over what lapsed; forever (a task)."""
+        """Forever (a task): announce this process every second, renew its leases every
+        third of the lease, and take over lapsed executions - when another process was
+        seen to depart or release one, at start, and every lease period as a safety net.
+
+        A departed process's leases lapse no later than its announcement (both last a
+        lease; the announcement is refreshed more often), so a takeover follows a death
+        within about a lease and a second, and a healthy cluster scans for lapsed leases
+        only once a lease period."""
+        loop = asyncio.get_running_loop()
+        beat = min(1.0, self.lease_seconds / 3)
+        next_renewal = next_sweep = loop.time()
+        scans = 1  # rounds that look for lapsed leases
         while True:
             try:
-                await self._renew()
-                if not self._draining:
+                await self._store.announce(self.holder, self.lease_seconds)
+                now = loop.time()
+                if now >= next_renewal:
+                    await self._renew()
+                    next_renewal = now + self.lease_seconds / 3
+                departed = await self._store.departed()
+                if departed:
+                    log.info("processes gone: %s; taking over their executions", departed)
+                    scans = max(scans, 2)
+                if self._wake.is_set() or now >= next_sweep:
+                    self._wake.clear()
+                    scans = max(scans, 1)
+                    next_sweep = now + self.lease_seconds
+                if scans and not self._draining:
+                    scans -= 1
                     taken = await take_over(TAKEOVER_BATCH)
                     if taken:
                         log.info("took over %d executions whose lease had lapsed", taken)
+                        scans = max(scans, 1)  # there may be more than one batch
             except StoreError as exc:
                 log.warning("leases not renewed this round: %s", exc)
-            self._wake.clear()
             try:
-                async with asyncio.timeout(self._lease / 3):
+                async with asyncio.timeout(beat):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def retire(self) -> None:
+        """Stopping cleanly: the leases are released, so nobody waits for a departure."""
+        await self._store.retire(self.holder)
 
     async def hand_over(self) -> int:
         """Draining: let other processes drive what they can follow; returns how many."""
@@ -97,7 +125,7 @@ class Stewardship:
         driven = self._supervisor.driven()
         if not driven:
             return
-        for execution_id in await self._store.renew(self.holder, driven, self._lease):
+        for execution_id in await self._store.renew(self.holder, driven, self.lease_seconds):
             log.warning("execution %s: lease lost; another process drives it now", execution_id)
             self._supervisor.abandon(execution_id)
 

@@ -58,8 +58,17 @@ class ListQuery:
 
 
 class Store(Protocol):
-    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
-        """Record a new execution and its first event.  Raises DuplicateIdempotencyKey."""
+    async def create(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> Event:
+        """Record a new execution and its first event, leased to ``holder`` when given (in
+        the same step: no other process can claim it in between).  Raises
+        DuplicateIdempotencyKey."""
         ...
 
     async def save(self, execution: Execution) -> None:
@@ -144,6 +153,19 @@ class Store(Protocol):
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
         """Give up the holder's leases now (others may claim them at once)."""
+        ...
+
+    async def announce(self, holder: str, ttl: float) -> None:
+        """This process is alive for ``ttl`` seconds more (its leases may be renewed)."""
+        ...
+
+    async def departed(self) -> list[str]:
+        """Processes that announced themselves and stopped (once each): their leases
+        have lapsed, or will within a renewal interval."""
+        ...
+
+    async def retire(self, holder: str) -> None:
+        """This process stops cleanly: no longer announced, not reported as departed."""
         ...
 
     async def claimable(self, limit: int) -> list[Execution]:

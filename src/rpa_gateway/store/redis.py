@@ -87,11 +87,13 @@ _MESSAGE_HEAD = re.compile(rb'\{"o":"[0-9a-f]+","id":("(?:[^"\\]|\\.)*")')
 
 # Every script that writes an event also publishes it, so no event is stored unannounced.
 # The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
+# ARGV[6], ARGV[7]: the lease's holder and milliseconds ('' : no lease taken).
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4]) end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. '1,"ev":' .. ARGV[1] .. '}')
 return 1
 """
@@ -172,6 +174,7 @@ class _Keys:
         self.prefix = prefix
         self.unfinished = f"{prefix}:unfinished"
         self.finished = f"{prefix}:finished"
+        self.holders = f"{prefix}:holders"
         self.events_channel = f"{prefix}:events"
         self.notices_channel = f"{prefix}:notices"
 
@@ -186,6 +189,9 @@ class _Keys:
 
     def lease(self, execution_id: str) -> str:
         return f"{self.prefix}:{{{execution_id}}}:lease"
+
+    def alive(self, holder: str) -> str:
+        return f"{self.prefix}:alive:{holder}"
 
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}"
@@ -298,13 +304,21 @@ class RedisStore:
             raise StoreError("cannot subscribe to Redis events (no answer in time)") from None
 
     # --- writes ---------------------------------------------------------------
-    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
+    async def create(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> Event:
         data = {"status": execution.status.value}
         stored = _event_json(EventKind.STATE, data, execution.created_at)
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
-        keys.append(self._keys.token(execution.id))
+        keys += [self._keys.token(execution.id), self._keys.lease(execution.id)]
         args: list[str | bytes] = [stored, self._message_head(execution.id)]
         args += [self._keys.events_channel, sealed_token or b"", "1" if sealed_token else "0"]
+        args += [holder or "", _ms(lease_seconds) if holder else "0"]
         args += _pairs(_record_fields(execution))
         async with self._redis("record execution"):
             idempotency = await self._reserve_idempotency(execution)
@@ -758,13 +772,54 @@ class RedisStore:
     async def _eval_each(
         self, script: str, execution_ids: Sequence[str], args: Sequence[str]
     ) -> list[Any]:
-        """The lease script run on each execution's lease, pipelined."""
+        """The lease script run on each execution's lease, pipelined (by its digest on one
+        server; the whole script when Redis has forgotten it, after a restart).  Every
+        lease script may run twice."""
         if not execution_ids:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for execution_id in execution_ids:
-            pipe.eval(script, 1, self._keys.lease(execution_id), *args)
-        return list(await pipe.execute())
+        # redis-py's cluster pipeline refuses EVALSHA: there the whole script goes each time.
+        cluster = isinstance(self._client, RedisCluster)
+        for by_digest in (False,) if cluster else (True, False):
+            pipe = self._client.pipeline(transaction=False)
+            for execution_id in execution_ids:
+                key = self._keys.lease(execution_id)
+                if by_digest:
+                    pipe.evalsha(_sha(script), 1, key, *args)
+                else:
+                    pipe.eval(script, 1, key, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                continue
+        raise AssertionError("unreachable")
+
+    async def announce(self, holder: str, ttl: float) -> None:
+        async with self._redis("announce this process"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.sadd(self._keys.holders, holder)
+            pipe.set(self._keys.alive(holder), "1", px=int(ttl * 1000))
+            await pipe.execute()
+
+    async def departed(self) -> list[str]:
+        async with self._redis("look for departed processes"):
+            holders = [_text(h) for h in await self._client.smembers(self._keys.holders)]
+            if not holders:
+                return []
+            pipe = self._client.pipeline(transaction=False)
+            for holder in holders:
+                pipe.exists(self._keys.alive(holder))
+            alive = await pipe.execute()
+            gone = [h for h, present in zip(holders, alive, strict=True) if not present]
+            if gone:
+                await self._client.srem(self._keys.holders, *gone)
+        return gone
+
+    async def retire(self, holder: str) -> None:
+        async with self._redis("retire this process"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.srem(self._keys.holders, holder)
+            pipe.delete(self._keys.alive(holder))
+            await pipe.execute()
 
     async def claimable(self, limit: int) -> list[Execution]:
         found: list[Execution] = []

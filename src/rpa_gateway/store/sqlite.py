@@ -161,7 +161,14 @@ class SqliteStore:
             raise StoreError(f"cannot open {path}: {exc}") from exc
 
     # --- writes ---------------------------------------------------------------
-    async def create(self, execution: Execution, sealed_token: bytes | None) -> Event:
+    async def create(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> Event:
         request = execution.request
         request_json = _dumps(
             {
@@ -431,6 +438,15 @@ class SqliteStore:
         return []
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
+        return None
+
+    async def announce(self, holder: str, ttl: float) -> None:
+        return None
+
+    async def departed(self) -> list[str]:
+        return []
+
+    async def retire(self, holder: str) -> None:
         return None
 
     async def claimable(self, limit: int) -> list[Execution]:

@@ -1,0 +1,340 @@
+"""Three replicas on Redis behind nginx, against one process on SQLite, in one invocation.
+
+1. **Load**: ``--streams`` compat streams at ``--rate`` per second (runs of ``--duration``
+   seconds), first against one gateway on SQLite, then through nginx against three
+   replicas sharing one Redis.  CPU per execution is summed over the replicas and
+   ``redis-server`` (nginx, a proxy both setups could have, is reported apart).
+2. **Cross-replica delivery**: executions created at replica A, their native event streams
+   followed at A and at B; the added delay is the terminal event's arrival time less the
+   time it was written (its ``at``), cross-replica against same-replica.
+3. **Takeover**: ``--takeover`` executions running, one replica SIGKILLed; for each of its
+   executions, the time until another replica holds its lease (read from Redis every 20 ms).
+
+Default settings (INFO logs) but for ``RPA_LEASE_SECONDS`` where stated.  Prints the
+figures, writes ``bench/results/replicas-<streams>x<rate>.json``.
+
+    .venv/bin/python bench/replicas.py --streams 1000 --rate 100 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis as redis_sync
+import uvloop
+
+from load import (
+    HOST,
+    ROOT,
+    TOKEN,
+    WARMUP_STREAMS,
+    Load,
+    cpu_ms,
+    free_port,
+    percentile,
+    run_and_record,
+    run_client,
+    services,
+    start,
+    stop,
+    wait_ready,
+    warm_up,
+)
+
+sys.path.insert(0, str(ROOT))
+from tests.nginx_proxy import NginxProxy
+from tests.redis_servers import RedisServer
+
+from rpa_gateway.security import new_key
+
+REPLICAS = 3
+
+
+def load_figures(result: dict[str, Any], cpu: float, streams: int) -> dict[str, Any]:
+    outcomes = result["outcomes"]
+    failures = Counter(reason for reason, _ in outcomes if reason)
+    latencies = sorted(latency for reason, latency in outcomes if reason is None and latency)
+    return {
+        "delivered_pct": round(100.0 * (len(outcomes) - sum(failures.values())) / streams, 2),
+        "failures": dict(failures),
+        "cpu_ms_per_execution": round(cpu / streams, 2),
+        "latency_ms": {f"p{q}": percentile(latencies, q) for q in (50, 99)},
+    }
+
+
+def single_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    (workdir / "single").mkdir()
+    with services(workdir / "single", {}) as svc:
+        svc.script("bench", {"duration": args.duration})
+        warm_up(svc)
+        pid = svc.gateway.pid
+        before = cpu_ms(pid)
+        load = Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60)
+        result = run_client(load)
+        figures = load_figures(result, cpu_ms(pid) - before, args.streams)
+        figures["creates"] = svc.upstream_stats()["creates"] - WARMUP_STREAMS
+    return figures
+
+
+class Replicated:
+    """Redis, REPLICAS gateways and nginx, next to an already running fake upstream."""
+
+    def __init__(self, workdir: Path, fake_url: str, lease_seconds: float | None) -> None:
+        (workdir / "redis").mkdir(parents=True)
+        self.redis = RedisServer(workdir / "redis", appendonly=True).start()
+        self.key = new_key()
+        self.ports = [free_port() for _ in range(REPLICAS)]
+        env = {
+            "SERVICE_HOST": HOST,
+            "REDIS_ADDR": self.redis.addr,
+            "RPA_TOKEN_KEY": self.key,
+            "XIAOWU_RPA_TASK_CREATE_URL": fake_url + "/api/rpa-openapi/workflows/execute-async",
+            "XIAOWU_RPA_TASK_QUERY_URL": fake_url + "/api/rpa-openapi/executions",
+        }
+        if lease_seconds is not None:
+            env["RPA_LEASE_SECONDS"] = str(lease_seconds)
+        self.gateways = []
+        for index, port in enumerate(self.ports):
+            replica_dir = workdir / f"replica{index}"
+            replica_dir.mkdir()
+            replica_env = {
+                **os.environ,
+                **env,
+                "SERVICE_PORT": str(port),
+                "RPA_DATA_DIR": str(replica_dir / "data"),
+            }
+            self.gateways.append(
+                start(replica_dir / "gateway.log", replica_env, "-m", "rpa_gateway", "serve")
+            )
+        for port, gateway in zip(self.ports, self.gateways, strict=True):
+            wait_ready(f"http://{HOST}:{port}/rpa/v1/ready", gateway)
+        self.nginx = NginxProxy(workdir / "nginx", self.ports).start()
+
+    def url(self, index: int) -> str:
+        return f"http://{HOST}:{self.ports[index]}"
+
+    def cpu_ms(self) -> tuple[float, float, float]:
+        """(replicas, redis-server, nginx master and workers) CPU so far."""
+        assert self.redis.process is not None and self.nginx.process is not None
+        replicas = sum(cpu_ms(g.pid) for g in self.gateways if g.poll() is None)
+        nginx_pids = [self.nginx.process.pid, *children(self.nginx.process.pid)]
+        return replicas, cpu_ms(self.redis.process.pid), sum(cpu_ms(p) for p in nginx_pids)
+
+    def commands(self) -> Counter[str]:
+        """Redis's count of each command served so far (``INFO commandstats``)."""
+        client = redis_sync.Redis(host=HOST, port=self.redis.port)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
+
+    def close(self) -> None:
+        self.nginx.stop()
+        for gateway in self.gateways:
+            stop(gateway)
+        self.redis.stop()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def cross_replica_delays(
+    cluster: Replicated, project: str, executions: int
+) -> dict[str, list[float]]:
+    """Arrival less write time of each terminal event, followed at the creating replica
+    ("same") and at another one ("cross")."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    delays: dict[str, list[float]] = {"same": [], "cross": []}
+
+    async def follow(client: httpx.AsyncClient, base: str, execution_id: str, kind: str) -> None:
+        url = f"{base}/rpa/v1/executions/{execution_id}/events"
+        async with client.stream("GET", url, headers=headers) as response:
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event == "terminal":
+                    written = json.loads(line[5:])["at"]
+                    delays[kind].append((time.time() - written) * 1000)
+                    return
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        followers = []
+        for n in range(executions):
+            creator = n % REPLICAS
+            body = {"project_id": project, "params": {"n": n}}
+            created = await client.post(
+                cluster.url(creator) + "/rpa/v1/executions", json=body, headers=headers
+            )
+            execution_id = created.json()["id"]
+            other = cluster.url((creator + 1) % REPLICAS)
+            followers.append(follow(client, cluster.url(creator), execution_id, "same"))
+            followers.append(follow(client, other, execution_id, "cross"))
+        await asyncio.gather(*followers)
+    return delays
+
+
+def takeover_delays(cluster: Replicated, fake_url: str, executions: int) -> list[float]:
+    """Seconds from a replica's SIGKILL until each of its executions has another holder."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.put(f"{fake_url}/_fake/projects/takeover", json={"duration": 120}, timeout=5)
+    victim = 0
+    ids = []
+    for _ in range(executions):
+        body = {"project_id": "takeover", "params": {}}
+        created = httpx.post(
+            cluster.url(victim) + "/rpa/v1/executions", json=body, headers=headers, timeout=10
+        )
+        ids.append(created.json()["id"])
+    store = redis_sync.Redis(host=HOST, port=cluster.redis.port, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # every execution leased by the replica that created it
+            holders = [store.get(f"rpa:{{{i}}}:lease") for i in ids]
+            if all(holders) and len(set(holders)) == 1:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"leases never settled: {Counter(holders)}")
+            time.sleep(0.02)
+        victim_holder = holders[0]
+        cluster.gateways[victim].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        taken: dict[str, float] = {}
+        while len(taken) < len(ids) and time.monotonic() < killed_at + 120:
+            for execution_id in ids:
+                if execution_id in taken:
+                    continue
+                holder = store.get(f"rpa:{{{execution_id}}}:lease")
+                if holder and holder != victim_holder:
+                    taken[execution_id] = time.monotonic() - killed_at
+            time.sleep(0.02)
+    finally:
+        store.close()
+    return sorted(taken.get(i, float("inf")) for i in ids)
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    single = single_sqlite(args, workdir)
+    with ExitStack() as stack:
+        (workdir / "fake-only").mkdir()
+        svc = stack.enter_context(services(workdir / "fake-only", {}))  # the fake upstream
+        stop(svc.gateway)  # only its fake upstream is wanted here
+        cluster = Replicated(workdir / "replicated", svc.fake_url, lease_seconds=None)
+        stack.callback(cluster.close)
+        svc.script("bench", {"duration": args.duration})
+        svc.script("warmup", {"duration": 0.1})
+        run_client(Load(cluster.nginx.base_url, "warmup", WARMUP_STREAMS, 50, 60))
+        creates_before = svc.upstream_stats()["creates"]
+        commands_before = cluster.commands()
+        before = cluster.cpu_ms()
+        load = Load(cluster.nginx.base_url, "bench", args.streams, args.rate, args.duration + 60)
+        result = run_client(load)
+        after = cluster.cpu_ms()
+        commands = cluster.commands() - commands_before
+        replicas_cpu, redis_cpu, nginx_cpu = (b - a for a, b in zip(before, after, strict=True))
+        replicated = load_figures(result, replicas_cpu + redis_cpu, args.streams)
+        replicated["creates"] = svc.upstream_stats()["creates"] - creates_before
+        replicated["cpu_ms_per_execution_replicas"] = round(replicas_cpu / args.streams, 2)
+        replicated["cpu_ms_per_execution_redis"] = round(redis_cpu / args.streams, 2)
+        replicated["cpu_ms_per_execution_nginx"] = round(nginx_cpu / args.streams, 2)
+        replicated["redis_commands_per_execution"] = {
+            name: round(count / args.streams, 2) for name, count in commands.most_common(12)
+        }
+
+        svc.script("delivery", {"duration": 1.0})
+        delays = uvloop.run(cross_replica_delays(cluster, "delivery", args.delivery))
+        same, cross = sorted(delays["same"]), sorted(delays["cross"])
+        cluster.close()
+
+        lease = args.lease_seconds
+        takeover_cluster = Replicated(workdir / "takeover", svc.fake_url, lease_seconds=lease)
+        stack.callback(takeover_cluster.close)
+        takeover = takeover_delays(takeover_cluster, svc.fake_url, args.takeover)
+
+    ratio = replicated["cpu_ms_per_execution"] / max(0.01, single["cpu_ms_per_execution"])
+    return {
+        "streams": args.streams,
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "single_sqlite": single,
+        "three_replicas_redis_nginx": replicated,
+        "cpu_ratio_replicated_to_single": round(ratio, 3),
+        "delivery_ms": {
+            "same_replica": {f"p{q}": percentile(same, q) for q in (50, 99)},
+            "cross_replica": {f"p{q}": percentile(cross, q) for q in (50, 99)},
+            "added_p99": round((percentile(cross, 99) or 0) - (percentile(same, 99) or 0), 1),
+            "executions": args.delivery,
+        },
+        "takeover_s": {
+            "lease_seconds": lease,
+            "executions": args.takeover,
+            "p50": percentile(takeover, 50),
+            "p99": percentile(takeover, 99),
+            "max": percentile(takeover, 100),
+        },
+    }
+
+
+def report(result: dict[str, Any], path: Path) -> None:
+    single, replicated = result["single_sqlite"], result["three_replicas_redis_nginx"]
+    delivery, takeover = result["delivery_ms"], result["takeover_s"]
+    lines = [
+        f"streams {result['streams']} at {result['rate']}/s, runs last {result['duration_s']} s",
+        f"single SQLite    delivered {single['delivered_pct']}%, creates {single['creates']},"
+        f" CPU {single['cpu_ms_per_execution']} ms/execution, latency {single['latency_ms']}",
+        f"3 replicas+Redis delivered {replicated['delivered_pct']}%, creates"
+        f" {replicated['creates']}, CPU {replicated['cpu_ms_per_execution']} ms/execution"
+        f" (replicas {replicated['cpu_ms_per_execution_replicas']}, redis"
+        f" {replicated['cpu_ms_per_execution_redis']}; nginx apart"
+        f" {replicated['cpu_ms_per_execution_nginx']}), latency {replicated['latency_ms']}",
+        f"CPU ratio        {result['cpu_ratio_replicated_to_single']} (replicated / single)",
+        f"Redis commands   per execution {replicated['redis_commands_per_execution']}",
+        f"delivery ms      same replica {delivery['same_replica']}, cross replica"
+        f" {delivery['cross_replica']}: added at p99 {delivery['added_p99']} ms",
+        f"takeover s       lease {takeover['lease_seconds']} s: p50 {takeover['p50']}"
+        f" p99 {takeover['p99']} max {takeover['max']} ({takeover['executions']} executions)",
+        f"written to       {path.relative_to(ROOT)}",
+    ]
+    print("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--delivery", type=int, default=200, help="executions followed twice")
+    parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
+    parser.add_argument("--lease-seconds", type=float, default=10.0)
+    parser.add_argument("--gateway-env", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    result = run_and_record(
+        parser, args, measure, f"replicas-{args.streams}x{int(args.rate)}", report
+    )
+    if result is None:
+        return 130
+    replicated = result["three_replicas_redis_nginx"]
+    ok = (
+        replicated["delivered_pct"] == 100.0
+        and replicated["creates"] == args.streams
+        and result["single_sqlite"]["creates"] == args.streams
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
