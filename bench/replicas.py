@@ -58,8 +58,6 @@ from tests.redis_servers import RedisServer
 
 from rpa_gateway.security import new_key
 
-REPLICAS = 3
-
 
 def load_figures(result: dict[str, Any], cpu: float, streams: int) -> dict[str, Any]:
     outcomes = result["outcomes"]
@@ -88,13 +86,15 @@ def single_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 class Replicated:
-    """Redis, REPLICAS gateways and nginx, next to an already running fake upstream."""
+    """Redis, ``replicas`` gateways and nginx, next to an already running fake upstream."""
 
-    def __init__(self, workdir: Path, fake_url: str, lease_seconds: float | None) -> None:
+    def __init__(
+        self, workdir: Path, fake_url: str, lease_seconds: float | None, replicas: int = 3
+    ) -> None:
         (workdir / "redis").mkdir(parents=True)
         self.redis = RedisServer(workdir / "redis", appendonly=True).start()
         self.key = new_key()
-        self.ports = [free_port() for _ in range(REPLICAS)]
+        self.ports = [free_port() for _ in range(replicas)]
         env = {
             "SERVICE_HOST": HOST,
             "REDIS_ADDR": self.redis.addr,
@@ -140,6 +140,14 @@ class Replicated:
             client.close()
         return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
 
+    def connections(self) -> int:
+        """Clients connected to Redis now (the replicas' pools and pub/sub connections)."""
+        client = redis_sync.Redis(host=HOST, port=self.redis.port)
+        try:
+            return len(client.client_list()) - 1  # not this one
+        finally:
+            client.close()
+
     def close(self) -> None:
         self.nginx.stop()
         for gateway in self.gateways:
@@ -175,13 +183,13 @@ async def cross_replica_delays(
     async with httpx.AsyncClient(timeout=60) as client:
         followers = []
         for n in range(executions):
-            creator = n % REPLICAS
+            creator = n % len(cluster.ports)
             body = {"project_id": project, "params": {"n": n}}
             created = await client.post(
                 cluster.url(creator) + "/rpa/v1/executions", json=body, headers=headers
             )
             execution_id = created.json()["id"]
-            other = cluster.url((creator + 1) % REPLICAS)
+            other = cluster.url((creator + 1) % len(cluster.ports))
             followers.append(follow(client, cluster.url(creator), execution_id, "same"))
             followers.append(follow(client, other, execution_id, "cross"))
         await asyncio.gather(*followers)
@@ -233,7 +241,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         (workdir / "fake-only").mkdir()
         svc = stack.enter_context(services(workdir / "fake-only", {}))  # the fake upstream
         stop(svc.gateway)  # only its fake upstream is wanted here
-        cluster = Replicated(workdir / "replicated", svc.fake_url, lease_seconds=None)
+        cluster = Replicated(
+            workdir / "replicated", svc.fake_url, lease_seconds=None, replicas=args.replicas
+        )
         stack.callback(cluster.close)
         svc.script("bench", {"duration": args.duration})
         svc.script("warmup", {"duration": 0.1})
@@ -242,7 +252,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         commands_before = cluster.commands()
         before = cluster.cpu_ms()
         load = Load(cluster.nginx.base_url, "bench", args.streams, args.rate, args.duration + 60)
-        result = run_client(load)
+        connections: list[int] = []
+        result = run_client(load, sample=lambda: connections.append(cluster.connections()))
         after = cluster.cpu_ms()
         commands = cluster.commands() - commands_before
         replicas_cpu, redis_cpu, nginx_cpu = (b - a for a, b in zip(before, after, strict=True))
@@ -251,6 +262,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         replicated["cpu_ms_per_execution_replicas"] = round(replicas_cpu / args.streams, 2)
         replicated["cpu_ms_per_execution_redis"] = round(redis_cpu / args.streams, 2)
         replicated["cpu_ms_per_execution_nginx"] = round(nginx_cpu / args.streams, 2)
+        replicated["redis_connections_max"] = max(connections, default=0)
         replicated["redis_commands_per_execution"] = {
             name: round(count / args.streams, 2) for name, count in commands.most_common(12)
         }
@@ -272,6 +284,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "duration_s": args.duration,
         "single_sqlite": single,
         "three_replicas_redis_nginx": replicated,
+        "replicas": args.replicas,
         "cpu_ratio_replicated_to_single": round(ratio, 3),
         "delivery_ms": {
             "same_replica": {f"p{q}": percentile(same, q) for q in (50, 99)},
@@ -303,6 +316,8 @@ def report(result: dict[str, Any], path: Path) -> None:
         f" {replicated['cpu_ms_per_execution_nginx']}), latency {replicated['latency_ms']}",
         f"CPU ratio        {result['cpu_ratio_replicated_to_single']} (replicated / single)",
         f"Redis commands   per execution {replicated['redis_commands_per_execution']}",
+        f"Redis clients    at most {replicated['redis_connections_max']} during the load"
+        f" ({result['replicas']} replicas, {result['streams']} streams)",
         f"delivery ms      same replica {delivery['same_replica']}, cross replica"
         f" {delivery['cross_replica']}: added at p99 {delivery['added_p99']} ms",
         f"takeover s       lease {takeover['lease_seconds']} s: p50 {takeover['p50']}"
@@ -320,6 +335,7 @@ def main() -> int:
     parser.add_argument("--delivery", type=int, default=200, help="executions followed twice")
     parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
+    parser.add_argument("--replicas", type=int, default=3, help="replicas of the load phase")
     parser.add_argument("--gateway-env", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     result = run_and_record(
