@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 RELEASED = "released"  # notice: an execution's lease was given up; claim it now
 TAKEOVER_BATCH = 500
+# Lease periods between scans for lapsed leases when no process departed: a safety net
+# (departures and releases trigger their own scans), each scan a read of every lease.
+SWEEP_LEASES = 6
 
 
 def new_holder_id() -> str:
@@ -65,12 +68,12 @@ class Stewardship:
     async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
         """Forever (a task): announce this process every second, renew its leases every
         third of the lease, and take over lapsed executions - when another process was
-        seen to depart or release one, at start, and every lease period as a safety net.
+        seen to depart or release one, at start, and every SWEEP_LEASES lease periods as a
+        safety net.
 
         A departed process's leases lapse no later than its announcement (both last a
         lease; the announcement is refreshed more often), so a takeover follows a death
-        within about a lease and a second, and a healthy cluster scans for lapsed leases
-        only once a lease period."""
+        within about a lease and a second, and a healthy cluster rarely scans."""
         loop = asyncio.get_running_loop()
         beat = min(1.0, self.lease_seconds / 3)
         next_renewal = next_sweep = loop.time()
@@ -89,7 +92,7 @@ class Stewardship:
                 if self._wake.is_set() or now >= next_sweep:
                     self._wake.clear()
                     scans = max(scans, 1)
-                    next_sweep = now + self.lease_seconds
+                    next_sweep = now + SWEEP_LEASES * self.lease_seconds
                 if scans and not self._draining:
                     scans -= 1
                     taken = await take_over(TAKEOVER_BATCH)

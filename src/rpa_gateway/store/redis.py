@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -87,10 +89,16 @@ _MESSAGE_HEAD = re.compile(rb'\{"o":"[0-9a-f]+","id":("(?:[^"\\]|\\.)*")')
 
 # Every script that writes an event also publishes it, so no event is stored unannounced.
 # The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
-# ARGV[6], ARGV[7]: the lease's holder and milliseconds ('' : no lease taken).
+# ARGV[6], ARGV[7]: the lease's holder and milliseconds ('' : no lease taken).  On one
+# server (ARGV[8] '1') the indexes KEYS[5], KEYS[6] are written here too, by score ARGV[9]
+# and member ARGV[10] (the id); a cluster cannot, and create() writes them apart.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+if ARGV[8] == '1' then
+  redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
+  redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
@@ -108,17 +116,26 @@ redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
 return seq
 """
 
-# ARGV[4]: retention in milliseconds, '0' to keep the execution forever.
+# ARGV[4]: retention in milliseconds, '0' to keep the execution forever.  ARGV[5]: on one
+# server the indexes are tidied here too ('1'; '2' also the idempotency key KEYS[6]): the
+# id ARGV[6] leaves KEYS[4] (unfinished), ARGV[7] enters KEYS[5] (finished) at ARGV[8].
 _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
   return 0
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 9))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[5] ~= '0' then
+  redis.call('ZREM', KEYS[4], ARGV[6])
+  if ARGV[4] ~= '0' then
+    redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
+    if ARGV[5] == '2' then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
+  end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
 return seq
@@ -165,7 +182,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.cache
 def _sha(script: str) -> str:
+    """A script's digest for EVALSHA (the scripts are this module's constants)."""
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -231,6 +250,8 @@ class RedisStore:
         max_connections: int,
     ) -> None:
         self._client = client
+        # One server: a script may touch any key (indexes with the record, in one step).
+        self._one_server = not isinstance(client, RedisCluster)
         self._addresses = list(addresses)
         self._password = password
         self._retention_ms = max(0, round(retention_seconds * 1000))
@@ -319,16 +340,21 @@ class RedisStore:
         args: list[str | bytes] = [stored, self._message_head(execution.id)]
         args += [self._keys.events_channel, sealed_token or b"", "1" if sealed_token else "0"]
         args += [holder or "", _ms(lease_seconds) if holder else "0"]
+        if self._one_server:
+            keys += [self._keys.unfinished, self._keys.owner(execution.owner)]
+        args += ["1" if self._one_server else "0", repr(execution.created_at), execution.id]
         args += _pairs(_record_fields(execution))
         async with self._redis("record execution"):
             idempotency = await self._reserve_idempotency(execution)
             try:
-                # The indexes first: a crash before the record leaves entries pointing at
-                # nothing, which readers skip and drop once older than _GRACE.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.zadd(self._keys.unfinished, {execution.id: execution.created_at})
-                pipe.zadd(self._keys.owner(execution.owner), {execution.id: execution.created_at})
-                await pipe.execute()
+                if not self._one_server:
+                    # The indexes first: a crash before the record leaves entries pointing
+                    # at nothing, which readers skip and drop once older than _GRACE.
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.zadd(self._keys.unfinished, {execution.id: execution.created_at})
+                    owner_index = self._keys.owner(execution.owner)
+                    pipe.zadd(owner_index, {execution.id: execution.created_at})
+                    await pipe.execute()
                 created = await self._eval(_CREATE, keys, args)
             except _REDIS_ERRORS:
                 if idempotency is not None:
@@ -441,9 +467,18 @@ class RedisStore:
         keys.append(self._keys.token(execution.id))
         args = [stored, self._message_head(execution.id), self._keys.events_channel]
         args.append(str(self._retention_ms))
+        tidy = "0"
+        if self._one_server:
+            keys += [self._keys.unfinished, self._keys.finished]
+            tidy = "1"
+            if execution.idempotency_key is not None:
+                keys.append(self._keys.idempotency(execution.owner, execution.idempotency_key))
+                tidy = "2"
+        member = _dumps([execution.id, execution.owner])
+        args += [tidy, execution.id, member, repr(now)]
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
-            if seq:
+            if seq and not self._one_server:
                 await self._tidy_finished(execution)
         if not seq:
             return None
@@ -1020,11 +1055,22 @@ def _reservation(value: str) -> tuple[str, float]:
         return execution_id, 0.0
 
 
+_JSON_CONSTANTS: dict[Any, str] = {None: "null", True: "true", False: "false"}
+
+
 def _pairs(fields: Mapping[str, Any]) -> list[str | bytes]:
-    """HSET arguments: every value stored as JSON."""
+    """HSET arguments: every value stored as JSON (numbers and constants, most of them,
+    without the encoder's setup: it is a large part of a write's client-side cost)."""
     pairs: list[str | bytes] = []
     for name, value in fields.items():
-        pairs += [name, _dumps(value)]
+        kind = type(value)
+        if kind is int or (kind is float and math.isfinite(value)):
+            encoded = repr(value)
+        elif kind is bool or value is None:
+            encoded = _JSON_CONSTANTS[value]
+        else:
+            encoded = _dumps(value)
+        pairs += [name, encoded]
     return pairs
 
 
@@ -1041,32 +1087,30 @@ def _event_from(execution_id: str, seq: int, stored: bytes) -> Event:
 
 
 def _record_fields(execution: Execution) -> dict[str, Any]:
-    """A new execution as created, with the defaults SqliteStore.create stores."""
+    """A new execution as created.  What never changes travels as one ``spec`` value (a
+    script's arguments cost the client per item), and the counters and flags are left to
+    their defaults when read: what SqliteStore.create stores."""
     request = execution.request
     return {
-        "owner": execution.owner,
-        "request": {
-            "project_id": request.project_id,
-            "sid": request.sid,
-            "params": request.params,
-            "exec_position": request.exec_position,
-            "version": request.version,
-            "phone_number": request.phone_number,
-            "trace_parent": request.trace_parent,
+        "spec": {
+            "owner": execution.owner,
+            "request": {
+                "project_id": request.project_id,
+                "sid": request.sid,
+                "params": request.params,
+                "exec_position": request.exec_position,
+                "version": request.version,
+                "phone_number": request.phone_number,
+                "trace_parent": request.trace_parent,
+            },
+            "created_at": execution.created_at,
+            "deadline_at": execution.deadline_at,
+            "idempotency_key": execution.idempotency_key,
+            "request_hash": execution.request_hash,
         },
         "status": execution.status.value,
-        "created_at": execution.created_at,
         "updated_at": execution.updated_at,
-        "deadline_at": execution.deadline_at,
-        "idempotency_key": execution.idempotency_key,
-        "request_hash": execution.request_hash,
-        "upstream_id": None,
-        "create_started": False,
-        "cancel_requested": False,
-        "polls": 0,
-        "retries": 0,
         "last_seq": 1,
-        "logs": [],
     }
 
 
@@ -1081,6 +1125,7 @@ def _execution_from(execution_id: str, stored: Mapping[Any, Any]) -> Execution |
 
 def _decode_execution(execution_id: str, stored: Mapping[Any, Any]) -> Execution:
     fields = {bytes(name).decode(): json.loads(value) for name, value in stored.items()}
+    fields.update(fields.pop("spec", None) or {})
     request = fields["request"]
     outcome = fields.get("outcome")
     return Execution(
