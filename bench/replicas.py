@@ -1,9 +1,11 @@
 """Three replicas on Redis behind nginx, against one process on SQLite, in one invocation.
 
-1. **Load**: ``--streams`` compat streams at ``--rate`` per second (runs of ``--duration``
-   seconds), first against one gateway on SQLite, then through nginx against three
+1. **Load**, ``--rounds`` times side by side (the order alternating, as this machine's
+   speed drifts): ``--streams`` compat streams at ``--rate`` per second (runs of
+   ``--duration`` seconds) against one gateway on SQLite, and through nginx against three
    replicas sharing one Redis.  CPU per execution is summed over the replicas and
-   ``redis-server`` (nginx, a proxy both setups could have, is reported apart).
+   ``redis-server`` (nginx, a proxy both setups could have, is reported apart); the ratio
+   of each round and their median are printed.
 2. **Cross-replica delivery**: executions created at replica A, their native event streams
    followed at A and at B; the added delay is the terminal event's arrival time less the
    time it was written (its ``at``), cross-replica against same-replica.
@@ -40,6 +42,7 @@ from load import (
     TOKEN,
     WARMUP_STREAMS,
     Load,
+    Services,
     cpu_ms,
     free_port,
     percentile,
@@ -72,8 +75,8 @@ def load_figures(result: dict[str, Any], cpu: float, streams: int) -> dict[str, 
 
 
 def single_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    (workdir / "single").mkdir()
-    with services(workdir / "single", {}) as svc:
+    workdir.mkdir()
+    with services(workdir, {}) as svc:
         svc.script("bench", {"duration": args.duration})
         warm_up(svc)
         pid = svc.gateway.pid
@@ -235,18 +238,9 @@ def takeover_delays(cluster: Replicated, fake_url: str, executions: int) -> list
     return sorted(taken.get(i, float("inf")) for i in ids)
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    single = single_sqlite(args, workdir)
-    with ExitStack() as stack:
-        (workdir / "fake-only").mkdir()
-        svc = stack.enter_context(services(workdir / "fake-only", {}))  # the fake upstream
-        stop(svc.gateway)  # only its fake upstream is wanted here
-        cluster = Replicated(
-            workdir / "replicated", svc.fake_url, lease_seconds=None, replicas=args.replicas
-        )
-        stack.callback(cluster.close)
-        svc.script("bench", {"duration": args.duration})
-        svc.script("warmup", {"duration": 0.1})
+def replicated_load(args: argparse.Namespace, workdir: Path, svc: Services) -> dict[str, Any]:
+    cluster = Replicated(workdir, svc.fake_url, lease_seconds=None, replicas=args.replicas)
+    try:
         run_client(Load(cluster.nginx.base_url, "warmup", WARMUP_STREAMS, 50, 60))
         creates_before = svc.upstream_stats()["creates"]
         commands_before = cluster.commands()
@@ -256,17 +250,58 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result = run_client(load, sample=lambda: connections.append(cluster.connections()))
         after = cluster.cpu_ms()
         commands = cluster.commands() - commands_before
-        replicas_cpu, redis_cpu, nginx_cpu = (b - a for a, b in zip(before, after, strict=True))
-        replicated = load_figures(result, replicas_cpu + redis_cpu, args.streams)
+        replicated = cluster_figures(args, result, before, after, commands, connections)
         replicated["creates"] = svc.upstream_stats()["creates"] - creates_before
-        replicated["cpu_ms_per_execution_replicas"] = round(replicas_cpu / args.streams, 2)
-        replicated["cpu_ms_per_execution_redis"] = round(redis_cpu / args.streams, 2)
-        replicated["cpu_ms_per_execution_nginx"] = round(nginx_cpu / args.streams, 2)
-        replicated["redis_connections_max"] = max(connections, default=0)
-        replicated["redis_commands_per_execution"] = {
-            name: round(count / args.streams, 2) for name, count in commands.most_common(12)
-        }
+    finally:
+        cluster.close()
+    return replicated
 
+
+def cluster_figures(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    before: tuple[float, float, float],
+    after: tuple[float, float, float],
+    commands: Counter[str],
+    connections: list[int],
+) -> dict[str, Any]:
+    replicas_cpu, redis_cpu, nginx_cpu = (b - a for a, b in zip(before, after, strict=True))
+    figures = load_figures(result, replicas_cpu + redis_cpu, args.streams)
+    figures["cpu_ms_per_execution_replicas"] = round(replicas_cpu / args.streams, 2)
+    figures["cpu_ms_per_execution_redis"] = round(redis_cpu / args.streams, 2)
+    figures["cpu_ms_per_execution_nginx"] = round(nginx_cpu / args.streams, 2)
+    figures["redis_connections_max"] = max(connections, default=0)
+    figures["redis_commands_per_execution"] = {
+        name: round(count / args.streams, 2) for name, count in commands.most_common(12)
+    }
+    return figures
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    rounds: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        (workdir / "fake-only").mkdir()
+        svc = stack.enter_context(services(workdir / "fake-only", {}))  # the fake upstream
+        stop(svc.gateway)  # only its fake upstream is wanted here
+        svc.script("bench", {"duration": args.duration})
+        svc.script("warmup", {"duration": 0.1})
+        for index in range(args.rounds):
+            # Side by side, the order alternating: this machine's speed drifts.
+            phases = ["single", "replicated"] if index % 2 == 0 else ["replicated", "single"]
+            figures: dict[str, dict[str, Any]] = {}
+            for phase in phases:
+                where = workdir / f"{phase}{index}"
+                if phase == "single":
+                    figures[phase] = single_sqlite(args, where)
+                else:
+                    figures[phase] = replicated_load(args, where, svc)
+            single, replicated = figures["single"], figures["replicated"]
+            ratio = replicated["cpu_ms_per_execution"] / max(0.01, single["cpu_ms_per_execution"])
+            rounds.append({"order": phases, **figures, "cpu_ratio": round(ratio, 3)})
+            print(f"round {index + 1}: CPU ratio {ratio:.3f}", flush=True)
+
+        cluster = Replicated(workdir / "delivery", svc.fake_url, lease_seconds=None)
+        stack.callback(cluster.close)
         svc.script("delivery", {"duration": 1.0})
         delays = uvloop.run(cross_replica_delays(cluster, "delivery", args.delivery))
         same, cross = sorted(delays["same"]), sorted(delays["cross"])
@@ -277,15 +312,15 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         stack.callback(takeover_cluster.close)
         takeover = takeover_delays(takeover_cluster, svc.fake_url, args.takeover)
 
-    ratio = replicated["cpu_ms_per_execution"] / max(0.01, single["cpu_ms_per_execution"])
+    ratios = sorted(r["cpu_ratio"] for r in rounds)
     return {
         "streams": args.streams,
         "rate": args.rate,
         "duration_s": args.duration,
-        "single_sqlite": single,
-        "three_replicas_redis_nginx": replicated,
         "replicas": args.replicas,
-        "cpu_ratio_replicated_to_single": round(ratio, 3),
+        "rounds": rounds,
+        "cpu_ratios": [r["cpu_ratio"] for r in rounds],
+        "cpu_ratio_median": ratios[len(ratios) // 2],
         "delivery_ms": {
             "same_replica": {f"p{q}": percentile(same, q) for q in (50, 99)},
             "cross_replica": {f"p{q}": percentile(cross, q) for q in (50, 99)},
@@ -303,21 +338,25 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any], path: Path) -> None:
-    single, replicated = result["single_sqlite"], result["three_replicas_redis_nginx"]
     delivery, takeover = result["delivery_ms"], result["takeover_s"]
     lines = [
         f"streams {result['streams']} at {result['rate']}/s, runs last {result['duration_s']} s",
-        f"single SQLite    delivered {single['delivered_pct']}%, creates {single['creates']},"
-        f" CPU {single['cpu_ms_per_execution']} ms/execution, latency {single['latency_ms']}",
-        f"3 replicas+Redis delivered {replicated['delivered_pct']}%, creates"
-        f" {replicated['creates']}, CPU {replicated['cpu_ms_per_execution']} ms/execution"
-        f" (replicas {replicated['cpu_ms_per_execution_replicas']}, redis"
-        f" {replicated['cpu_ms_per_execution_redis']}; nginx apart"
-        f" {replicated['cpu_ms_per_execution_nginx']}), latency {replicated['latency_ms']}",
-        f"CPU ratio        {result['cpu_ratio_replicated_to_single']} (replicated / single)",
-        f"Redis commands   per execution {replicated['redis_commands_per_execution']}",
-        f"Redis clients    at most {replicated['redis_connections_max']} during the load"
-        f" ({result['replicas']} replicas, {result['streams']} streams)",
+    ]
+    for number, round_ in enumerate(result["rounds"], start=1):
+        single, replicated = round_["single"], round_["replicated"]
+        lines += [
+            f"round {number} ({' then '.join(round_['order'])}): CPU ratio {round_['cpu_ratio']}",
+            f"  single SQLite    delivered {single['delivered_pct']}%, creates"
+            f" {single['creates']}, CPU {single['cpu_ms_per_execution']} ms/execution",
+            f"  {result['replicas']} replicas+Redis delivered {replicated['delivered_pct']}%,"
+            f" creates {replicated['creates']}, CPU {replicated['cpu_ms_per_execution']}"
+            f" ms/execution (replicas {replicated['cpu_ms_per_execution_replicas']}, redis"
+            f" {replicated['cpu_ms_per_execution_redis']}; nginx apart"
+            f" {replicated['cpu_ms_per_execution_nginx']}), Redis clients at most"
+            f" {replicated['redis_connections_max']}",
+        ]
+    lines += [
+        f"CPU ratio        median {result['cpu_ratio_median']} of {result['cpu_ratios']}",
         f"delivery ms      same replica {delivery['same_replica']}, cross replica"
         f" {delivery['cross_replica']}: added at p99 {delivery['added_p99']} ms",
         f"takeover s       lease {takeover['lease_seconds']} s: p50 {takeover['p50']}"
@@ -336,6 +375,7 @@ def main() -> int:
     parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="side-by-side load rounds")
     parser.add_argument("--gateway-env", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     result = run_and_record(
@@ -343,11 +383,10 @@ def main() -> int:
     )
     if result is None:
         return 130
-    replicated = result["three_replicas_redis_nginx"]
-    ok = (
-        replicated["delivered_pct"] == 100.0
-        and replicated["creates"] == args.streams
-        and result["single_sqlite"]["creates"] == args.streams
+    ok = all(
+        phase["delivered_pct"] == 100.0 and phase["creates"] == args.streams
+        for round_ in result["rounds"]
+        for phase in (round_["single"], round_["replicated"])
     )
     return 0 if ok else 1
 

@@ -66,16 +66,16 @@ class Stewardship:
         await self._store.release(self.holder, execution_ids)
 
     async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
-        """Forever (a task): announce this process every second, renew its leases every
+        """Forever (a task): announce this process twice a second, renew its leases every
         third of the lease, and take over lapsed executions - when another process was
         seen to depart or release one, at start, and every SWEEP_LEASES lease periods as a
         safety net.
 
         A departed process's leases lapse no later than its announcement (both last a
         lease; the announcement is refreshed more often), so a takeover follows a death
-        within about a lease and a second, and a healthy cluster rarely scans."""
+        within about a lease and half a second, and a healthy cluster rarely scans."""
         loop = asyncio.get_running_loop()
-        beat = min(1.0, self.lease_seconds / 3)
+        beat = min(0.5, self.lease_seconds / 3)
         next_renewal = next_sweep = loop.time()
         scans = 1  # rounds that look for lapsed leases
         while True:
