@@ -24,7 +24,7 @@ from tests.gateway_process import GatewayProcess
 from tests.local_projects import make_project
 from tests.native_client import auth, events, get
 from tests.nginx_proxy import NginxProxy
-from tests.redis_servers import RedisServer
+from tests.redis_servers import RedisServer, cluster_servers
 from tests.resuming_client import Followed, follow_compat, follow_native
 
 LEASE_SECONDS = 2.0
@@ -350,3 +350,51 @@ def test_a_local_run_dies_with_its_replica_and_another_reports_it_lost(
     finally:
         for replica in replicas:
             replica.stop(signal.SIGKILL)
+
+
+def test_replicas_on_a_redis_cluster_with_a_password(tmp_path: Path, fake: FakeUpstream) -> None:
+    """REDIS_CLUSTER_ADDR + REDIS_PASSWORD as astron-agent sets them: created at one replica,
+    followed at the other, cancelled from the first."""
+    project, gated = new_project_id(), new_project_id()
+    fake.script(project, duration=0.5)
+    fake.script(gated, gated=True)
+    with cluster_servers(tmp_path / "redis", password="s3cret-pw") as nodes:
+        env = {
+            **FAST,
+            **fake.env(),
+            "REDIS_CLUSTER_ADDR": ",".join(nodes.seeds),
+            "REDIS_PASSWORD": "s3cret-pw",
+            "RPA_TOKEN_KEY": new_key(),
+            "RPA_LEASE_SECONDS": str(LEASE_SECONDS),
+        }
+        replicas = []
+        for index in range(2):
+            (tmp_path / f"r{index}").mkdir()
+            replicas.append(GatewayProcess(env, tmp_path / f"r{index}").start())
+        try:
+            body = {"project_id": project, "params": params(1)}
+            created = httpx.post(
+                f"{replicas[0].base_url}/rpa/v1/executions", json=body, headers=auth(TOKEN)
+            )
+            assert created.status_code == 202, created.text
+            _, frames, _ = events(replicas[1].base_url, created.json()["id"], TOKEN)
+            assert frames[-1]["event"] == "terminal" and frames[-1]["code"] == 0
+            assert frames[-1]["data"]["params"] == params(1)
+
+            waiting = httpx.post(
+                f"{replicas[0].base_url}/rpa/v1/executions",
+                json={"project_id": gated},
+                headers=auth(TOKEN),
+            ).json()["id"]
+            fake.wait_for_creates(gated, 1)
+            cancelled = httpx.post(
+                f"{replicas[1].base_url}/rpa/v1/executions/{waiting}/cancel",
+                headers=auth(TOKEN),
+                timeout=20,
+            )
+            assert cancelled.json()["result"]["code"] == 55004
+            for replica in replicas:
+                assert "s3cret-pw" not in replica.log_text()
+        finally:
+            for replica in replicas:
+                replica.stop()
