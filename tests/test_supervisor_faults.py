@@ -158,3 +158,38 @@ def test_a_create_interrupted_by_a_crash_is_not_sent_again(
     assert events[-1].data["code"] == 55001
     assert "not created again" in events[-1].data["message"]
     assert fake.creates_for(pid) == 0
+
+
+def test_an_execution_resumed_after_its_deadline_starts_no_robot(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Left by a process that died before creating its run, and found after the deadline:
+    it times out without a create (a robot started then would be cancelled at once)."""
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    store = SqliteStore(tmp_path / "db")
+    now = time.time()
+    late = Execution(
+        id="e2",
+        request=ExecutionRequest(project_id=pid, sid="s"),
+        status=Status.ACCEPTED,
+        created_at=now - 120,
+        updated_at=now - 120,
+        deadline_at=now - 60,
+        owner=VAULT.fingerprint("tok"),
+    )
+
+    async def restart() -> list[Event]:
+        await store.create(late, VAULT.seal("tok", "e2"))
+        upstream = backend(fake)
+        supervisor = Supervisor(store, upstream, POLICY)
+        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
+        assert await service.resume_unfinished() == (1, 0)
+        await supervisor.wait("e2")
+        await upstream.aclose()
+        events = await store.events_after("e2", 0)
+        await store.close()
+        return events
+
+    events = asyncio.run(restart())
+    assert events[-1].kind is EventKind.TERMINAL and events[-1].data["code"] == 55003
+    assert fake.creates_for(pid) == 0

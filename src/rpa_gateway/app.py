@@ -127,7 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.components = Components(settings, store, service, lifecycle, telemetry)
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), where)
-        resumed, waiting = await service.resume_unfinished()
+        # With Redis, the stewardship takes them over in batches, renewing in between.
+        resumed, waiting = (0, 0) if settings.redis_seeds else await service.resume_unfinished()
         if resumed or waiting:
             log.info(
                 "resumed %d unfinished executions; %d wait for their owner's token",
@@ -153,8 +154,8 @@ def create_app(settings: Settings) -> FastAPI:
             lifecycle.release_streams()
             for task in background:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
             await supervisor.stop()
             with contextlib.suppress(StoreError):

@@ -7,7 +7,7 @@ import logging
 import time
 
 from rpa_gateway.service import ExecutionService
-from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ async def run_housekeeping(
     while True:
         try:
             purged, expired = await sweep(store, executions, retention)
-        except StoreError:
+        except Exception:  # a store fault, or a bug: the next sweep tries again
             log.exception("housekeeping failed; trying again in %.0f s", interval)
         else:
             if purged or expired:

@@ -253,6 +253,8 @@ class ExecutionService:
             if execution.deadline_at <= now and not self._supervisor.is_running(execution.id):
                 if not await self._stewardship.claim(execution.id):
                     continue  # another process drives it to its own deadline
+                if self._supervisor.is_running(execution.id):
+                    continue  # started here meanwhile: its supervisor ends it
                 outcome = Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
                 if await self._store.finish(execution, outcome) is not None:
                     expired += 1

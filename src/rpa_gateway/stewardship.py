@@ -59,11 +59,17 @@ class Stewardship:
         store.add_notice_listener(self._on_notice)
 
     async def claim(self, execution_id: str) -> bool:
-        """Take the execution's lease; True when this process may drive it."""
+        """Take the execution's lease; True when this process may drive it.  A draining
+        process takes nothing others can follow: it is handing such work away."""
+        if self._draining and not self._runs_here:
+            return False
         return await self._store.claim(execution_id, self.holder, self.lease_seconds)
 
     async def release(self, execution_ids: list[str]) -> None:
-        await self._store.release(self.holder, execution_ids)
+        """Give the leases up and tell the others, who claim them at once."""
+        if execution_ids:
+            await self._store.release(self.holder, execution_ids)
+            await self._store.notify(RELEASED, execution_ids[0])  # one notice wakes them all
 
     async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
         """Forever (a task): announce this process twice a second, renew its leases every
@@ -76,21 +82,22 @@ class Stewardship:
         within about a lease and half a second, and a healthy cluster rarely scans."""
         loop = asyncio.get_running_loop()
         beat = min(0.5, self.lease_seconds / 3)
-        next_renewal = next_sweep = loop.time()
+        next_renewal = next_sweep = renewed_at = loop.time()
         scans = 1  # rounds that look for lapsed leases
         while True:
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
                 await self._store.announce(self.holder, self.lease_seconds)
                 now = loop.time()
                 if now >= next_renewal:
                     await self._renew()
-                    next_renewal = now + self.lease_seconds / 3
+                    renewed_at, next_renewal = now, now + self.lease_seconds / 3
                 departed = await self._store.departed()
                 if departed:
                     log.info("processes gone: %s; taking over their executions", departed)
                     scans = max(scans, 2)
-                if self._wake.is_set() or now >= next_sweep:
-                    self._wake.clear()
+                if woken or now >= next_sweep:
                     scans = max(scans, 1)
                     next_sweep = now + SWEEP_LEASES * self.lease_seconds
                 if scans and not self._draining:
@@ -101,11 +108,31 @@ class Stewardship:
                         scans = max(scans, 1)  # there may be more than one batch
             except StoreError as exc:
                 log.warning("leases not renewed this round: %s", exc)
+                self._give_up_if_lapsed(loop.time() - renewed_at)
+            except Exception:
+                log.exception("lease upkeep failed this round")
+                self._give_up_if_lapsed(loop.time() - renewed_at)
             try:
                 async with asyncio.timeout(beat):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    def _give_up_if_lapsed(self, since_renewed: float) -> None:
+        """Leases not renewed for most of their length may be another process's by now:
+        stop driving rather than drive an execution twice (local runs excepted: nobody
+        else can follow them)."""
+        if self._runs_here or since_renewed < self.lease_seconds * 2 / 3:
+            return
+        driven = self._supervisor.driven()
+        if driven:
+            log.error(
+                "leases not renewed for %.1f s: leaving %d executions to the others",
+                since_renewed,
+                len(driven),
+            )
+            for execution_id in driven:
+                self._supervisor.abandon(execution_id)
 
     async def retire(self) -> None:
         """Stopping cleanly: the leases are released, so nobody waits for a departure."""
@@ -118,9 +145,7 @@ class Stewardship:
             return 0
         handed = await self._supervisor.hand_over(self._supervisor.driven())
         if handed:
-            await self._store.release(self.holder, handed)
-            for execution_id in handed:
-                await self._store.notify(RELEASED, execution_id)
+            await self.release(handed)
             log.info("draining: %d executions handed to the other replicas", len(handed))
         return len(handed)
 

@@ -90,8 +90,8 @@ class Supervisor:
         return execution_id in self._tasks or execution_id in self._unrecorded
 
     def driven(self) -> list[str]:
-        """The executions this process drives now."""
-        return list(self._tasks)
+        """The executions this process drives now, or whose end it still has to store."""
+        return [*self._tasks, *(i for i in self._unrecorded if i not in self._tasks)]
 
     def abandon(self, execution_id: str) -> None:
         """Stop driving the execution without ending it: another process drives it now.
@@ -108,7 +108,9 @@ class Supervisor:
 
     async def hand_over(self, execution_ids: list[str]) -> list[str]:
         """Abandon these executions and wait until none is driven here any more."""
-        tasks = [self._tasks[i] for i in execution_ids if i in self._tasks]
+        # An end not stored yet stays here: only this process has it.
+        execution_ids = [i for i in execution_ids if i in self._tasks]
+        tasks = [self._tasks[i] for i in execution_ids]
         for execution_id in execution_ids:
             self.abandon(execution_id)
         await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
@@ -151,8 +153,10 @@ class Supervisor:
         if driven is None:
             execution.cancel_requested = True
             await self._save(execution)
-            self.start(execution, token)
-            return
+            driven = self._executions.get(execution.id)  # started meanwhile?
+            if driven is None:
+                self.start(execution, token)
+                return
         if driven.cancel_requested:
             return
         driven.cancel_requested = True
@@ -222,6 +226,8 @@ class Supervisor:
         if execution.cancel_requested:
             return await self._cancelled(execution, token)
         if execution.upstream_id is None:
+            if execution.deadline_at <= time.time():  # resumed too late: start no robot
+                return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
             # Neither the deadline nor a caller's cancel interrupts the create (the upstream
             # client's timeouts bound it): once sent it may start the run, whose id is then
             # needed to cancel it.  Both take effect as soon as it has answered.

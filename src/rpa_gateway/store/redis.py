@@ -153,9 +153,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# A lease that lapsed and nobody claimed is still the holder's to keep.
 _RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
@@ -641,7 +643,7 @@ class RedisStore:
         for execution_id in execution_ids:
             pipe.hgetall(self._keys.record(execution_id))
         rows = await pipe.execute()
-        return [_execution_from(i, row) for i, row in zip(execution_ids, rows, strict=True)]
+        return [_readable(i, row) for i, row in zip(execution_ids, rows, strict=True)]
 
     async def _drop(self, index: str, members: Sequence[str]) -> None:
         if members:
@@ -1112,6 +1114,16 @@ def _record_fields(execution: Execution) -> dict[str, Any]:
         "updated_at": execution.updated_at,
         "last_seq": 1,
     }
+
+
+def _readable(execution_id: str, stored: Mapping[Any, Any]) -> Execution | None:
+    """In a batch (listings, takeover scans), a record that cannot be read is left out
+    and logged: one bad record must not stop every scan of every replica."""
+    try:
+        return _execution_from(execution_id, stored)
+    except StoreError as exc:
+        log.error("%s; left out", exc)
+        return None
 
 
 def _execution_from(execution_id: str, stored: Mapping[Any, Any]) -> Execution | None:
