@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from rpa_gateway.store.base import Store
 
@@ -64,26 +65,39 @@ class Lifecycle:
             seconds,
             self.open_streams,
         )
-        for hook in self._drain_hooks:
-            try:
-                await hook()
-            except Exception:
-                log.exception("a drain step failed; open streams are still served")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        # The drain steps (a hand-over waits for creates in flight) count against the same
+        # deadline, and a second signal cuts them short too.
+        steps = asyncio.ensure_future(self._run_drain_hooks())
+        await self._until(steps, deadline)
         ended = asyncio.ensure_future(self._streams_ended.wait())
-        cut = asyncio.ensure_future(self._cut_short.wait())
-        try:
-            await asyncio.wait({ended, cut}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (ended, cut):
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+        await self._until(ended, deadline)
         if self.open_streams:
             reason = "drain cut short" if self._cut_short.is_set() else "drain deadline passed"
             log.info("%s: %d open streams are told to reconnect", reason, self.open_streams)
         else:
             log.info("every open stream has ended")
         self.release_streams()
+
+    async def _run_drain_hooks(self) -> None:
+        for hook in self._drain_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("a drain step failed; open streams are still served")
+
+    async def _until(self, waited: asyncio.Future[Any], deadline: float) -> None:
+        """Wait for ``waited`` until the deadline or a second signal; cancel it then."""
+        cut = asyncio.ensure_future(self._cut_short.wait())
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait({waited, cut}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (waited, cut):
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
 
     def cut_short(self) -> None:
         self._cut_short.set()
