@@ -122,38 +122,50 @@ def test_a_bug_in_the_backend_ends_with_55999(tmp_path: Path, fake: FakeUpstream
     assert stored is not None and stored.status is Status.FAILED
 
 
+def left_by_a_dead_process(project_id: str, *, age: float, deadline_in: float) -> Execution:
+    """An unfinished execution as a killed process left it in the store."""
+    now = time.time()
+    return Execution(
+        id=uuid.uuid4().hex,
+        request=ExecutionRequest(project_id=project_id, sid="s"),
+        status=Status.ACCEPTED,
+        created_at=now - age,
+        updated_at=now - age,
+        deadline_at=now + deadline_in,
+        owner=VAULT.fingerprint("tok"),
+    )
+
+
+def resume_after_restart(
+    store: SqliteStore, fake: FakeUpstream, left: Execution, *, create_started: bool
+) -> list[Event]:
+    """Record ``left``, then start a new process on the store: the events it ends with."""
+
+    async def restart() -> list[Event]:
+        await store.create(left, VAULT.seal("tok", left.id))
+        if create_started:
+            left.create_started = True
+            await store.save(left)
+        upstream = backend(fake)
+        supervisor = Supervisor(store, upstream, POLICY)
+        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
+        assert await service.resume_unfinished() == (1, 0)
+        await supervisor.wait(left.id)
+        await upstream.aclose()
+        events = await store.events_after(left.id, 0)
+        await store.close()
+        return events
+
+    return asyncio.run(restart())
+
+
 def test_a_create_interrupted_by_a_crash_is_not_sent_again(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     """The process died after the create went out but before its reply was recorded."""
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    store = SqliteStore(tmp_path / "db")
-    now = time.time()
-    crashed = Execution(
-        id="e1",
-        request=ExecutionRequest(project_id=pid, sid="s"),
-        status=Status.ACCEPTED,
-        created_at=now,
-        updated_at=now,
-        deadline_at=now + 60,
-        owner=VAULT.fingerprint("tok"),
-    )
-
-    async def restart() -> list[Event]:
-        await store.create(crashed, VAULT.seal("tok", "e1"))
-        crashed.create_started = True
-        await store.save(crashed)
-        upstream = backend(fake)
-        supervisor = Supervisor(store, upstream, POLICY)
-        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
-        assert await service.resume_unfinished() == (1, 0)
-        await supervisor.wait("e1")
-        await upstream.aclose()
-        events = await store.events_after("e1", 0)
-        await store.close()
-        return events
-
-    events = asyncio.run(restart())
+    crashed = left_by_a_dead_process(pid, age=0, deadline_in=60)
+    events = resume_after_restart(SqliteStore(tmp_path / "db"), fake, crashed, create_started=True)
     assert events[-1].kind is EventKind.TERMINAL
     assert events[-1].data["code"] == 55001
     assert "not created again" in events[-1].data["message"]
@@ -166,30 +178,7 @@ def test_an_execution_resumed_after_its_deadline_starts_no_robot(
     """Left by a process that died before creating its run, and found after the deadline:
     it times out without a create (a robot started then would be cancelled at once)."""
     pid = f"p-{uuid.uuid4().hex[:8]}"
-    store = SqliteStore(tmp_path / "db")
-    now = time.time()
-    late = Execution(
-        id="e2",
-        request=ExecutionRequest(project_id=pid, sid="s"),
-        status=Status.ACCEPTED,
-        created_at=now - 120,
-        updated_at=now - 120,
-        deadline_at=now - 60,
-        owner=VAULT.fingerprint("tok"),
-    )
-
-    async def restart() -> list[Event]:
-        await store.create(late, VAULT.seal("tok", "e2"))
-        upstream = backend(fake)
-        supervisor = Supervisor(store, upstream, POLICY)
-        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
-        assert await service.resume_unfinished() == (1, 0)
-        await supervisor.wait("e2")
-        await upstream.aclose()
-        events = await store.events_after("e2", 0)
-        await store.close()
-        return events
-
-    events = asyncio.run(restart())
+    late = left_by_a_dead_process(pid, age=120, deadline_in=-60)
+    events = resume_after_restart(SqliteStore(tmp_path / "db"), fake, late, create_started=False)
     assert events[-1].kind is EventKind.TERMINAL and events[-1].data["code"] == 55003
     assert fake.creates_for(pid) == 0

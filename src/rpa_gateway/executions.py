@@ -75,6 +75,28 @@ class ExecutionRequest:
     phone_number: str | None = None
     trace_parent: str | None = None  # the caller's W3C traceparent, parent of our span
 
+    def stored(self) -> JsonObject:
+        """What a store keeps of it beside the project and sid (see :meth:`from_stored`)."""
+        return {
+            "params": self.params,
+            "exec_position": self.exec_position,
+            "version": self.version,
+            "phone_number": self.phone_number,
+            "trace_parent": self.trace_parent,
+        }
+
+    @classmethod
+    def from_stored(cls, project_id: str, sid: str, stored: JsonObject) -> ExecutionRequest:
+        return cls(
+            project_id=project_id,
+            sid=sid,
+            params=stored.get("params") or {},
+            exec_position=stored.get("exec_position") or "EXECUTOR",
+            version=stored.get("version"),
+            phone_number=stored.get("phone_number"),
+            trace_parent=stored.get("trace_parent"),
+        )
+
 
 @dataclass(slots=True)
 class Execution:

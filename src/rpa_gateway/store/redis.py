@@ -1096,15 +1096,7 @@ def _record_fields(execution: Execution) -> dict[str, Any]:
     return {
         "spec": {
             "owner": execution.owner,
-            "request": {
-                "project_id": request.project_id,
-                "sid": request.sid,
-                "params": request.params,
-                "exec_position": request.exec_position,
-                "version": request.version,
-                "phone_number": request.phone_number,
-                "trace_parent": request.trace_parent,
-            },
+            "request": {"project_id": request.project_id, "sid": request.sid, **request.stored()},
             "created_at": execution.created_at,
             "deadline_at": execution.deadline_at,
             "idempotency_key": execution.idempotency_key,
@@ -1142,15 +1134,7 @@ def _decode_execution(execution_id: str, stored: Mapping[Any, Any]) -> Execution
     outcome = fields.get("outcome")
     return Execution(
         id=execution_id,
-        request=ExecutionRequest(
-            project_id=request["project_id"],
-            sid=request["sid"],
-            params=request.get("params") or {},
-            exec_position=request.get("exec_position") or "EXECUTOR",
-            version=request.get("version"),
-            phone_number=request.get("phone_number"),
-            trace_parent=request.get("trace_parent"),
-        ),
+        request=ExecutionRequest.from_stored(request["project_id"], request["sid"], request),
         status=Status(fields["status"]),
         created_at=fields["created_at"],
         updated_at=fields["updated_at"],

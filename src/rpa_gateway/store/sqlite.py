@@ -170,15 +170,7 @@ class SqliteStore:
         lease_seconds: float = 0.0,
     ) -> Event:
         request = execution.request
-        request_json = _dumps(
-            {
-                "params": request.params,
-                "exec_position": request.exec_position,
-                "version": request.version,
-                "phone_number": request.phone_number,
-                "trace_parent": request.trace_parent,
-            }
-        )
+        request_json = _dumps(request.stored())
         data = {"status": execution.status.value}
         try:
             with self._db:
@@ -526,16 +518,7 @@ def _execution_from_row(row: tuple[Any, ...]) -> Execution:
         last_seq,
         logs,
     ) = row
-    stored = json.loads(request_json)
-    request = ExecutionRequest(
-        project_id=project_id,
-        sid=sid,
-        params=stored.get("params") or {},
-        exec_position=stored.get("exec_position") or "EXECUTOR",
-        version=stored.get("version"),
-        phone_number=stored.get("phone_number"),
-        trace_parent=stored.get("trace_parent"),
-    )
+    request = ExecutionRequest.from_stored(project_id, sid, json.loads(request_json))
     status_value = Status(status)
     outcome = (
         Outcome(status_value, int(code), message or "", json.loads(data) if data else None)
