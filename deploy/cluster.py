@@ -18,11 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import load as bench_load  # noqa: E402
 from tests.nginx_proxy import NginxProxy  # noqa: E402
 from tests.redis_servers import RedisServer  # noqa: E402
 
@@ -58,18 +57,11 @@ def start_replica(index: int, port: int, redis: RedisServer, key: str) -> subpro
     )
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"replica on port {port} exited; see {STATE}/replica*/gateway.log")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/rpa/v1/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"replica on port {port} not ready after {timeout:g} s")
+def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    try:
+        bench_load.wait_ready(f"http://127.0.0.1:{port}/rpa/v1/ready", process)
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc}; see {STATE}/replica*/gateway.log") from None
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from rpa_gateway.executions import (
 )
 from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
+from rpa_gateway.stewardship import Stewardship
 from rpa_gateway.store.base import StoreError
 from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
@@ -40,6 +41,11 @@ POLICY = PollPolicy(
 )
 
 
+def one_process(store: SqliteStore, supervisor: Supervisor) -> Stewardship:
+    """The stewardship of a service alone on its store (every claim granted)."""
+    return Stewardship(store, supervisor, holder="test", lease_seconds=60, runs_here=False)
+
+
 class StoreThatCannotFinish(SqliteStore):
     async def finish(
         self, execution: Execution, outcome: Outcome, *, announce: bool = True
@@ -54,7 +60,9 @@ class BackendWithABug(AstronBackend):
 
 async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -> list[Event]:
     supervisor = Supervisor(store, backend, POLICY)
-    service = ExecutionService(store, supervisor, VAULT, backend, timeout=10)
+    service = ExecutionService(
+        store, supervisor, VAULT, backend, timeout=10, stewardship=one_process(store, supervisor)
+    )
     try:
         execution, _ = await service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
         events = []
@@ -148,7 +156,14 @@ def resume_after_restart(
             await store.save(left)
         upstream = backend(fake)
         supervisor = Supervisor(store, upstream, POLICY)
-        service = ExecutionService(store, supervisor, VAULT, upstream, timeout=10)
+        service = ExecutionService(
+            store,
+            supervisor,
+            VAULT,
+            upstream,
+            timeout=10,
+            stewardship=one_process(store, supervisor),
+        )
         assert await service.resume_unfinished() == (1, 0)
         await supervisor.wait(left.id)
         await upstream.aclose()

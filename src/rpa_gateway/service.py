@@ -70,12 +70,10 @@ class ExecutionService:
         backend: Backend,
         *,
         timeout: float,
-        stewardship: Stewardship | None = None,
+        stewardship: Stewardship,
         max_unfinished_per_caller: int = 1000,
     ) -> None:
-        self._stewardship = stewardship or Stewardship(
-            store, supervisor, holder="this process", lease_seconds=60, runs_here=True
-        )
+        self._stewardship = stewardship
         store.add_notice_listener(self._on_notice)
         self._max_unfinished_per_caller = max_unfinished_per_caller
         self._store = store
