@@ -485,18 +485,17 @@ def test_a_process_that_stops_announcing_itself_is_reported_once(
     shared_stores: Stores,
 ) -> None:
     async def scenario(a: Store, b: Store) -> None:
-        await a.announce("holder-a", 0.3)
-        await b.announce("holder-b", 30)
-        await a.announce("holder-c", 30)
+        reported = await a.announce("holder-a", 0.3)
+        reported += await b.announce("holder-b", 30)
+        reported += await a.announce("holder-c", 30)
         await a.retire("holder-c")  # stopped cleanly: never reported
-        reported: list[str] = []
 
         async def a_departed() -> bool:
-            reported.extend(await b.departed())
+            reported.extend(await b.announce("holder-b", 30))
             return "holder-a" in reported
 
         await eventually(a_departed)
-        reported.extend(await a.departed())
+        reported.extend(await a.announce("holder-d", 30))
         assert reported == ["holder-a"]  # once, and neither the live nor the retired one
 
     shared_stores.run(scenario, instances=2)

@@ -90,10 +90,10 @@ class ExecutionService:
         *,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
-    ) -> tuple[Execution, bool]:
+    ) -> tuple[Execution, Event | None]:
         """A new execution handed to the supervisor, or the one this key already made.
 
-        Returns the execution and whether it is new.  Raises InvalidRequest (the
+        Returns the execution and, when it is new, its first event.  Raises InvalidRequest (the
         backend refuses it before anything runs), IdempotencyConflict and StoreError.
         """
         owner = self._vault.fingerprint(token)
@@ -103,7 +103,7 @@ class ExecutionService:
                 if existing.request_hash != request_hash:
                     raise IdempotencyConflict(idempotency_key)
                 await self._resume_if_parked(existing, token)
-                return existing, False
+                return existing, None
         await self._store.writable()  # a store that cannot write gets no new work (503)
         if self._supervisor.running_for(owner) >= self._max_unfinished_per_caller:
             raise Overloaded(
@@ -124,7 +124,7 @@ class ExecutionService:
             request_hash=request_hash,
         )
         try:
-            await self._store.create(
+            first = await self._store.create(
                 execution,
                 self._vault.seal(token, execution.id),
                 holder=self._stewardship.holder,
@@ -140,7 +140,7 @@ class ExecutionService:
             request.sid,
         )
         self._supervisor.start(execution, token)  # leased to this process by the create
-        return execution, True
+        return execution, first
 
     async def attach(
         self, execution_id: str, token: str, *, resume: bool = True, after: int = 0
@@ -266,9 +266,18 @@ class ExecutionService:
             self._supervisor.start(execution, token)
 
     async def follow(
-        self, execution_id: str, after_seq: int, idle_interval: float
+        self,
+        execution_id: str,
+        after_seq: int,
+        idle_interval: float,
+        *,
+        known: Event | None = None,
     ) -> AsyncIterator[Event | Signal]:
         """The execution's events after ``after_seq``, then live ones until the terminal one.
+
+        ``known``: the event after ``after_seq`` when the caller has it (the first event of
+        an execution it just created); when it is the last one written, the stored log
+        need not be read.
 
         Yields ``Signal.PING`` whenever ``idle_interval`` seconds pass without an
         event, and ends with ``Signal.RECONNECT`` if the service shuts down first,
@@ -278,7 +287,15 @@ class ExecutionService:
         cursor = after_seq
         try:
             async with self._store.subscribe(execution_id) as subscription:
-                for event in await self._store.events_after(execution_id, cursor):
+                if (
+                    known is not None
+                    and known.seq == cursor + 1
+                    and self._supervisor.last_written(execution_id) == known.seq
+                ):
+                    backlog = [known]  # written here and nothing since: later ones come live
+                else:
+                    backlog = await self._store.events_after(execution_id, cursor)
+                for event in backlog:
                     yield event
                     cursor = event.seq
                     if event.kind is EventKind.TERMINAL:

@@ -88,12 +88,11 @@ class Stewardship:
             woken = self._wake.is_set()
             self._wake.clear()
             try:
-                await self._store.announce(self.holder, self.lease_seconds)
+                departed = await self._store.announce(self.holder, self.lease_seconds)
                 now = loop.time()
                 if now >= next_renewal:
                     await self._renew()
                     renewed_at, next_renewal = now, now + self.lease_seconds / 3
-                departed = await self._store.departed()
                 if departed:
                     log.info("processes gone: %s; taking over their executions", departed)
                     scans = max(scans, 2)

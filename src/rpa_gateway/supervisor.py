@@ -120,6 +120,14 @@ class Supervisor:
         """Executions of this owner being driven now."""
         return self._driven_by_owner[owner]
 
+    def last_written(self, execution_id: str) -> int | None:
+        """The seq of the last event this process wrote for an execution it drives (while
+        it drives it, no other process writes any), or None."""
+        execution = self._executions.get(execution_id)
+        if execution is None or execution_id in self._abandoned:
+            return None
+        return execution.last_seq
+
     def unrecorded_end(self, execution_id: str) -> Event | None:
         """The terminal event of an execution that ended while the store could not write."""
         pending = self._unrecorded.get(execution_id)

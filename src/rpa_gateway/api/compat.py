@@ -11,6 +11,7 @@ from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
 from rpa_gateway.api.openapi_docs import EXEC_BODY, compat_stream, errors
+from rpa_gateway.executions import Event
 from rpa_gateway.sse import EventStreamResponse
 
 router = APIRouter()
@@ -47,14 +48,17 @@ async def exec_rpa(request: Request) -> Response:
     token = caller_token(request)
     parts = components(request)
     cursor = last_event_id(request)
+    first: Event | None = None
     if cursor is not None:
         execution = await parts.executions.attach(cursor[0], token, after=cursor[1])
         after = cursor[1]
     else:
-        execution, _ = await create_execution(request, parts, token)
+        execution, first = await create_execution(request, parts, token)
         after = 0
     settings = parts.settings
-    events = parts.executions.follow(execution.id, after, settings.xiaowu_rpa_ping_interval)
+    events = parts.executions.follow(
+        execution.id, after, settings.xiaowu_rpa_ping_interval, known=first
+    )
     body_stream = compat_wire.render(
         events,
         execution.request.sid,

@@ -12,13 +12,14 @@ from rpa_gateway.api.body import (
 )
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.errors import draining
-from rpa_gateway.executions import Execution
+from rpa_gateway.executions import Event, Execution
 
 
 async def create_execution(
     request: Request, parts: Components, token: str
-) -> tuple[Execution, bool]:
-    """Read the body, refuse while draining, honour ``Idempotency-Key``; (execution, is new)."""
+) -> tuple[Execution, Event | None]:
+    """Read the body, refuse while draining, honour ``Idempotency-Key``; (execution, its
+    first event when it is new)."""
     key = idempotency_key(request)
     settings = parts.settings
     payload = await read_json_object(

@@ -42,9 +42,9 @@ router = APIRouter(prefix="/rpa/v1/executions", tags=["executions"])
     "An `Idempotency-Key` header returns the execution already made with that key.",
 )
 async def start_execution(request: Request, token: Caller) -> JSONResponse:
-    execution, created = await create(request, components(request), token)
+    execution, first = await create(request, components(request), token)
     headers = {"Location": f"/rpa/v1/executions/{execution.id}"}
-    if not created:
+    if first is None:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(
         ExecutionView.of(execution).model_dump(mode="json"), status_code=202, headers=headers

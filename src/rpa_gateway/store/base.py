@@ -155,13 +155,11 @@ class Store(Protocol):
         """Give up the holder's leases now (others may claim them at once)."""
         ...
 
-    async def announce(self, holder: str, ttl: float) -> None:
-        """This process is alive for ``ttl`` seconds more (its leases may be renewed)."""
-        ...
+    async def announce(self, holder: str, ttl: float) -> list[str]:
+        """This process is alive for ``ttl`` seconds more (its leases may be renewed).
 
-    async def departed(self) -> list[str]:
-        """Processes that announced themselves and stopped (once each): their leases
-        have lapsed, or will within a renewal interval."""
+        Returns the processes that announced themselves and stopped, each reported once:
+        their leases have lapsed, or will within a renewal interval."""
         ...
 
     async def retire(self, holder: str) -> None:

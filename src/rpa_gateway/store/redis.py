@@ -10,6 +10,7 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:unfinished       sorted set: ids of unfinished executions, by created_at
     rpa:owner:<owner>    sorted set: the owner's execution ids, by created_at
     rpa:finished         sorted set: ``[id, owner]`` by finished_at, for purge_finished
+    rpa:holders          hash: announced process -> alive until (ms), see announce()
     rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
 
     rpa:events           channel: every event written, as JSON, for every process
@@ -69,6 +70,7 @@ from rpa_gateway.store.base import (
     Subscription,
 )
 from rpa_gateway.store.hub import Hub, Listener
+from rpa_gateway.store.redis_subscriber import Subscriber, SubscriberError
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,35 @@ return 1
 """
 
 # Compare-and-delete; also used to take back an idempotency reservation.
+# One renewal per lease key; returns the 1-based positions of those held by another.
+_RENEW_EACH = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[1] then
+    lost[#lost + 1] = i
+  else
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  end
+end
+return lost
+"""
+
+# KEYS[1]: hash of holder -> until when (ms, Redis's clock) it is alive.  Refreshes
+# ARGV[1] for ARGV[2] ms; removes and returns the holders that lapsed.
+_ANNOUNCE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+local gone = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) < now then gone[#gone + 1] = all[i] end
+end
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+return gone
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -210,9 +241,6 @@ class _Keys:
 
     def lease(self, execution_id: str) -> str:
         return f"{self.prefix}:{{{execution_id}}}:lease"
-
-    def alive(self, holder: str) -> str:
-        return f"{self.prefix}:alive:{holder}"
 
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}"
@@ -706,45 +734,26 @@ class RedisStore:
             delay = min(delay * 2, _RECONNECT_MAX)
 
     async def _listen(self, host: str, port: int) -> None:
-        client = Redis(
-            host=host,
-            port=port,
-            password=self._password,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-            maint_notifications_config=_NO_MAINT_NOTIFICATIONS,
-        )
-        pubsub = client.pubsub()
+        channels = [self._keys.events_channel, self._keys.notices_channel]
+        subscriber: Subscriber | None = None
         try:
-            channels = {self._keys.events_channel.encode(), self._keys.notices_channel.encode()}
-            await pubsub.subscribe(*channels)
-            unconfirmed = set(channels)
-            pinged = False
-            while True:
-                message = await pubsub.get_message(timeout=_PUBSUB_IDLE)
-                if message is None:
-                    if pinged:
-                        raise RedisConnectionError("no answer to PING")
-                    await pubsub.ping()
-                    pinged = True
-                    continue
-                pinged = False
-                if message["type"] == "message":
-                    self._dispatch(message["channel"], message["data"])
-                elif message["type"] == "subscribe" and unconfirmed:
-                    unconfirmed.discard(message["channel"])
-                    if not unconfirmed:
-                        await self._resync()
-                        if self._lost:
-                            self._lost = False
-                            log.info("Redis events connection back")
-                        self._listening.set()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    subscriber = await Subscriber.open(
+                        host, port, password=self._password, on_message=self._dispatch
+                    )
+                    await subscriber.subscribe(channels)
+            except TimeoutError:
+                raise SubscriberError(f"no answer in {self._timeout} s") from None
+            await self._resync()
+            if self._lost:
+                self._lost = False
+                log.info("Redis events connection back")
+            self._listening.set()
+            await subscriber.keep_alive(_PUBSUB_IDLE)
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            if subscriber is not None:
+                subscriber.close()
 
     async def _resync(self) -> None:
         """Every subscription gets its execution's latest stored event: one that missed
@@ -798,9 +807,18 @@ class RedisStore:
         return bool(taken)
 
     async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
-        async with self._redis("renew leases"):
-            held = await self._eval_each(_RENEW, execution_ids, [holder, _ms(ttl)])
-        return [i for i, kept in zip(execution_ids, held, strict=True) if not kept]
+        if not self._one_server:  # each lease key in its own slot: a script apiece
+            async with self._redis("renew leases"):
+                held = await self._eval_each(_RENEW, execution_ids, [holder, _ms(ttl)])
+            return [i for i, kept in zip(execution_ids, held, strict=True) if not kept]
+        lost: list[str] = []
+        for start in range(0, len(execution_ids), _PAGE):
+            ids = execution_ids[start : start + _PAGE]
+            keys = [self._keys.lease(i) for i in ids]
+            async with self._redis("renew leases"):
+                positions = await self._eval(_RENEW_EACH, keys, [holder, _ms(ttl)])
+            lost += [ids[int(p) - 1] for p in positions]
+        return lost
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
         async with self._redis("release leases"):
@@ -830,33 +848,14 @@ class RedisStore:
                 continue
         raise AssertionError("unreachable")
 
-    async def announce(self, holder: str, ttl: float) -> None:
+    async def announce(self, holder: str, ttl: float) -> list[str]:
         async with self._redis("announce this process"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.sadd(self._keys.holders, holder)
-            pipe.set(self._keys.alive(holder), "1", px=int(ttl * 1000))
-            await pipe.execute()
-
-    async def departed(self) -> list[str]:
-        async with self._redis("look for departed processes"):
-            holders = [_text(h) for h in await self._client.smembers(self._keys.holders)]
-            if not holders:
-                return []
-            pipe = self._client.pipeline(transaction=False)
-            for holder in holders:
-                pipe.exists(self._keys.alive(holder))
-            alive = await pipe.execute()
-            gone = [h for h, present in zip(holders, alive, strict=True) if not present]
-            if gone:
-                await self._client.srem(self._keys.holders, *gone)
-        return gone
+            gone = await self._eval(_ANNOUNCE, [self._keys.holders], [holder, _ms(ttl)])
+        return [_text(h) for h in gone]
 
     async def retire(self, holder: str) -> None:
         async with self._redis("retire this process"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.srem(self._keys.holders, holder)
-            pipe.delete(self._keys.alive(holder))
-            await pipe.execute()
+            await self._client.hdel(self._keys.holders, holder)
 
     async def claimable(self, limit: int) -> list[Execution]:
         found: list[Execution] = []

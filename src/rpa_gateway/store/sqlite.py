@@ -432,10 +432,7 @@ class SqliteStore:
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
         return None
 
-    async def announce(self, holder: str, ttl: float) -> None:
-        return None
-
-    async def departed(self) -> list[str]:
+    async def announce(self, holder: str, ttl: float) -> list[str]:
         return []
 
     async def retire(self, holder: str) -> None:
