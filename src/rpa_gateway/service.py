@@ -122,6 +122,9 @@ class ExecutionService:
             owner=owner,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            # Its supervisor starts at once: recorded now, the create needs no write of its
+            # own.  A crash before it is sent fails it rather than creating it later.
+            create_started=True,
         )
         try:
             first = await self._store.create(
@@ -139,7 +142,8 @@ class ExecutionService:
             request.project_id,
             request.sid,
         )
-        self._supervisor.start(execution, token)  # leased to this process by the create
+        # Leased to this process by the create.
+        self._supervisor.start(execution, token, create_recorded=True)
         return execution, first
 
     async def attach(

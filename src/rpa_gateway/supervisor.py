@@ -81,6 +81,8 @@ class Supervisor:
         self._recorder: asyncio.Task[None] | None = None
         self._driven_by_owner: Counter[str] = Counter()
         self._creating: set[str] = set()  # executions whose create is under way
+        # New executions recorded with create_started set, to be created by this process.
+        self._create_recorded: set[str] = set()
         # Left to another process (lease lost, or handed over while draining): stop driving,
         # record nothing.
         self._abandoned: set[str] = set()
@@ -133,10 +135,16 @@ class Supervisor:
         pending = self._unrecorded.get(execution_id)
         return pending[2] if pending is not None else None
 
-    def start(self, execution: Execution, token: str) -> None:
-        """Drive the execution (new or resumed) unless it is already being driven."""
+    def start(self, execution: Execution, token: str, *, create_recorded: bool = False) -> None:
+        """Drive the execution (new or resumed) unless it is already being driven.
+
+        ``create_recorded``: a new execution stored with ``create_started`` set, so that
+        its create needs no write of its own; this process sends it.
+        """
         if execution.id in self._tasks:
             return
+        if create_recorded:
+            self._create_recorded.add(execution.id)
         task = asyncio.create_task(self._drive(execution, token), name=f"exec-{execution.id}")
         self._tasks[execution.id] = task
         self._executions[execution.id] = execution
@@ -145,6 +153,7 @@ class Supervisor:
 
     def _forget(self, execution_id: str) -> None:
         self._started.discard(execution_id)
+        self._create_recorded.discard(execution_id)
         self._abandoned.discard(execution_id)
         self._tasks.pop(execution_id, None)
         execution = self._executions.pop(execution_id, None)
@@ -266,6 +275,8 @@ class Supervisor:
 
     async def _start_run(self, execution: Execution, token: str) -> Outcome | None:
         """Create the upstream run, or the outcome that ends the execution instead."""
+        if execution.id in self._create_recorded:
+            return await self._send_create(execution, token)
         if execution.create_started:
             return Outcome(
                 Status.FAILED,
@@ -287,6 +298,9 @@ class Supervisor:
                     f"the execution store cannot write ({exc}); the run was not started"
                 ),
             )
+        return await self._send_create(execution, token)
+
+    async def _send_create(self, execution: Execution, token: str) -> Outcome | None:
         try:
             execution.upstream_id = await self._create(execution, token)
         except CreateFailed as exc:

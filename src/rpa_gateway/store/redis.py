@@ -1089,10 +1089,11 @@ def _event_from(execution_id: str, seq: int, stored: bytes) -> Event:
 
 def _record_fields(execution: Execution) -> dict[str, Any]:
     """A new execution as created.  What never changes travels as one ``spec`` value (a
-    script's arguments cost the client per item), and the counters and flags are left to
-    their defaults when read: what SqliteStore.create stores."""
+    script's arguments cost the client per item), and the counters and flags but
+    ``create_started`` are left to their defaults when read: what SqliteStore.create
+    stores."""
     request = execution.request
-    return {
+    fields: dict[str, Any] = {
         "spec": {
             "owner": execution.owner,
             "request": {"project_id": request.project_id, "sid": request.sid, **request.stored()},
@@ -1105,6 +1106,9 @@ def _record_fields(execution: Execution) -> dict[str, Any]:
         "updated_at": execution.updated_at,
         "last_seq": 1,
     }
+    if execution.create_started:
+        fields["create_started"] = True
+    return fields
 
 
 def _readable(execution_id: str, stored: Mapping[Any, Any]) -> Execution | None:

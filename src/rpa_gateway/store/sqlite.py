@@ -177,7 +177,7 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
                     f"INSERT INTO executions ({_COLUMNS}, sealed_token) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,NULL,?,?,NULL,0,0,NULL,NULL,NULL,0,0,1,NULL,?)",
+                    " (?,?,?,?,?,?,?,?,?,NULL,?,?,NULL,?,0,NULL,NULL,NULL,0,0,1,NULL,?)",
                     (
                         execution.id,
                         execution.owner,
@@ -190,6 +190,7 @@ class SqliteStore:
                         execution.deadline_at,
                         execution.idempotency_key,
                         execution.request_hash,
+                        execution.create_started,
                         sealed_token,
                     ),
                 )
