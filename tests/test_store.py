@@ -610,6 +610,33 @@ def test_publish_only_reaches_subscribers_without_being_stored(stores: Stores) -
     stores.run(scenario)
 
 
+def test_a_subscription_follows_the_writer_when_it_moves_to_another_process(
+    shared_stores: Stores,
+) -> None:
+    """A process following what it writes hears nothing from the others - until it stops
+    writing (the execution's lease went elsewhere): then it gets what the new writer wrote
+    since, and what it writes next."""
+
+    async def scenario(first: Store, second: Store) -> None:
+        execution = new_execution()
+        created = await first.create(execution, None)
+        async with first.subscribe(execution.id, written_here=True) as subscription:
+            own = await first.append(execution, EventKind.PROGRESS, {"by": "first"})
+            assert await next_event(subscription) == own
+            taken = await second.get(execution.id)
+            assert taken is not None
+            missed = await second.append(taken, EventKind.PROGRESS, {"by": "second"})
+            await nothing_more(subscription)  # not sent to a process that writes it
+            first.written_elsewhere(execution.id)
+            assert await event_from(subscription, missed.seq) == missed
+            end = await second.finish(taken, SUCCEEDED)
+            assert await next_event(subscription) == end
+            assert created.seq < own.seq < missed.seq
+            await nothing_more(subscription)
+
+    shared_stores.run(scenario, instances=2)
+
+
 def test_publish_only_and_unannounced_ends_reach_other_processes(shared_stores: Stores) -> None:
     async def scenario(writer: Store, reader: Store) -> None:
         execution = new_execution()

@@ -289,8 +289,9 @@ class ExecutionService:
         terminal event, which would give an event id an outcome it does not have.
         """
         cursor = after_seq
+        here = self._supervisor.last_written(execution_id) is not None
         try:
-            async with self._store.subscribe(execution_id) as subscription:
+            async with self._store.subscribe(execution_id, written_here=here) as subscription:
                 if (
                     known is not None
                     and known.seq == cursor + 1

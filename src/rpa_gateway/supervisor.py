@@ -105,6 +105,7 @@ class Supervisor:
         if task is None:
             return
         self._abandoned.add(execution_id)
+        self._store.written_elsewhere(execution_id)  # streams here follow the next driver
         if execution_id in self._started and execution_id not in self._creating:
             task.cancel()
 

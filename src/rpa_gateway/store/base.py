@@ -114,7 +114,18 @@ class Store(Protocol):
         """Delete up to ``batch`` executions finished before the time, with their events."""
         ...
 
-    def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]: ...
+    def subscribe(
+        self, execution_id: str, *, written_here: bool = False
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Live events of the execution.  ``written_here``: this process writes them now
+        (it drives the execution), so a shared store need not bring them from other
+        processes - until :meth:`written_elsewhere` says otherwise."""
+        ...
+
+    def written_elsewhere(self, execution_id: str) -> None:
+        """This process stopped writing the execution's events (it no longer drives it):
+        its subscribers follow another process's writes from now on."""
+        ...
 
     async def publish_only(self, event: Event, execution: Execution) -> None:
         """Deliver an event to live subscribers without storing it (store is failing).

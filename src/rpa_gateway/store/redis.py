@@ -13,7 +13,8 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:holders          hash: announced process -> alive until (ms), see announce()
     rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
 
-    rpa:events           channel: every event written, as JSON, for every process
+    rpa:live:<id>        channel: the execution's events as they are written, as JSON,
+                         for the processes that follow it without writing it
     rpa:notices          channel: notify()
 
 The indexes live in other slots than the execution, so they are written by separate
@@ -30,9 +31,9 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -86,8 +87,6 @@ _PAGE = 200
 # Off: with them on (redis-py's default for RESP3), the pool hands out connections that
 # Redis closed (a restart) without checking them, and the next command fails.
 _NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
-# The start of every pub/sub message: the writer's origin, then the execution id.
-_MESSAGE_HEAD = re.compile(rb'\{"o":"[0-9a-f]+","id":("(?:[^"\\]|\\.)*")')
 
 # Every script that writes an event also publishes it, so no event is stored unannounced.
 # The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
@@ -227,8 +226,10 @@ class _Keys:
         self.unfinished = f"{prefix}:unfinished"
         self.finished = f"{prefix}:finished"
         self.holders = f"{prefix}:holders"
-        self.events_channel = f"{prefix}:events"
         self.notices_channel = f"{prefix}:notices"
+
+    def live(self, execution_id: str) -> str:
+        return f"{self.prefix}:live:{execution_id}"
 
     def record(self, execution_id: str) -> str:
         return f"{self.prefix}:{{{execution_id}}}:x"
@@ -258,12 +259,6 @@ class _Fanout(Hub):
         for subscription in self._subscribers.get(event.execution_id, ()):
             subscription.deliver(event)
 
-    def followed(self) -> list[str]:
-        return list(self._subscribers)
-
-    def follows(self, execution_id: str) -> bool:
-        return execution_id in self._subscribers
-
 
 class RedisStore:
     """Use :meth:`connect` to make one."""
@@ -290,8 +285,14 @@ class RedisStore:
         self._permits = asyncio.Semaphore(max_connections)
         self._origin = uuid.uuid4().hex  # tells this store's messages from other processes'
         self._own_messages = f'{{"o":"{self._origin}"'.encode()
-        self._events_channel = self._keys.events_channel.encode()
+        self._notices_channel = self._keys.notices_channel.encode()
         self._hub = _Fanout()
+        self._following: Counter[str] = Counter()  # subscriptions per execution
+        # Executions whose channel is subscribed (or will be, at the next connection): the
+        # SUBSCRIBE's confirmation.
+        self._watched: dict[str, asyncio.Future[Any]] = {}
+        self._subscriber: Subscriber | None = None
+        self._catching_up: set[asyncio.Task[None]] = set()
         self._notice_listeners: list[NoticeListener] = []
         # Why the last command failed, while Redis is known to be unreachable.
         self._unreachable: str | None = None
@@ -368,7 +369,7 @@ class RedisStore:
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
         keys += [self._keys.token(execution.id), self._keys.lease(execution.id)]
         args: list[str | bytes] = [stored, self._message_head(execution.id)]
-        args += [self._keys.events_channel, sealed_token or b"", "1" if sealed_token else "0"]
+        args += [self._keys.live(execution.id), sealed_token or b"", "1" if sealed_token else "0"]
         args += [holder or "", _ms(lease_seconds) if holder else "0"]
         if self._one_server:
             keys += [self._keys.unfinished, self._keys.owner(execution.owner)]
@@ -464,7 +465,7 @@ class RedisStore:
             "retries": execution.retries,
         }
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
-        args = [stored, self._message_head(execution.id), self._keys.events_channel]
+        args = [stored, self._message_head(execution.id), self._keys.live(execution.id)]
         async with self._redis("append event"):
             seq = int(await self._eval(_APPEND, keys, [*args, *_pairs(fields)]))
         if not seq:
@@ -495,7 +496,7 @@ class RedisStore:
         }
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
         keys.append(self._keys.token(execution.id))
-        args = [stored, self._message_head(execution.id), self._keys.events_channel]
+        args = [stored, self._message_head(execution.id), self._keys.live(execution.id)]
         args.append(str(self._retention_ms))
         tidy = "0"
         if self._one_server:
@@ -678,17 +679,71 @@ class RedisStore:
             await self._client.zrem(index, *members)
 
     # --- notification -----------------------------------------------------------
-    # The events channel is subscribed at connect, before any subscribe() returns, so an
-    # event written after that reaches the subscription: this process's at write time,
-    # other processes' over pub/sub.  While the pub/sub connection is down, whatever
-    # was missed is made up when it is back (see _resync).
-    def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]:
-        return self._subscribe(execution_id)
+    # Every script that writes an event publishes it on the execution's channel, which
+    # costs nothing while nobody listens.  This process listens only to executions it
+    # follows and does not write (another process drives them): it subscribes to the
+    # channel before subscribe() returns, so every event written after that reaches the
+    # subscription - this process's at write time, other processes' over pub/sub.  While
+    # the pub/sub connection is down, whatever was missed is made up when it is back
+    # (see _resync); so is what was missed when this process stops writing one.
+    def subscribe(
+        self, execution_id: str, *, written_here: bool = False
+    ) -> AbstractAsyncContextManager[Subscription]:
+        return self._subscribe(execution_id, written_here)
 
     @asynccontextmanager
-    async def _subscribe(self, execution_id: str) -> AsyncIterator[Subscription]:
+    async def _subscribe(
+        self, execution_id: str, written_here: bool
+    ) -> AsyncIterator[Subscription]:
         async with self._hub.subscribe(execution_id) as subscription:
-            yield subscription
+            self._following[execution_id] += 1
+            try:
+                if not written_here:
+                    await self._watch(execution_id)
+                yield subscription
+            finally:
+                self._following[execution_id] -= 1
+                if self._following[execution_id] <= 0:
+                    del self._following[execution_id]
+                    self._unwatch(execution_id)
+
+    def written_elsewhere(self, execution_id: str) -> None:
+        if not self._following[execution_id] or execution_id in self._watched:
+            return
+        confirmed = self._send_watch(execution_id)
+        task = asyncio.get_running_loop().create_task(self._catch_up(execution_id, confirmed))
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
+
+    async def _catch_up(self, execution_id: str, confirmed: asyncio.Future[Any]) -> None:
+        """Once subscribed, the subscriptions get the latest stored event: those that
+        missed some (written before the channel was subscribed) see a gap."""
+        with contextlib.suppress(SubscriberError):
+            await confirmed
+        try:
+            await self._resync([execution_id])
+        except StoreError as exc:  # Redis is failing: the reconnection resyncs
+            log.warning("execution %s: its latest event is not read: %s", execution_id, exc)
+
+    async def _watch(self, execution_id: str) -> None:
+        confirmed = self._watched.get(execution_id) or self._send_watch(execution_id)
+        with contextlib.suppress(SubscriberError):
+            await asyncio.shield(confirmed)  # failed: the reconnection subscribes it
+
+    def _send_watch(self, execution_id: str) -> asyncio.Future[Any]:
+        subscriber = self._subscriber
+        if subscriber is not None and subscriber.connected:
+            confirmed = subscriber.subscribe(self._keys.live(execution_id))
+            confirmed.add_done_callback(_retrieve)
+        else:  # subscribed (and resynced) when the connection is back
+            confirmed = asyncio.get_running_loop().create_future()
+            confirmed.set_result(None)
+        self._watched[execution_id] = confirmed
+        return confirmed
+
+    def _unwatch(self, execution_id: str) -> None:
+        if self._watched.pop(execution_id, None) is not None and self._subscriber is not None:
+            self._subscriber.unsubscribe(self._keys.live(execution_id))
 
     async def publish_only(self, event: Event, execution: Execution) -> None:
         """This process's subscribers get it even when Redis cannot take the message for
@@ -703,7 +758,7 @@ class RedisStore:
             }
         )
         async with self._redis("publish event"):
-            await self._client.publish(self._keys.events_channel, message)
+            await self._client.publish(self._keys.live(event.execution_id), message)
 
     def drain(self) -> None:
         self._hub.drain()
@@ -734,7 +789,6 @@ class RedisStore:
             delay = min(delay * 2, _RECONNECT_MAX)
 
     async def _listen(self, host: str, port: int) -> None:
-        channels = [self._keys.events_channel, self._keys.notices_channel]
         subscriber: Subscriber | None = None
         try:
             try:
@@ -742,10 +796,14 @@ class RedisStore:
                     subscriber = await Subscriber.open(
                         host, port, password=self._password, on_message=self._dispatch
                     )
-                    await subscriber.subscribe(channels)
+                    # From here on, _watch subscribes on this connection itself.
+                    self._subscriber = subscriber
+                    watched = list(self._watched)
+                    channels = [self._keys.live(i) for i in watched]
+                    await subscriber.subscribe(self._keys.notices_channel, *channels)
             except TimeoutError:
                 raise SubscriberError(f"no answer in {self._timeout} s") from None
-            await self._resync()
+            await self._resync(watched)
             if self._lost:
                 self._lost = False
                 log.info("Redis events connection back")
@@ -754,11 +812,12 @@ class RedisStore:
         finally:
             if subscriber is not None:
                 subscriber.close()
+                if self._subscriber is subscriber:
+                    self._subscriber = None
 
-    async def _resync(self) -> None:
-        """Every subscription gets its execution's latest stored event: one that missed
-        events while the connection was down sees a gap and reads them from the store."""
-        followed = self._hub.followed()
+    async def _resync(self, followed: Sequence[str]) -> None:
+        """The subscriptions get these executions' latest stored event: one that missed
+        events (while the connection was down) sees a gap and reads them from the store."""
         for start in range(0, len(followed), _PAGE):
             ids = followed[start : start + _PAGE]
             pipe = self._client.pipeline(transaction=False)
@@ -774,21 +833,17 @@ class RedisStore:
         if data.startswith(self._own_messages):
             return  # this process delivered it when writing it
         try:
-            if channel == self._events_channel:
-                self._deliver(data)
-            else:
+            if channel == self._notices_channel:
                 message = json.loads(data)
                 for listener in self._notice_listeners:
                     listener(message["topic"], message["id"])
+            else:
+                self._deliver(data)
         except Exception:
             log.exception("Redis message on %s not handled", channel.decode(errors="replace"))
 
     def _deliver(self, data: bytes) -> None:
-        """An event another process wrote.  Every process gets every event: the whole
-        message is decoded only when a subscription here follows its execution."""
-        head = _MESSAGE_HEAD.match(data)
-        if head is not None and not self._hub.follows(json.loads(head[1])):
-            return
+        """An event another process wrote."""
         message = json.loads(data)
         stored = message["ev"]
         event = Event(
@@ -966,6 +1021,12 @@ class RedisStore:
         if self._password:
             text = text.replace(self._password, "***")
         return text
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks a failure seen: the reconnection makes up for a SUBSCRIBE that failed."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -1,11 +1,11 @@
 """One Redis pub/sub connection, read straight by hiredis's parser.
 
-Every replica receives every event any replica writes.  redis-py's ``PubSub`` spends
-about 100 µs of Python on each message (a coroutine, a timeout and several parsing
-layers per ``get_message``): with three replicas that was about 1 ms of CPU per
-execution in ``bench/replicas.py``.  Here the bytes go from the protocol callback to
-hiredis and each message to the handler in the same call, a few µs each.  Commands
-still go through redis-py; this connection only subscribes and pings.
+redis-py's ``PubSub`` spends about 100 µs of Python on each message (a coroutine, a
+timeout and several parsing layers per ``get_message``): when every replica received
+every event, that was about 1 ms of CPU per execution in ``bench/replicas.py``.  Here
+the bytes go from the protocol callback to hiredis and each message to the handler in
+the same call, a few µs each.  Commands still go through redis-py; this connection only
+subscribes, unsubscribes and pings.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class _Protocol(asyncio.Protocol):
         self.received = 0  # data arrivals so far: the keepalive's sign of life
         self._replies: collections.deque[Any] = collections.deque()
         self._reply_waiter: asyncio.Future[None] | None = None
+        # Per channel, the SUBSCRIBEs sent and not yet confirmed, in order.
+        self._unconfirmed: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's; a TCP one can write.
@@ -54,14 +56,37 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            kind = reply[0] if isinstance(reply, list) and reply else None
+            if kind == b"message":
                 self._on_message(reply[1], reply[2])
-            elif isinstance(reply, list) and reply and reply[0] == b"pong":
-                pass  # a keepalive's answer: received says enough
+            elif kind == b"subscribe":
+                self._confirmed(reply[1])
+            elif kind in (b"pong", b"unsubscribe"):
+                pass  # received says enough
             else:
                 self._replies.append(reply)
                 if self._reply_waiter is not None and not self._reply_waiter.done():
                     self._reply_waiter.set_result(None)
+
+    def subscribe(self, channels: Sequence[str]) -> list[asyncio.Future[None]]:
+        """Sends SUBSCRIBE; one future per channel, done when Redis confirms it."""
+        self.send("SUBSCRIBE", *channels)
+        loop = asyncio.get_running_loop()
+        confirmations = []
+        for channel in channels:
+            confirmed = loop.create_future()
+            self._unconfirmed.setdefault(channel.encode(), collections.deque()).append(confirmed)
+            confirmations.append(confirmed)
+        return confirmations
+
+    def _confirmed(self, channel: bytes) -> None:
+        waiting = self._unconfirmed.get(channel)
+        if waiting:
+            confirmed = waiting.popleft()
+            if not waiting:
+                del self._unconfirmed[channel]
+            if not confirmed.done():
+                confirmed.set_result(None)
 
     def send(self, *command: str | bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -89,6 +114,12 @@ class _Protocol(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_exception(exc)
             self.lost.exception()  # retrieved: whoever waits re-raises it
+        for waiting in self._unconfirmed.values():
+            for confirmed in waiting:
+                if not confirmed.done():
+                    confirmed.set_exception(exc)
+                    confirmed.exception()
+        self._unconfirmed.clear()
         if self._transport is not None:
             self._transport.abort()
 
@@ -123,13 +154,19 @@ class Subscriber:
                 raise
         return cls(protocol)
 
-    async def subscribe(self, channels: Sequence[str]) -> None:
-        """Returns once Redis has confirmed every channel."""
-        self._protocol.send("SUBSCRIBE", *channels)
-        for _ in channels:
-            reply = await self._protocol.reply()
-            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
-                raise SubscriberError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+    def subscribe(self, *channels: str) -> asyncio.Future[Any]:
+        """Subscribes at once; the result is awaited until Redis has confirmed every
+        channel (SubscriberError if the connection fails first)."""
+        return asyncio.gather(*self._protocol.subscribe(channels))
+
+    def unsubscribe(self, channel: str) -> None:
+        """Best effort: a connection that failed has no subscriptions left anyway."""
+        with contextlib.suppress(SubscriberError):
+            self._protocol.send("UNSUBSCRIBE", channel)
+
+    @property
+    def connected(self) -> bool:
+        return not self._protocol.lost.done()
 
     async def keep_alive(self, idle: float) -> None:
         """Raises SubscriberError when the connection fails: pinged after ``idle`` seconds

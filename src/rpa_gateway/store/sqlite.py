@@ -406,8 +406,13 @@ class SqliteStore:
         return [_execution_from_row(row) for row in rows]
 
     # --- notification -----------------------------------------------------------
-    def subscribe(self, execution_id: str) -> AbstractAsyncContextManager[Subscription]:
+    def subscribe(
+        self, execution_id: str, *, written_here: bool = False
+    ) -> AbstractAsyncContextManager[Subscription]:
         return self._subscribe(execution_id)
+
+    def written_elsewhere(self, execution_id: str) -> None:
+        return None  # one process writes everything
 
     @asynccontextmanager
     async def _subscribe(self, execution_id: str) -> AsyncIterator[Subscription]:
