@@ -31,6 +31,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
+    Renewal,
     Store,
     StoreError,
     Subscription,
@@ -457,15 +458,15 @@ def test_a_lease_has_one_holder_at_a_time(shared_stores: Stores) -> None:
         assert await a.claim(first.id, "holder-a", 30)  # the holder's again: refreshed
         assert await b.claim(second.id, "holder-b", 30)
 
-        assert await a.renew("holder-a", [first.id], 30) == []
-        assert await b.renew("holder-b", [first.id, second.id], 30) == [first.id]
-        assert await a.renew("holder-a", [], 30) == []
+        assert await a.renew("holder-a", [first.id], 30) == Renewal([], [])
+        assert await b.renew("holder-b", [first.id, second.id], 30) == Renewal([first.id], [])
+        assert await a.renew("holder-a", [], 30) == Renewal([], [])
 
         await b.release("holder-b", [first.id])  # not its lease: nothing happens
         assert not await b.claim(first.id, "holder-b", 30)
         await a.release("holder-a", [first.id])
         assert await b.claim(first.id, "holder-b", 30)
-        assert await a.renew("holder-a", [first.id], 30) == [first.id]
+        assert await a.renew("holder-a", [first.id], 30) == Renewal([first.id], [])
 
     shared_stores.run(scenario, instances=2)
 
@@ -476,7 +477,30 @@ def test_a_create_can_take_the_lease_in_the_same_step(shared_stores: Stores) -> 
         await a.create(execution, None, holder="holder-a", lease_seconds=30)
         assert not await b.claim(execution.id, "holder-b", 30)
         assert [e.id for e in await b.claimable(10) if e.id == execution.id] == []
-        assert await a.renew("holder-a", [execution.id], 30) == []
+        assert await a.renew("holder-a", [execution.id], 30) == Renewal([], [])
+
+    shared_stores.run(scenario, instances=2)
+
+
+def test_a_cancel_requested_elsewhere_reaches_the_holder_at_its_next_renewal(
+    shared_stores: Stores,
+) -> None:
+    """Should the cancel notice go astray (pub/sub down), the renewal still tells."""
+
+    async def scenario(holding: Store, other: Store) -> None:
+        execution, finished = new_execution(), new_execution()
+        await holding.create(execution, None, holder="holder-a", lease_seconds=30)
+        await holding.create(finished, None, holder="holder-a", lease_seconds=30)
+        await holding.finish(finished, SUCCEEDED)
+        await other.request_cancel(execution.id)
+        await other.request_cancel(finished.id)  # ended already: nothing to cancel
+        renewal = await holding.renew("holder-a", [execution.id, finished.id], 30)
+        assert renewal == Renewal([], [execution.id])
+        # The holder saving what it knows, not having heard of it yet, keeps the request.
+        await holding.save(execution)
+        stored = await other.get(execution.id)
+        assert stored is not None and stored.cancel_requested
+        assert await other.renew("holder-b", [execution.id], 30) == Renewal([execution.id], [])
 
     shared_stores.run(scenario, instances=2)
 
@@ -512,7 +536,7 @@ def test_an_expired_lease_can_be_taken(shared_stores: Stores) -> None:
             return await b.claim(execution.id, "holder-b", 30)
 
         await eventually(taken)
-        assert await a.renew("holder-a", [execution.id], 30) == [execution.id]
+        assert await a.renew("holder-a", [execution.id], 30) == Renewal([execution.id], [])
 
     shared_stores.run(scenario, instances=2)
 

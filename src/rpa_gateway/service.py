@@ -194,7 +194,8 @@ class ExecutionService:
             raise AlreadyFinished(execution)
         if self._supervisor.is_running(execution_id) or await self._stewardship.claim(execution_id):
             await self._supervisor.cancel(execution, token)
-        else:  # another process drives it
+        else:  # another process drives it: told at once, and at its next renewal for sure
+            await self._store.request_cancel(execution_id)
             await self._store.notify(CANCEL, execution_id)
         try:
             async with asyncio.timeout(_CANCEL_WAIT):

@@ -152,9 +152,12 @@ class Stewardship:
         driven = self._supervisor.driven()
         if not driven:
             return
-        for execution_id in await self._store.renew(self.holder, driven, self.lease_seconds):
+        renewal = await self._store.renew(self.holder, driven, self.lease_seconds)
+        for execution_id in renewal.lost:
             log.warning("execution %s: lease lost; another process drives it now", execution_id)
             self._supervisor.abandon(execution_id)
+        for execution_id in renewal.cancel_requested:  # the notice may have gone astray
+            await self._supervisor.cancel_driven(execution_id)
 
     def _on_notice(self, topic: str, execution_id: str) -> None:
         if topic == RELEASED and not self._draining:

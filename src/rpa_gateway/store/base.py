@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rpa_gateway.executions import (
     Event,
@@ -33,6 +33,11 @@ class DuplicateIdempotencyKey(StoreError):
 
 # Called with (topic, execution id) for every notice sent by any process of the service.
 NoticeListener = Callable[[str, str], None]
+
+
+class Renewal(NamedTuple):
+    lost: list[str]  # no longer held: another process drives them
+    cancel_requested: list[str]  # still held, and a caller asked to cancel them
 
 
 class Subscription(Protocol):
@@ -158,8 +163,13 @@ class Store(Protocol):
         """Take the lease for ``ttl`` seconds: True when it was free, expired or the holder's."""
         ...
 
-    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
-        """Extend the holder's leases by ``ttl`` seconds; returns the ids it no longer holds."""
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> Renewal:
+        """Extend the holder's leases by ``ttl`` seconds."""
+        ...
+
+    async def request_cancel(self, execution_id: str) -> None:
+        """Record that the caller cancels an unfinished execution another process drives:
+        its holder learns of it at the next renewal, should the notice go astray."""
         ...
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:

@@ -67,6 +67,7 @@ from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
     NoticeListener,
+    Renewal,
     StoreError,
     Subscription,
 )
@@ -154,27 +155,30 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# A lease that lapsed and nobody claimed is still the holder's to keep.
+# Renewals: KEYS are (lease, record) pairs, one per execution; one code per pair: 0 held
+# by another, 1 renewed, 2 renewed and a cancel was requested (request_cancel).  A lease
+# that lapsed and nobody claimed is still the holder's to keep.
 _RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# Compare-and-delete; also used to take back an idempotency reservation.
-# One renewal per lease key; returns the 1-based positions of those held by another.
-_RENEW_EACH = """
-local lost = {}
-for i, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
+local codes = {}
+for i = 1, #KEYS, 2 do
+  local holder = redis.call('GET', KEYS[i])
   if holder and holder ~= ARGV[1] then
-    lost[#lost + 1] = i
+    codes[#codes + 1] = 0
   else
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    local cancel = redis.call('HGET', KEYS[i + 1], 'cancel_requested')
+    codes[#codes + 1] = cancel == 'true' and 2 or 1
   end
 end
-return lost
+return codes
+"""
+
+_REQUEST_CANCEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'cancel_requested', 'true')
+return 1
 """
 
 # KEYS[1]: hash of holder -> until when (ms, Redis's clock) it is alive.  Refreshes
@@ -192,6 +196,7 @@ if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 return gone
 """
 
+# Compare-and-delete; also used to take back an idempotency reservation.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -436,10 +441,11 @@ class RedisStore:
         fields = {
             "upstream_id": execution.upstream_id,
             "create_started": execution.create_started,
-            "cancel_requested": execution.cancel_requested,
             "polls": execution.polls,
             "retries": execution.retries,
         }
+        if execution.cancel_requested:  # never cleared: another process may have set it
+            fields["cancel_requested"] = True
         async with self._redis("save execution"):
             await self._eval(_SAVE, [self._keys.record(execution.id)], _pairs(fields))
 
@@ -861,30 +867,47 @@ class RedisStore:
             taken = await self._eval(_CLAIM, [self._keys.lease(execution_id)], [holder, _ms(ttl)])
         return bool(taken)
 
-    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
-        if not self._one_server:  # each lease key in its own slot: a script apiece
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> Renewal:
+        args = [holder, _ms(ttl)]
+        codes: list[Any] = []
+        if not self._one_server:  # each execution in its own slot: a script apiece
             async with self._redis("renew leases"):
-                held = await self._eval_each(_RENEW, execution_ids, [holder, _ms(ttl)])
-            return [i for i, kept in zip(execution_ids, held, strict=True) if not kept]
-        lost: list[str] = []
-        for start in range(0, len(execution_ids), _PAGE):
-            ids = execution_ids[start : start + _PAGE]
-            keys = [self._keys.lease(i) for i in ids]
-            async with self._redis("renew leases"):
-                positions = await self._eval(_RENEW_EACH, keys, [holder, _ms(ttl)])
-            lost += [ids[int(p) - 1] for p in positions]
-        return lost
+                for found in await self._eval_each(_RENEW, execution_ids, args, with_record=True):
+                    codes += found
+        else:
+            for start in range(0, len(execution_ids), _PAGE):
+                keys = []
+                for execution_id in execution_ids[start : start + _PAGE]:
+                    keys += [self._keys.lease(execution_id), self._keys.record(execution_id)]
+                async with self._redis("renew leases"):
+                    codes += await self._eval(_RENEW, keys, args)
+        renewal = Renewal([], [])
+        for execution_id, code in zip(execution_ids, codes, strict=True):
+            if int(code) == 0:
+                renewal.lost.append(execution_id)
+            elif int(code) == 2:
+                renewal.cancel_requested.append(execution_id)
+        return renewal
+
+    async def request_cancel(self, execution_id: str) -> None:
+        async with self._redis("request a cancel"):
+            await self._eval(_REQUEST_CANCEL, [self._keys.record(execution_id)], [])
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
         async with self._redis("release leases"):
             await self._eval_each(_RELEASE, execution_ids, [holder])
 
     async def _eval_each(
-        self, script: str, execution_ids: Sequence[str], args: Sequence[str]
+        self,
+        script: str,
+        execution_ids: Sequence[str],
+        args: Sequence[str],
+        *,
+        with_record: bool = False,
     ) -> list[Any]:
-        """The lease script run on each execution's lease, pipelined (by its digest on one
-        server; the whole script when Redis has forgotten it, after a restart).  Every
-        lease script may run twice."""
+        """The lease script run on each execution's lease (and record), pipelined (by its
+        digest on one server; the whole script when Redis has forgotten it, after a
+        restart).  Every lease script may run twice."""
         if not execution_ids:
             return []
         # redis-py's cluster pipeline refuses EVALSHA: there the whole script goes each time.
@@ -892,11 +915,13 @@ class RedisStore:
         for by_digest in (False,) if cluster else (True, False):
             pipe = self._client.pipeline(transaction=False)
             for execution_id in execution_ids:
-                key = self._keys.lease(execution_id)
+                keys = [self._keys.lease(execution_id)]
+                if with_record:
+                    keys.append(self._keys.record(execution_id))
                 if by_digest:
-                    pipe.evalsha(_sha(script), 1, key, *args)
+                    pipe.evalsha(_sha(script), len(keys), *keys, *args)
                 else:
-                    pipe.eval(script, 1, key, *args)
+                    pipe.eval(script, len(keys), *keys, *args)
             try:
                 return list(await pipe.execute())
             except NoScriptError:

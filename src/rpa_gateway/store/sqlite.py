@@ -32,6 +32,7 @@ from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
     NoticeListener,
+    Renewal,
     StoreError,
     Subscription,
 )
@@ -432,8 +433,17 @@ class SqliteStore:
     async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:
         return True
 
-    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> list[str]:
-        return []
+    async def renew(self, holder: str, execution_ids: Sequence[str], ttl: float) -> Renewal:
+        return Renewal([], [])  # a cancel reaches the one process at once
+
+    async def request_cancel(self, execution_id: str) -> None:
+        try:
+            self._db.execute(
+                "UPDATE executions SET cancel_requested=1 WHERE id=? AND finished_at IS NULL",
+                (execution_id,),
+            )
+        except sqlite3.Error as exc:
+            raise self._write_failed("request a cancel", exc) from exc
 
     async def release(self, holder: str, execution_ids: Sequence[str]) -> None:
         return None
