@@ -375,7 +375,7 @@ def main() -> int:
     parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the load phase")
-    parser.add_argument("--rounds", type=int, default=3, help="side-by-side load rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="side-by-side load rounds")
     parser.add_argument("--gateway-env", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     result = run_and_record(
