@@ -1,4 +1,5 @@
-"""The command line: ``rpa-gateway serve``, ``run``, ``keygen`` and ``apikey``."""
+"""The command line: ``rpa-gateway serve``; against a running service ``run``, ``ls``,
+``show``, ``watch``, ``logs``, ``cancel`` and ``projects``; ``keygen`` and ``apikey``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from rpa_gateway.config import ConfigError, load_settings
 
@@ -69,9 +71,107 @@ def _run(args: argparse.Namespace) -> int:
     return run_project(args.url, args.token, args.project, params, args.sid)
 
 
+def _console(args: argparse.Namespace) -> int:
+    from rpa_gateway.console import commands
+    from rpa_gateway.console.client import GatewayClient, GatewayError
+
+    output = commands.Output(args.json)
+    try:
+        with GatewayClient(args.url, args.token) as client:
+            if args.command == "ls":
+                return commands.list_executions(
+                    client,
+                    output,
+                    status=args.status,
+                    project_id=args.project,
+                    limit=args.limit,
+                    watch=args.watch,
+                )
+            if args.command == "show":
+                return commands.show(client, output, args.id)
+            if args.command == "watch":
+                return commands.watch(client, output, args.id, args.reconnect_for)
+            if args.command == "logs":
+                return commands.logs(client, output, args.id, args.follow, args.interval)
+            if args.command == "cancel":
+                return commands.cancel(client, output, args.id)
+            return commands.projects(client, output)
+    except GatewayError as exc:
+        output.error(str(exc))
+        return commands.EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _service_options() -> argparse.ArgumentParser:
+    """--url and --token (and their environment variables), shared by the client commands."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--url",
+        default=os.environ.get(
+            "RPA_GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('SERVICE_PORT', '19999')}"
+        ),
+        help="the service (default: RPA_GATEWAY_URL or http://127.0.0.1:SERVICE_PORT)",
+    )
+    options.add_argument(
+        "--token",
+        default=os.environ.get("RPA_GATEWAY_TOKEN", "local-cli"),
+        help="the caller token (default: RPA_GATEWAY_TOKEN or 'local-cli')",
+    )
+    return options
+
+
+def _add_console_commands(commands: Any, service: argparse.ArgumentParser) -> None:
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    parents = [service, as_json]
+    ls = commands.add_parser("ls", parents=parents, help="list executions, newest first")
+    ls.add_argument(
+        "--status",
+        type=str.upper,
+        choices=["ACCEPTED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"],
+    )
+    ls.add_argument("--project", help="only this project_id")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (1-200)")
+    ls.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=1.0,
+        metavar="SECONDS",
+        help="keep the table up to date (every SECONDS, default 1) until Ctrl-C",
+    )
+    show = commands.add_parser("show", parents=parents, help="one execution in full")
+    show.add_argument("id")
+    watch = commands.add_parser(
+        "watch",
+        parents=parents,
+        help="follow an execution to its end: progress, then the result; exit status by outcome"
+        " (0 succeeded, 1 failed, 2 unreachable, 3 cancelled, 4 timed out)",
+    )
+    watch.add_argument("id")
+    watch.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep re-attaching while the service cannot be reached (default 60)",
+    )
+    logs = commands.add_parser("logs", parents=parents, help="a local run's log lines")
+    logs.add_argument("id")
+    logs.add_argument("-f", "--follow", action="store_true", help="until the execution ends")
+    logs.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    cancel = commands.add_parser("cancel", parents=parents, help="cancel an execution")
+    cancel.add_argument("id")
+    commands.add_parser("projects", parents=parents, help="the projects the service can run")
+    for name in ("ls", "show", "watch", "logs", "cancel", "projects"):
+        commands.choices[name].set_defaults(handler=_console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rpa-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    service = _service_options()
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument(
         "--host",
@@ -80,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, help="listen port (default: SERVICE_PORT or 19999)")
     serve.set_defaults(handler=_serve)
-    run = commands.add_parser("run", help="run a project on a running service and watch it")
+    run = commands.add_parser(
+        "run", parents=[service], help="run a project on a running service and watch it"
+    )
     run.add_argument("project", help="the project_id")
     run.add_argument(
         "-p",
@@ -92,19 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--params-json", help="all parameters as one JSON object")
     run.add_argument("--sid", help="the sid to send (default: generated by the service)")
-    run.add_argument(
-        "--url",
-        default=os.environ.get(
-            "RPA_GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('SERVICE_PORT', '19999')}"
-        ),
-        help="the service (default: RPA_GATEWAY_URL or http://127.0.0.1:SERVICE_PORT)",
-    )
-    run.add_argument(
-        "--token",
-        default=os.environ.get("RPA_GATEWAY_TOKEN", "local-cli"),
-        help="the caller token (default: RPA_GATEWAY_TOKEN or 'local-cli')",
-    )
     run.set_defaults(handler=_run)
+    _add_console_commands(commands, service)
     keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")
     keygen.set_defaults(handler=_keygen)
     apikey = commands.add_parser(

@@ -1,0 +1,173 @@
+"""A small synchronous client of a running gateway's native API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+JsonObject = dict[str, Any]
+
+TERMINAL = "terminal"
+
+
+class GatewayError(Exception):
+    """The service refused the request, or could not be reached (``status`` 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of an execution's native event stream."""
+
+    id: str
+    kind: str  # state, progress, terminal
+    data: JsonObject
+
+
+class GatewayClient:
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise GatewayError(0, "--url must be an http:// or https:// URL")
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def list_executions(
+        self, *, status: str | None = None, project_id: str | None = None, limit: int = 50
+    ) -> list[JsonObject]:
+        params: dict[str, str | int] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if project_id:
+            params["project_id"] = project_id
+        page: JsonObject = self._json("GET", "/rpa/v1/executions", params=params)
+        items: list[JsonObject] = page["items"]
+        return items
+
+    def execution(self, execution_id: str) -> JsonObject:
+        found: JsonObject = self._json("GET", f"/rpa/v1/executions/{_segment(execution_id)}")
+        return found
+
+    def cancel(self, execution_id: str) -> JsonObject:
+        path = f"/rpa/v1/executions/{_segment(execution_id)}/cancel"
+        cancelled: JsonObject = self._json("POST", path, timeout=30.0)
+        return cancelled
+
+    def projects(self) -> list[JsonObject]:
+        found: JsonObject = self._json("GET", "/rpa/v1/projects")
+        projects: list[JsonObject] = found["projects"]
+        return projects
+
+    def events(
+        self, execution_id: str, *, after: int = 0, reconnect_for: float = 60.0
+    ) -> Iterator[StreamEvent]:
+        """The execution's events after ``after``, to the terminal one.  A dropped
+        connection is re-attached with ``Last-Event-ID`` (the service replays what was
+        missed) for up to ``reconnect_for`` seconds without success."""
+        path = f"/rpa/v1/executions/{_segment(execution_id)}/events"
+        last_id = f"{execution_id}:{after}"
+        retry = 1.0
+        failing_since: float | None = None
+        while True:
+            try:
+                with self._http.stream(
+                    "GET",
+                    path,
+                    headers={"Last-Event-ID": last_id, "Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(10.0, read=None),
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise _refusal(response)
+                    for frame in _frames(response.iter_lines()):
+                        failing_since = None
+                        if "retry" in frame and frame["retry"].isdigit():
+                            retry = int(frame["retry"]) / 1000
+                        if "data" not in frame:
+                            continue
+                        event = StreamEvent(
+                            frame.get("id", ""), frame.get("event", "message"), _loads(frame)
+                        )
+                        if event.id:
+                            last_id = event.id
+                        yield event
+                        if event.kind == TERMINAL:
+                            return
+            except httpx.TransportError as exc:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > reconnect_for:
+                    raise GatewayError(0, f"the service cannot be reached: {exc}") from None
+            time.sleep(retry)  # ended early (the service restarts) or dropped: re-attach
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayError(0, f"the service cannot be reached: {exc}") from None
+        if response.status_code >= 400:
+            raise _refusal(response)
+        return response.json()
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _refusal(response: httpx.Response) -> GatewayError:
+    message = response.text.strip()
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message") or body.get("detail") or message)
+    except ValueError:
+        pass
+    return GatewayError(response.status_code, f"{response.status_code}: {message}")
+
+
+def _frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """SSE frames as field -> value (``data`` lines joined); comments skipped."""
+    frame: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if frame:
+                yield frame
+            frame = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data" and "data" in frame:
+            frame["data"] += "\n" + value
+        else:
+            frame[name] = value
+
+
+def _loads(frame: dict[str, str]) -> JsonObject:
+    import json
+
+    try:
+        data = json.loads(frame["data"])
+    except ValueError:
+        return {"raw": frame["data"]}
+    return data if isinstance(data, dict) else {"value": data}

@@ -1,0 +1,300 @@
+"""``rpa-gateway ls / show / watch / logs / cancel / projects`` against a running service.
+
+Tables and progress bars (rich) only on a terminal; ``--json`` prints what the API
+returned, one JSON document (``watch --json``: one event per line), for scripts.
+Exit status: 0 success, 1 the execution failed, 2 the service could not be reached or
+refused the request, 3 cancelled, 4 timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from rpa_gateway.console.client import TERMINAL, GatewayClient, JsonObject, StreamEvent
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 2
+EXIT_CANCELLED = 3
+EXIT_TIMED_OUT = 4
+
+_EXIT_BY_STATUS = {
+    "SUCCEEDED": EXIT_OK,
+    "FAILED": EXIT_FAILED,
+    "CANCELLED": EXIT_CANCELLED,
+    "TIMED_OUT": EXIT_TIMED_OUT,
+}
+_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "TIMED_OUT": "red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+    "PENDING": "blue",
+    "ACCEPTED": "blue",
+}
+_FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
+
+
+class Output:
+    """Where a command writes: stdout for results, stderr for the rest; styled only on
+    a terminal."""
+
+    def __init__(self, as_json: bool, out: TextIO | None = None, err: TextIO | None = None):
+        self.as_json = as_json
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        # Piped, a table keeps its columns whole rather than fit 80 characters.
+        self.console = Console(file=self.out, highlight=False, width=_width(self.out))
+        self.messages = Console(file=self.err, highlight=False, width=_width(self.err))
+
+    def json(self, value: Any) -> None:
+        self.out.write(json.dumps(value, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def error(self, message: str) -> None:
+        self.messages.print(f"rpa-gateway: {message}", style="red", markup=False, soft_wrap=True)
+
+
+def list_executions(
+    client: GatewayClient,
+    output: Output,
+    *,
+    status: str | None,
+    project_id: str | None,
+    limit: int,
+    watch: float | None,
+) -> int:
+    def fetch() -> list[JsonObject]:
+        return client.list_executions(status=status, project_id=project_id, limit=limit)
+
+    if watch is None or output.as_json:
+        items = fetch()
+        if output.as_json:
+            output.json(items)
+        else:
+            output.console.print(executions_table(items))
+        return EXIT_OK
+    with Live(executions_table(fetch()), console=output.console, auto_refresh=False) as live:
+        while True:  # until Ctrl-C
+            time.sleep(watch)
+            live.update(executions_table(fetch()), refresh=True)
+
+
+def executions_table(items: list[JsonObject]) -> Table:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    caption = "  ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "none"
+    table = Table(caption=caption, caption_justify="left")
+    for column in ("ID", "STATUS", "PROJECT", "SID", "STARTED", "DURATION", "CODE"):
+        table.add_column(column, no_wrap=column in ("ID", "STATUS"))
+    for item in items:
+        result = item.get("result") or {}
+        table.add_row(
+            item["id"],
+            f"[{_STYLE.get(item['status'], '')}]{item['status']}[/]",
+            _plain(item["project_id"]),
+            _plain(item["sid"]),
+            _when(item["created_at"]),
+            _duration(item),
+            str(result.get("code", "")),
+        )
+    return table
+
+
+def show(client: GatewayClient, output: Output, execution_id: str) -> int:
+    view = client.execution(execution_id)
+    if output.as_json:
+        output.json(view)
+        return EXIT_OK
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    status = view["status"]
+    rows = [
+        ("id", view["id"]),
+        ("status", f"[{_STYLE.get(status, '')}]{status}[/]"),
+        ("project", _plain(view["project_id"])),
+        ("sid", _plain(view["sid"])),
+        ("params", _plain(json.dumps(view["params"], ensure_ascii=False))),
+        ("started", _when(view["created_at"])),
+        ("duration", _duration(view)),
+        ("upstream id", _plain(view.get("upstream_id") or "-")),
+    ]
+    if view.get("queue_position") is not None:
+        rows.append(("queue position", str(view["queue_position"])))
+    result = view.get("result")
+    if result is not None:
+        rows.append(("code", str(result["code"])))
+        rows.append(("message", _plain(result["message"])))
+        rows.append(("data", _plain(json.dumps(result.get("data"), ensure_ascii=False))))
+    for name, value in rows:
+        table.add_row(name, value)
+    output.console.print(table)
+    if view.get("logs"):
+        output.console.print("[bold]logs[/]")
+        for line in view["logs"]:
+            output.console.print(line, markup=False)
+    return EXIT_OK
+
+
+def watch(client: GatewayClient, output: Output, execution_id: str, reconnect_for: float) -> int:
+    """Follows the execution to its end: state changes and progress on stderr (a bar on a
+    terminal), the result on stdout; the exit status says how it ended."""
+    events = client.events(execution_id, reconnect_for=reconnect_for)
+    if output.as_json:
+        terminal: JsonObject = {}
+        for event in events:
+            output.json({"id": event.id, "event": event.kind, **event.data})
+            if event.kind == TERMINAL:
+                terminal = event.data
+        return _exit_of(terminal)
+    if not output.messages.is_terminal:
+        return _watch_plainly(events, output, execution_id)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        console=output.messages,
+        transient=False,
+    )
+    bar = progress.add_task(execution_id, total=100, start=False)
+    terminal = {}
+    with progress:
+        for event in events:
+            if event.kind == "state":
+                progress.console.print(f"{execution_id}: {event.data.get('status')}", markup=False)
+            elif event.kind == "progress":
+                percent = event.data.get("percent")
+                progress.start_task(bar)
+                progress.update(
+                    bar,
+                    completed=percent if isinstance(percent, int | float) else None,
+                    description=_plain(str(event.data.get("message", execution_id)))[:60],
+                )
+            elif event.kind == TERMINAL:
+                terminal = event.data
+                if terminal.get("code") == 0:
+                    progress.update(bar, completed=100)
+    return _report_end(output, execution_id, terminal)
+
+
+def _watch_plainly(events: Iterator[StreamEvent], output: Output, execution_id: str) -> int:
+    """Not on a terminal: a line per state change and progress report, no bar."""
+    terminal: JsonObject = {}
+    for event in events:
+        if event.kind == "state":
+            output.err.write(f"{execution_id}: {event.data.get('status')}\n")
+        elif event.kind == "progress":
+            percent = event.data.get("percent")
+            shown = f"[{percent:5.1f}%] " if isinstance(percent, int | float) else ""
+            output.err.write(f"{execution_id}: {shown}{event.data.get('message', '')}\n")
+        elif event.kind == TERMINAL:
+            terminal = event.data
+        output.err.flush()
+    return _report_end(output, execution_id, terminal)
+
+
+def _report_end(output: Output, execution_id: str, terminal: JsonObject) -> int:
+    code = _exit_of(terminal)
+    if code == EXIT_OK:
+        output.json(terminal.get("data"))
+    elif terminal:
+        output.error(f"{execution_id} ended with {terminal.get('code')}: {terminal.get('message')}")
+    else:
+        output.error(f"{execution_id}: the stream ended without the execution's end")
+    return code
+
+
+def logs(
+    client: GatewayClient, output: Output, execution_id: str, follow: bool, interval: float
+) -> int:
+    view = client.execution(execution_id)
+    shown: list[str] = []
+    while True:
+        new = _new_lines(shown, view.get("logs") or [])
+        for line in new:
+            if output.as_json:
+                output.json(line)
+            else:
+                output.console.print(line, markup=False)
+        shown = view.get("logs") or []
+        if not follow or view["status"] in _FINISHED:
+            return EXIT_OK
+        time.sleep(interval)
+        view = client.execution(execution_id)
+
+
+def cancel(client: GatewayClient, output: Output, execution_id: str) -> int:
+    view = client.cancel(execution_id)
+    if output.as_json:
+        output.json(view)
+    else:
+        output.console.print(f"{view['id']}: {view['status']}", markup=False)
+    return EXIT_OK
+
+
+def projects(client: GatewayClient, output: Output) -> int:
+    found = client.projects()
+    if output.as_json:
+        output.json(found)
+        return EXIT_OK
+    table = Table()
+    for column in ("PROJECT", "NAME", "TIMEOUT", "DESCRIPTION"):
+        table.add_column(column)
+    for project in found:
+        timeout = project.get("timeout")
+        table.add_row(
+            _plain(project["id"]),
+            _plain(project["name"]),
+            "-" if timeout is None else f"{timeout:g} s",
+            _plain(project["description"]),
+        )
+    output.console.print(table)
+    return EXIT_OK
+
+
+def _exit_of(terminal: JsonObject) -> int:
+    if not terminal:
+        return EXIT_UNREACHABLE
+    return _EXIT_BY_STATUS.get(str(terminal.get("status")), EXIT_FAILED)
+
+
+def _new_lines(before: list[str], now: list[str]) -> list[str]:
+    """The lines of ``now`` after what ``before`` already showed: the service keeps the
+    last lines only, so the window slides; the longest overlap is taken as seen."""
+    for overlap in range(min(len(before), len(now)), 0, -1):
+        if before[-overlap:] == now[:overlap]:
+            return now[overlap:]
+    return now
+
+
+def _width(stream: TextIO) -> int | None:
+    return None if stream.isatty() else 200
+
+
+def _plain(text: str) -> str:
+    """Caller-supplied text kept out of rich's markup."""
+    return text.replace("[", "\\[")
+
+
+def _when(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(item: JsonObject) -> str:
+    start = datetime.fromisoformat(item["created_at"])
+    end = datetime.fromisoformat(item["finished_at"]) if item.get("finished_at") else None
+    seconds = ((end or datetime.now(start.tzinfo)) - start).total_seconds()
+    return f"{seconds:.1f} s" if end else f"{seconds:.0f} s…"

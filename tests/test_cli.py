@@ -1,0 +1,260 @@
+"""``rpa-gateway ls / show / watch / logs / cancel / projects`` against a running service,
+as separate processes over real sockets, their ``--json`` output parsed back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayFactory
+from tests.gateway_process import GatewayProcess
+from tests.local_projects import make_project
+from tests.native_client import auth
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
+TOKEN = "cli-token"
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayFactory, tmp_path: Path) -> GatewayProcess:
+    projects = tmp_path / "projects"
+    projects.mkdir()
+    for example in ("countdown", "hello", "page-title"):
+        shutil.copytree(EXAMPLES / example, projects / example)
+    make_project(
+        projects,
+        "chatty",
+        """
+        import json, sys, time
+        for n in range(int(json.load(sys.stdin).get("lines", 3))):
+            print(f"line {n}", flush=True)
+            time.sleep(0.3)
+        print(json.dumps({"event": "result", "data": {}}))
+        """,
+    )
+    return start_gateway(upstream=False, RPA_BACKEND="local", RPA_PROJECTS_DIR=str(projects))
+
+
+def cli(
+    gateway: GatewayProcess | str, *args: str, token: str = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    url = gateway if isinstance(gateway, str) else gateway.base_url
+    return subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", *args, "--url", url, "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def start(
+    gateway: GatewayProcess, project: str, params: dict[str, object], token: str = TOKEN
+) -> str:
+    created = httpx.post(
+        f"{gateway.base_url}/rpa/v1/executions",
+        json={"project_id": project, "params": params},
+        headers=auth(token),
+        timeout=10,
+    )
+    assert created.status_code == 202, created.text
+    execution_id: str = created.json()["id"]
+    return execution_id
+
+
+def finished(gateway: GatewayProcess, execution_id: str) -> dict[str, object]:
+    done = cli(gateway, "watch", execution_id, "--json")
+    last: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return last
+
+
+def test_ls_and_show_list_the_caller_s_executions_as_tables_and_json(
+    gateway: GatewayProcess,
+) -> None:
+    greeted = start(gateway, "hello", {"name": "Ada"})
+    counted = start(gateway, "countdown", {"seconds": 0})
+    others = start(gateway, "hello", {"name": "Bob"}, token="someone-else")
+    for execution_id in (greeted, counted):
+        assert finished(gateway, execution_id)["event"] == "terminal"
+
+    listed = cli(gateway, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = json.loads(listed.stdout)
+    assert [i["id"] for i in items] == [counted, greeted]  # newest first, only its own
+    assert {i["status"] for i in items} == {"SUCCEEDED"}
+    only_hello = json.loads(cli(gateway, "ls", "--json", "--project", "hello").stdout)
+    assert [i["id"] for i in only_hello] == [greeted]
+    assert json.loads(cli(gateway, "ls", "--json", "--status", "failed").stdout) == []
+
+    table = cli(gateway, "ls")
+    assert table.returncode == 0
+    assert greeted in table.stdout and counted in table.stdout and others not in table.stdout
+    assert "SUCCEEDED 2" in table.stdout  # counts per status
+    assert "\x1b[" not in table.stdout  # no colour when not on a terminal
+
+    shown = json.loads(cli(gateway, "show", greeted, "--json").stdout)
+    api = httpx.get(f"{gateway.base_url}/rpa/v1/executions/{greeted}", headers=auth(TOKEN))
+    assert shown == api.json()
+    detail = cli(gateway, "show", greeted).stdout
+    assert "SUCCEEDED" in detail and "Hello, Ada!" in detail
+
+    hidden = cli(gateway, "show", others)
+    assert hidden.returncode == 2 and "404" in hidden.stderr
+
+
+def test_watch_prints_the_result_and_exits_by_outcome(gateway: GatewayProcess) -> None:
+    counted = start(gateway, "countdown", {"seconds": 2})
+    watched = cli(gateway, "watch", counted)
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout) == json.loads(watched.stdout.strip())
+    assert json.loads(watched.stdout)["seconds"] == 2
+    assert f"{counted}: RUNNING" in watched.stderr
+    assert "[ 50.0%] 1 s left" in watched.stderr
+
+    failing = start(gateway, "page-title", {"url": "http://127.0.0.1:9/"})
+    failed = cli(gateway, "watch", failing)
+    assert failed.returncode == 1
+    assert "55002" in failed.stderr and "not a public address" in failed.stderr
+
+    long = start(gateway, "countdown", {"seconds": 60})
+    cancelled = cli(gateway, "cancel", long, "--json")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["status"] == "CANCELLED"
+    after_cancel = cli(gateway, "watch", long)
+    assert after_cancel.returncode == 3 and "55004" in after_cancel.stderr
+
+    lines = cli(gateway, "watch", counted, "--json").stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["event"] == "terminal" and events[-1]["code"] == 0
+
+    unknown = cli(gateway, "watch", "no-such-execution")
+    assert unknown.returncode == 2 and "404" in unknown.stderr
+    unreachable = cli("http://127.0.0.1:9", "watch", counted, "--reconnect-for", "0")
+    assert unreachable.returncode == 2 and "cannot be reached" in unreachable.stderr
+
+
+def test_logs_prints_and_follows_a_local_run_s_lines(gateway: GatewayProcess) -> None:
+    chatty = start(gateway, "chatty", {"lines": 5})
+    followed = cli(gateway, "logs", chatty, "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == [f"line {n}" for n in range(5)]
+    after = cli(gateway, "logs", chatty, "--json")
+    assert [json.loads(line) for line in after.stdout.splitlines()] == [
+        f"line {n}" for n in range(5)
+    ]
+
+
+def test_projects_lists_what_the_service_can_run(gateway: GatewayProcess) -> None:
+    listed = json.loads(cli(gateway, "projects", "--json").stdout)
+    assert sorted(p["id"] for p in listed) == ["chatty", "countdown", "hello", "page-title"]
+    table = cli(gateway, "projects").stdout
+    assert "countdown" in table and "Reports progress" in table
+
+
+class CuttingProxy:
+    """A TCP proxy to the gateway that can cut every connection it carries (as a
+    network failure would), and records the request heads it forwarded."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self.heads: list[bytes] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, request: bool) -> None:
+        first = True
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if request and first:
+                self.heads.append(data)
+                first = False
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+@pytest.fixture
+def proxy(gateway: GatewayProcess) -> Iterator[CuttingProxy]:
+    cutting = CuttingProxy(gateway.port)
+    yield cutting
+    cutting.close()
+
+
+def test_watch_re_attaches_across_a_dropped_connection(
+    gateway: GatewayProcess, proxy: CuttingProxy
+) -> None:
+    counted = start(gateway, "countdown", {"seconds": 4})
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rpa_gateway",
+            "watch",
+            counted,
+            "--json",
+            "--url",
+            f"http://127.0.0.1:{proxy.port}",
+            "--token",
+            TOKEN,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watcher.stdout is not None
+    seen = [json.loads(watcher.stdout.readline())]
+    while seen[-1]["event"] != "progress":
+        seen.append(json.loads(watcher.stdout.readline()))
+    proxy.cut()  # mid-run: the next events must come over a new connection
+    rest, errors = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, errors
+    events = seen + [json.loads(line) for line in rest.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # no gap, no repeat
+    assert events[-1]["event"] == "terminal" and events[-1]["code"] == 0
+    resumed = [h for h in proxy.heads[1:] if b"last-event-id" in h.lower()]
+    assert resumed, proxy.heads
+    assert f"{counted}:{seen[-1]['seq']}".encode() in resumed[0]
