@@ -23,6 +23,7 @@ from rpa_gateway.executions import (
     EventKind,
     Execution,
     ExecutionRequest,
+    JsonObject,
     Outcome,
     Status,
     new_execution_id,
@@ -36,6 +37,7 @@ from rpa_gateway.store.base import (
     StoreError,
     Subscription,
 )
+from rpa_gateway.store.hub import ChangeSubscription
 from rpa_gateway.store.redis import RedisStore
 from rpa_gateway.store.sqlite import SqliteStore
 from tests.redis_servers import (
@@ -657,6 +659,54 @@ def test_a_subscription_follows_the_writer_when_it_moves_to_another_process(
             assert await next_event(subscription) == end
             assert created.seq < own.seq < missed.seq
             await nothing_more(subscription)
+
+    shared_stores.run(scenario, instances=2)
+
+
+async def next_change(subscription: ChangeSubscription) -> JsonObject | None:
+    async with asyncio.timeout(WAIT):
+        return await subscription.get()
+
+
+def test_a_feed_gets_the_changes_of_its_owner_s_executions(shared_stores: Stores) -> None:
+    """Written by any process, heard by the feed of the execution's owner and by the feed
+    of every owner's executions - not by another owner's."""
+
+    async def scenario(writer: Store, reader: Store) -> None:
+        mine, theirs = new_execution("owner-a"), new_execution("owner-b")
+        async with (
+            reader.subscribe_changes("owner-a") as own_feed,
+            reader.subscribe_changes(None) as everyone,
+            writer.subscribe_changes("owner-a") as local_feed,
+        ):
+            await writer.create(mine, None)
+            await writer.append(mine, EventKind.PROGRESS, {"message": "half", "percent": 50})
+            await writer.append(mine, EventKind.STATE, {"status": "RUNNING"}, Status.RUNNING)
+            await writer.finish(mine, SUCCEEDED)
+            await writer.create(theirs, None)
+            for feed in (own_feed, local_feed):
+                changes = [await next_change(feed) for _ in range(4)]
+                assert {c["id"] for c in changes if c} == {mine.id}
+                assert [c["status"] for c in changes if c] == [
+                    "ACCEPTED",
+                    "ACCEPTED",
+                    "RUNNING",
+                    "SUCCEEDED",
+                ]
+                first, progress, _, end = changes
+                assert first is not None and first["project_id"] == "project-1"
+                assert first["sid"] == "sid-1" and first["finished_at"] is None
+                assert progress is not None
+                assert progress["progress"] == {"message": "half", "percent": 50}
+                assert end is not None and (end["code"], end["message"]) == (0, "done")
+                assert end["finished_at"] == end["updated_at"]
+            seen = {
+                (c["id"], c["status"]) for c in [await next_change(everyone) for _ in range(5)] if c
+            }
+            assert (theirs.id, "ACCEPTED") in seen and (mine.id, "SUCCEEDED") in seen
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await own_feed.get()  # owner-b's execution is not in owner-a's feed
 
     shared_stores.run(scenario, instances=2)
 

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, executions, health, metrics, projects
+from rpa_gateway.api import compat, executions, feed, health, metrics, projects
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
@@ -180,6 +180,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.lifecycle = lifecycle
     app.include_router(compat.router)
     app.include_router(executions.router)
+    app.include_router(feed.router)
     app.include_router(projects.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

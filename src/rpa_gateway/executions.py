@@ -122,6 +122,44 @@ class Execution:
     logs: list[str] = field(default_factory=list)  # the run's log lines (local backend)
 
 
+def change_of(execution: Execution, kind: EventKind, data: JsonObject, at: float) -> JsonObject:
+    """What a feed of executions says when the execution gets this event: its state after
+    it, in brief (the progress report itself for a progress event)."""
+    status = data.get("status") if kind is not EventKind.PROGRESS else None
+    change: JsonObject = {
+        "id": execution.id,
+        "project_id": execution.request.project_id,
+        "sid": execution.request.sid,
+        "status": status if isinstance(status, str) else execution.status.value,
+        "created_at": execution.created_at,
+        "updated_at": at,
+        "finished_at": at if kind is EventKind.TERMINAL else execution.finished_at,
+    }
+    if kind is EventKind.TERMINAL:
+        change["code"] = data.get("code")
+        change["message"] = data.get("message")
+    elif kind is EventKind.PROGRESS:
+        change["progress"] = data
+    return change
+
+
+def snapshot_change(execution: Execution) -> JsonObject:
+    """The same brief as :func:`change_of`, of the execution as it stands."""
+    change: JsonObject = {
+        "id": execution.id,
+        "project_id": execution.request.project_id,
+        "sid": execution.request.sid,
+        "status": execution.status.value,
+        "created_at": execution.created_at,
+        "updated_at": execution.updated_at,
+        "finished_at": execution.finished_at,
+    }
+    if execution.outcome is not None:
+        change["code"] = execution.outcome.code
+        change["message"] = execution.outcome.message
+    return change
+
+
 def new_execution_id() -> str:
     return uuid.uuid4().hex
 

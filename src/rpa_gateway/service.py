@@ -16,9 +16,11 @@ from rpa_gateway.executions import (
     EventKind,
     Execution,
     ExecutionRequest,
+    JsonObject,
     Outcome,
     Status,
     new_execution_id,
+    snapshot_change,
 )
 from rpa_gateway.security import TokenVault
 from rpa_gateway.stewardship import Stewardship
@@ -29,6 +31,8 @@ from rpa_gateway.telemetry.context import current_execution
 log = logging.getLogger(__name__)
 
 _CANCEL_WAIT = 10.0
+CHANGES_REPLAYED = 200  # executions, newest first, a resumed feed replays changes of
+CHANGES_MARGIN = 2.0  # seconds before the resume point a replay starts
 CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
 
@@ -346,6 +350,41 @@ class ExecutionService:
         except StoreError:
             log.exception("execution %s: cannot read its events", execution_id)
             yield Signal.STORE_FAILED
+
+    async def changes(
+        self, token: str, since: float | None, idle_interval: float
+    ) -> AsyncIterator[JsonObject | Signal]:
+        """The caller's execution changes as they happen (:func:`executions.change_of`).
+
+        ``since`` (epoch seconds, a previous change's ``updated_at``): first the state of
+        each of the caller's newest executions changed after it, less a margin (changes
+        of different executions may be written slightly out of order), oldest first.
+        Pings and the end as :meth:`follow` has them."""
+        owner = self._vault.fingerprint(token)
+        async with self._store.subscribe_changes(owner) as subscription:
+            if since is not None:
+                try:
+                    recent = await self._store.list_executions(
+                        ListQuery(owner=owner, limit=CHANGES_REPLAYED)
+                    )
+                except StoreError:
+                    log.exception("the feed cannot read the executions it resumes")
+                    yield Signal.STORE_FAILED
+                    return
+                changed = [e for e in recent if e.updated_at > since - CHANGES_MARGIN]
+                for execution in sorted(changed, key=lambda e: e.updated_at):
+                    yield snapshot_change(execution)
+            while True:
+                try:
+                    async with asyncio.timeout(idle_interval):
+                        change = await subscription.get()
+                except TimeoutError:
+                    yield Signal.PING
+                    continue
+                if change is None:
+                    yield Signal.RECONNECT
+                    return
+                yield change
 
     async def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
         """The stored events between the cursor and a live one, and that one (which may be an

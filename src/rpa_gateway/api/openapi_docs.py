@@ -83,6 +83,40 @@ _NATIVE_EVENT = _sse_event(
 )
 
 
+_CHANGE_EVENT = _sse_event(
+    {
+        "type": "object",
+        "required": ["id", "project_id", "sid", "status", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string", "description": "the execution"},
+            "project_id": {"type": "string"},
+            "sid": {"type": "string"},
+            "status": {"type": "string"},
+            "created_at": {"type": "number", "description": "epoch seconds"},
+            "updated_at": {"type": "number", "description": "epoch seconds, this change's"},
+            "finished_at": {"type": ["number", "null"]},
+            "code": {"type": "integer", "description": "once ended"},
+            "message": {"type": "string", "description": "once ended"},
+            "progress": {
+                "type": "object",
+                "description": "a progress report: message, percent",
+            },
+        },
+        "additionalProperties": True,
+    },
+    ["change"],
+)
+
+
+def change_stream() -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": "`change` events (id: milliseconds), `: ping` comments",
+            "content": {"text/event-stream": {"schema": _CHANGE_EVENT}},
+        }
+    }
+
+
 def errors(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, Any]]:
     """Error responses of a route; ``stream``: also as the compat stream's one data frame."""
     documented: dict[int | str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
 )
-from rpa_gateway.store.hub import Listener
+from rpa_gateway.store.hub import ChangeSubscription, Listener
 
 
 class StoreError(Exception):
@@ -125,6 +125,14 @@ class Store(Protocol):
         """Live events of the execution.  ``written_here``: this process writes them now
         (it drives the execution), so a shared store need not bring them from other
         processes - until :meth:`written_elsewhere` says otherwise."""
+        ...
+
+    def subscribe_changes(
+        self, owner: str | None
+    ) -> AbstractAsyncContextManager[ChangeSubscription]:
+        """Changes of the owner's executions (every owner's for ``None``) as any process of
+        the service writes them: ``executions.change_of`` objects, ``None`` once the service
+        is shutting down."""
         ...
 
     def written_elsewhere(self, execution_id: str) -> None:

@@ -1,4 +1,5 @@
-"""In-process fan-out of new events to the streams following an execution."""
+"""In-process fan-out of new events to the streams following an execution, and of
+execution changes to the feeds following an owner's executions (or everyone's)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from rpa_gateway.executions import Event, Execution
+from rpa_gateway.executions import Event, Execution, JsonObject, change_of
 
 # Called with every new event and the execution as it stands after it.
 Listener = Callable[[Event, Execution], None]
@@ -26,9 +27,25 @@ class QueueSubscription:
         return await self._queue.get()
 
 
+class ChangeSubscription:
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        # ``None`` in the queue means: the service is shutting down.
+        self._queue: asyncio.Queue[JsonObject | None] = asyncio.Queue()
+
+    def deliver(self, change: JsonObject | None) -> None:
+        self._queue.put_nowait(change)
+
+    async def get(self) -> JsonObject | None:
+        return await self._queue.get()
+
+
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[QueueSubscription]] = {}
+        # Per owner; under None, the feeds of every owner's executions.
+        self._change_subscribers: dict[str | None, set[ChangeSubscription]] = {}
         self._listeners: list[Listener] = []
         self._draining = False
 
@@ -40,12 +57,42 @@ class Hub:
             listener(event, execution)
         for subscription in self._subscribers.get(event.execution_id, ()):
             subscription.deliver(event)
+        if self._change_subscribers:
+            change = change_of(execution, event.kind, event.data, event.at)
+            self.deliver_change(execution.owner, change)
+
+    def deliver_change(self, owner: str, change: JsonObject) -> None:
+        for key in (owner, None):
+            for subscription in self._change_subscribers.get(key, ()):
+                subscription.deliver(change)
+
+    @property
+    def follows_changes(self) -> bool:
+        return bool(self._change_subscribers)
 
     def drain(self) -> None:
         self._draining = True
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.deliver(None)
+        for changes in self._change_subscribers.values():
+            for change_subscription in changes:
+                change_subscription.deliver(None)
+
+    @asynccontextmanager
+    async def subscribe_changes(self, owner: str | None) -> AsyncIterator[ChangeSubscription]:
+        subscription = ChangeSubscription()
+        if self._draining:
+            subscription.deliver(None)
+        self._change_subscribers.setdefault(owner, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._change_subscribers.get(owner)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._change_subscribers[owner]
 
     @asynccontextmanager
     async def subscribe(self, execution_id: str) -> AsyncIterator[QueueSubscription]:

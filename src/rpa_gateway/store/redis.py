@@ -16,6 +16,8 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:live:<id>        channel: the execution's events as they are written, as JSON,
                          for the processes that follow it without writing it
     rpa:notices          channel: notify()
+    rpa:changes          channel: every execution change (executions.change_of) with its
+                         owner, for feeds; listened to only while a feed is open here
 
 The indexes live in other slots than the execution, so they are written by separate
 commands (a cluster cannot span slots in one step); each write says what a crash
@@ -61,6 +63,7 @@ from rpa_gateway.executions import (
     JsonObject,
     Outcome,
     Status,
+    change_of,
     terminal_data,
 )
 from rpa_gateway.store.base import (
@@ -71,7 +74,7 @@ from rpa_gateway.store.base import (
     StoreError,
     Subscription,
 )
-from rpa_gateway.store.hub import Hub, Listener
+from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener
 from rpa_gateway.store.redis_subscriber import Subscriber, SubscriberError
 
 log = logging.getLogger(__name__)
@@ -93,18 +96,21 @@ _NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 # The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
 # ARGV[6], ARGV[7]: the lease's holder and milliseconds ('' : no lease taken).  On one
 # server (ARGV[8] '1') the indexes KEYS[5], KEYS[6] are written here too, by score ARGV[9]
-# and member ARGV[10] (the id); a cluster cannot, and create() writes them apart.
+# and member ARGV[10] (the id); a cluster cannot, and create() writes them apart.  Each
+# script also publishes the execution's change for feeds: channel and message, here ARGV[11],
+# ARGV[12] (_APPEND: ARGV[4], ARGV[5]; _FINISH: ARGV[9], ARGV[10]); then the record's pairs.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
   redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. '1,"ev":' .. ARGV[1] .. '}')
+redis.call('PUBLISH', ARGV[11], ARGV[12])
 return 1
 """
 
@@ -113,8 +119,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finishe
   return 0
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 6))
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return seq
 """
 
@@ -126,7 +133,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finishe
   return 0
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 11))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -140,6 +147,7 @@ if ARGV[5] ~= '0' then
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
+redis.call('PUBLISH', ARGV[9], ARGV[10])
 return seq
 """
 
@@ -232,9 +240,15 @@ class _Keys:
         self.finished = f"{prefix}:finished"
         self.holders = f"{prefix}:holders"
         self.notices_channel = f"{prefix}:notices"
+        self.changes_channel = f"{prefix}:changes"
 
     def live(self, execution_id: str) -> str:
         return f"{self.prefix}:live:{execution_id}"
+
+    def followed(self, channels: Sequence[str]) -> list[str]:
+        """The executions whose live channels these are."""
+        head = f"{self.prefix}:live:"
+        return [c.removeprefix(head) for c in channels if c.startswith(head)]
 
     def record(self, execution_id: str) -> str:
         return f"{self.prefix}:{{{execution_id}}}:x"
@@ -291,6 +305,7 @@ class RedisStore:
         self._origin = uuid.uuid4().hex  # tells this store's messages from other processes'
         self._own_messages = f'{{"o":"{self._origin}"'.encode()
         self._notices_channel = self._keys.notices_channel.encode()
+        self._changes_channel = self._keys.changes_channel.encode()
         self._hub = _Fanout()
         self._following: Counter[str] = Counter()  # subscriptions per execution
         # Executions whose channel is subscribed (or will be, at the next connection): the
@@ -379,6 +394,7 @@ class RedisStore:
         if self._one_server:
             keys += [self._keys.unfinished, self._keys.owner(execution.owner)]
         args += ["1" if self._one_server else "0", repr(execution.created_at), execution.id]
+        args += self._change(execution, EventKind.STATE, data, execution.created_at)
         args += _pairs(_record_fields(execution))
         async with self._redis("record execution"):
             idempotency = await self._reserve_idempotency(execution)
@@ -472,6 +488,7 @@ class RedisStore:
         }
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
         args = [stored, self._message_head(execution.id), self._keys.live(execution.id)]
+        args += self._change(execution, kind, data, now)
         async with self._redis("append event"):
             seq = int(await self._eval(_APPEND, keys, [*args, *_pairs(fields)]))
         if not seq:
@@ -513,6 +530,7 @@ class RedisStore:
                 tidy = "2"
         member = _dumps([execution.id, execution.owner])
         args += [tidy, execution.id, member, repr(now)]
+        args += self._change(execution, EventKind.TERMINAL, data, now)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
             if seq and not self._one_server:
@@ -705,18 +723,34 @@ class RedisStore:
             self._following[execution_id] += 1
             try:
                 if not written_here:
-                    await self._watch(execution_id)
+                    await self._watch(self._keys.live(execution_id))
                 yield subscription
             finally:
                 self._following[execution_id] -= 1
                 if self._following[execution_id] <= 0:
                     del self._following[execution_id]
-                    self._unwatch(execution_id)
+                    self._unwatch(self._keys.live(execution_id))
+
+    def subscribe_changes(
+        self, owner: str | None
+    ) -> AbstractAsyncContextManager[ChangeSubscription]:
+        return self._subscribe_changes(owner)
+
+    @asynccontextmanager
+    async def _subscribe_changes(self, owner: str | None) -> AsyncIterator[ChangeSubscription]:
+        async with self._hub.subscribe_changes(owner) as subscription:
+            await self._watch(self._keys.changes_channel)
+            try:
+                yield subscription
+            finally:
+                if not self._hub.follows_changes:
+                    self._unwatch(self._keys.changes_channel)
 
     def written_elsewhere(self, execution_id: str) -> None:
-        if not self._following[execution_id] or execution_id in self._watched:
+        channel = self._keys.live(execution_id)
+        if not self._following[execution_id] or channel in self._watched:
             return
-        confirmed = self._send_watch(execution_id)
+        confirmed = self._send_watch(channel)
         task = asyncio.get_running_loop().create_task(self._catch_up(execution_id, confirmed))
         self._catching_up.add(task)
         task.add_done_callback(self._catching_up.discard)
@@ -731,25 +765,25 @@ class RedisStore:
         except StoreError as exc:  # Redis is failing: the reconnection resyncs
             log.warning("execution %s: its latest event is not read: %s", execution_id, exc)
 
-    async def _watch(self, execution_id: str) -> None:
-        confirmed = self._watched.get(execution_id) or self._send_watch(execution_id)
+    async def _watch(self, channel: str) -> None:
+        confirmed = self._watched.get(channel) or self._send_watch(channel)
         with contextlib.suppress(SubscriberError):
             await asyncio.shield(confirmed)  # failed: the reconnection subscribes it
 
-    def _send_watch(self, execution_id: str) -> asyncio.Future[Any]:
+    def _send_watch(self, channel: str) -> asyncio.Future[Any]:
         subscriber = self._subscriber
         if subscriber is not None and subscriber.connected:
-            confirmed = subscriber.subscribe(self._keys.live(execution_id))
+            confirmed = subscriber.subscribe(channel)
             confirmed.add_done_callback(_retrieve)
         else:  # subscribed (and resynced) when the connection is back
             confirmed = asyncio.get_running_loop().create_future()
             confirmed.set_result(None)
-        self._watched[execution_id] = confirmed
+        self._watched[channel] = confirmed
         return confirmed
 
-    def _unwatch(self, execution_id: str) -> None:
-        if self._watched.pop(execution_id, None) is not None and self._subscriber is not None:
-            self._subscriber.unsubscribe(self._keys.live(execution_id))
+    def _unwatch(self, channel: str) -> None:
+        if self._watched.pop(channel, None) is not None and self._subscriber is not None:
+            self._subscriber.unsubscribe(channel)
 
     async def publish_only(self, event: Event, execution: Execution) -> None:
         """This process's subscribers get it even when Redis cannot take the message for
@@ -772,6 +806,14 @@ class RedisStore:
     def add_listener(self, listener: Listener) -> None:
         """Called for the events this process writes (not those of other processes)."""
         self._hub.add_listener(listener)
+
+    def _change(
+        self, execution: Execution, kind: EventKind, data: JsonObject, at: float
+    ) -> list[str]:
+        """The changes channel and the message a write publishes on it."""
+        change = change_of(execution, kind, data, at)
+        message = _dumps({"o": self._origin, "owner": execution.owner, "change": change})
+        return [self._keys.changes_channel, message]
 
     def _message_head(self, execution_id: str) -> str:
         return f'{{"o":{_dumps(self._origin)},"id":{_dumps(execution_id)},"seq":'
@@ -804,12 +846,11 @@ class RedisStore:
                     )
                     # From here on, _watch subscribes on this connection itself.
                     self._subscriber = subscriber
-                    watched = list(self._watched)
-                    channels = [self._keys.live(i) for i in watched]
+                    channels = list(self._watched)
                     await subscriber.subscribe(self._keys.notices_channel, *channels)
             except TimeoutError:
                 raise SubscriberError(f"no answer in {self._timeout} s") from None
-            await self._resync(watched)
+            await self._resync(self._keys.followed(channels))
             if self._lost:
                 self._lost = False
                 log.info("Redis events connection back")
@@ -843,6 +884,9 @@ class RedisStore:
                 message = json.loads(data)
                 for listener in self._notice_listeners:
                     listener(message["topic"], message["id"])
+            elif channel == self._changes_channel:
+                message = json.loads(data)
+                self._hub.deliver_change(message["owner"], message["change"])
             else:
                 self._deliver(data)
         except Exception:

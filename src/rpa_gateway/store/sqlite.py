@@ -36,7 +36,7 @@ from rpa_gateway.store.base import (
     StoreError,
     Subscription,
 )
-from rpa_gateway.store.hub import Hub, Listener
+from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener
 
 SCHEMA_VERSION = 1
 
@@ -411,6 +411,11 @@ class SqliteStore:
         self, execution_id: str, *, written_here: bool = False
     ) -> AbstractAsyncContextManager[Subscription]:
         return self._subscribe(execution_id)
+
+    def subscribe_changes(
+        self, owner: str | None
+    ) -> AbstractAsyncContextManager[ChangeSubscription]:
+        return self._hub.subscribe_changes(owner)
 
     def written_elsewhere(self, execution_id: str) -> None:
         return None  # one process writes everything

@@ -1,0 +1,75 @@
+"""``GET /rpa/v1/feed``: the caller's execution changes as Server-Sent Events, for
+dashboards (the web monitor among them) and ``rpa-gateway ls --watch``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from rpa_gateway import sse
+from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.components import components
+from rpa_gateway.api.errors import RequestRejected
+from rpa_gateway.api.openapi_docs import change_stream, errors
+from rpa_gateway.executions import JsonObject
+from rpa_gateway.service import Signal
+from rpa_gateway.sse import EventStreamResponse
+
+router = APIRouter(tags=["executions"])
+
+_MILLISECONDS = re.compile(r"[0-9]{1,16}")
+
+
+@router.get(
+    "/rpa/v1/feed",
+    response_class=EventStreamResponse,
+    operation_id="execution_feed",
+    responses={**change_stream(), **errors(400, 401)},
+    summary="The caller's execution changes, live",
+    description="One `change` event per change of any of the caller's executions: created, "
+    "each state change, each progress report, the end. The event id is the change's "
+    "`updated_at` in milliseconds: resuming with `Last-Event-ID` (or `?last_event_id=`) "
+    "first sends the current state of the caller's newest 200 executions changed since "
+    "(less 2 s, as changes of different executions may come slightly out of order), "
+    "then live changes. A client keeps the latest change of each execution by `id`.",
+)
+async def execution_feed(request: Request, token: Caller) -> Response:
+    parts = components(request)
+    since = _since(request)
+    changes = parts.executions.changes(token, since, parts.settings.xiaowu_rpa_ping_interval)
+    body = _render(changes, parts.settings.rpa_reconnect_delay_ms)
+    return EventStreamResponse(body, counter=parts.lifecycle)
+
+
+def _since(request: Request) -> float | None:
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if value is None or not value.strip():
+        return None
+    if _MILLISECONDS.fullmatch(value.strip()) is None:
+        raise RequestRejected(
+            400,
+            "invalid_last_event_id",
+            "Last-Event-ID of the feed is a change's id: milliseconds since the epoch",
+        )
+    return int(value.strip()) / 1000
+
+
+async def _render(
+    changes: AsyncIterator[JsonObject | Signal], retry_ms: int
+) -> AsyncIterator[bytes]:
+    yield sse.frame(retry_ms=retry_ms)
+    async for change in changes:
+        if change is Signal.PING:
+            yield sse.PING
+        elif isinstance(change, Signal):
+            yield sse.frame(retry_ms=retry_ms)  # shutting down: reconnect elsewhere
+            return
+        else:
+            yield sse.frame(
+                id=str(round(change["updated_at"] * 1000)),
+                event="change",
+                data=sse.json_data(change),
+            )

@@ -1,0 +1,119 @@
+"""``GET /rpa/v1/feed``: a caller's execution changes, live and resumable, over a real socket."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.rpa_upstream import FakeUpstream
+from tests.gateway_process import GatewayProcess
+from tests.native_client import auth, create
+
+WAIT = 10.0
+
+
+class Feed:
+    """A feed read in a thread: its ``change`` events land in a queue."""
+
+    def __init__(self, base_url: str, token: str, last_event_id: str | None = None) -> None:
+        self.changes: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.opened = threading.Event()
+        self.status = 0
+        headers = auth(token)
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
+        self._thread = threading.Thread(
+            target=self._read, args=(f"{base_url}/rpa/v1/feed", headers), daemon=True
+        )
+        self._thread.start()
+        assert self.opened.wait(WAIT)
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with self._client.stream("GET", url, headers=headers) as response:
+                self.status = response.status_code
+                self.opened.set()
+                event_id, kind = "", ""
+                for line in response.iter_lines():
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind == "change":
+                        self.changes.put((event_id, json.loads(line[6:])))
+                    elif not line:
+                        event_id, kind = "", ""
+        except httpx.HTTPError:
+            self.opened.set()
+
+    def next(self, within: float = WAIT) -> tuple[str, dict[str, Any]]:
+        return self.changes.get(timeout=within)
+
+    def until_end_of(self, execution_id: str) -> list[tuple[str, dict[str, Any]]]:
+        seen = []
+        while True:
+            event_id, change = self.next()
+            if change["id"] == execution_id:
+                seen.append((event_id, change))
+                if change.get("finished_at") is not None:
+                    return seen
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@pytest.fixture
+def feeds() -> Iterator[list[Feed]]:
+    opened: list[Feed] = []
+    yield opened
+    for feed in opened:
+        feed.close()
+
+
+def test_the_feed_brings_the_caller_s_changes_live_and_no_one_else_s(
+    gateway: GatewayProcess, fake: FakeUpstream, feeds: list[Feed]
+) -> None:
+    fake.script("feed-1", steps=[{"status": "RUNNING"}, {"status": "COMPLETED", "result": {}}])
+    mine = Feed(gateway.base_url, "feed-owner")
+    theirs = Feed(gateway.base_url, "feed-other")
+    feeds += [mine, theirs]
+    assert mine.status == 200
+
+    created = create(gateway.base_url, {"project_id": "feed-1", "sid": "s-1"}, "feed-owner")
+    execution_id = created.json()["id"]
+    changes = mine.until_end_of(execution_id)
+    statuses = [c["status"] for _, c in changes]
+    assert statuses[0] == "ACCEPTED" and statuses[-1] == "SUCCEEDED"
+    assert "RUNNING" in statuses
+    first, end = changes[0][1], changes[-1][1]
+    assert (first["project_id"], first["sid"]) == ("feed-1", "s-1")
+    assert end["code"] == 0 and end["finished_at"] == end["updated_at"]
+    ids = [int(event_id) for event_id, _ in changes]
+    assert ids == [round(c["updated_at"] * 1000) for _, c in changes]
+    with pytest.raises(queue.Empty):
+        theirs.next(within=0.5)  # another token's feed hears nothing of it
+
+    # Resumed from the first change: the execution's current state comes first.
+    resumed = Feed(gateway.base_url, "feed-owner", last_event_id=changes[0][0])
+    feeds.append(resumed)
+    event_id, replayed = resumed.next()
+    assert replayed["id"] == execution_id and replayed["status"] == "SUCCEEDED"
+    assert replayed["code"] == 0 and int(event_id) == ids[-1]
+
+
+def test_a_feed_cursor_that_is_not_a_change_id_is_refused(gateway: GatewayProcess) -> None:
+    refused = httpx.get(
+        f"{gateway.base_url}/rpa/v1/feed",
+        headers={**auth("feed-owner"), "Last-Event-ID": "abc:1"},
+        timeout=10,
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_last_event_id"
+    assert httpx.get(f"{gateway.base_url}/rpa/v1/feed", timeout=10).status_code == 401
