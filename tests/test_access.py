@@ -12,7 +12,8 @@ from tests.astron_node import NodeFailed, node_call
 from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
-from tests.native_client import auth
+from tests.native_client import auth, create, events, get
+from tests.test_feed import Feed
 
 
 def new_key() -> tuple[str, str]:
@@ -101,3 +102,50 @@ def test_local_backend_with_keys_listens_everywhere(tmp_path: Path) -> None:
         assert f"Uvicorn running on http://0.0.0.0:{gateway.port}" in gateway.log_text()
     finally:
         gateway.stop()
+
+
+def test_an_operator_key_sees_every_caller_s_executions_and_may_cancel_them(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    (alice, alice_entry), (bob, bob_entry), (admin, admin_entry) = new_key(), new_key(), new_key()
+    gateway = start_gateway(RPA_API_KEYS=f"{alice_entry},{bob_entry}", RPA_ADMIN_KEYS=admin_entry)
+    base = gateway.base_url
+    pid = new_project_id()
+    fake.script(pid, gated=True, steps=[{"status": "COMPLETED", "result": {}}])
+
+    def start(token: str) -> str:
+        created = create(base, {"project_id": pid, "sid": "s"}, token)
+        assert created.status_code == 202, created.text
+        execution_id: str = created.json()["id"]
+        return execution_id
+
+    everyone = Feed(base, admin)
+    alices, bobs = start(alice), start(bob)
+    fake.wait_for_creates(pid, 2)
+    try:
+        heard = {everyone.next()[1]["id"] for _ in range(4)}  # ACCEPTED, PENDING of each
+        assert heard == {alices, bobs}
+    finally:
+        everyone.close()
+
+    def listed(token: str) -> list[str]:
+        page = httpx.get(f"{base}/rpa/v1/executions", headers=auth(token), timeout=10)
+        assert page.status_code == 200, page.text
+        return [item["id"] for item in page.json()["items"]]
+
+    assert listed(alice) == [alices] and listed(bob) == [bobs]
+    assert listed(admin) == [bobs, alices]  # every caller's, newest first
+    assert get(base, bobs, alice).status_code == 404  # callers still see only their own
+    assert get(base, alices, admin).json()["status"] == "PENDING"
+
+    cancelled = httpx.post(
+        f"{base}/rpa/v1/executions/{alices}/cancel", headers=auth(admin), timeout=20
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert (cancelled.json()["status"], cancelled.json()["result"]["code"]) == ("CANCELLED", 55004)
+    assert len(fake.cancels) == 1  # the run cancelled upstream
+
+    fake.open_gate(pid)
+    _, frames, _ = events(base, bobs, admin)
+    assert frames[-1]["event"] == "terminal" and frames[-1]["code"] == 0
+    assert get(base, alices, alice).json()["status"] == "CANCELLED"

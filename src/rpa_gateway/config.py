@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     )
 
     _api_keys: ApiKeys | None = PrivateAttr(default=None)
+    _admin_keys: ApiKeys | None = PrivateAttr(default=None)
 
     # --- names kept from the reference service -------------------------------
     # Unset: all interfaces, except the local backend without RPA_API_KEYS (loopback only).
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     # them, one a line; unset, any non-empty token is a caller.
     rpa_api_keys: SecretStr | None = None
     rpa_api_keys_file: Path | None = None
+    # Operators' keys, given like RPA_API_KEYS: they see (and may cancel) every caller's
+    # executions; they are callers too.
+    rpa_admin_keys: SecretStr | None = None
     rpa_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
     # Several replicas share executions in Redis (astron-agent's names): one server
     # ``host:port``, or a cluster's comma-separated seeds; unset, the embedded SQLite store.
@@ -160,6 +164,7 @@ class Settings(BaseSettings):
         "rpa_drain_seconds",
         "rpa_api_keys",
         "rpa_api_keys_file",
+        "rpa_admin_keys",
         "rpa_store_max_mb",
         "rpa_local_max_runs_per_token",
         "rpa_max_connections",
@@ -192,6 +197,11 @@ class Settings(BaseSettings):
     def api_keys(self) -> ApiKeys | None:
         """The admitted keys, or ``None`` when every token is admitted."""
         return self._api_keys
+
+    @property
+    def admin_keys(self) -> ApiKeys | None:
+        """Operators' keys (``RPA_ADMIN_KEYS``), or ``None``."""
+        return self._admin_keys
 
     @property
     def redis_seeds(self) -> list[str]:
@@ -234,6 +244,13 @@ class Settings(BaseSettings):
                 digests += read_entries(self.rpa_api_keys_file)
             except ValueError as exc:
                 raise ValueError(f"RPA_API_KEYS_FILE: {exc}") from None
+        if self.rpa_admin_keys is not None:
+            admins = parse_entries(
+                self.rpa_admin_keys.get_secret_value().split(","), "RPA_ADMIN_KEYS"
+            )
+            if not admins:
+                raise ValueError("RPA_ADMIN_KEYS: no key given; unset it for no operator")
+            self._admin_keys = ApiKeys(admins)
         if self.rpa_api_keys is None and self.rpa_api_keys_file is None:
             return self
         if not digests:

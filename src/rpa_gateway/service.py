@@ -151,20 +151,30 @@ class ExecutionService:
         return execution, first
 
     async def attach(
-        self, execution_id: str, token: str, *, resume: bool = True, after: int = 0
+        self,
+        execution_id: str,
+        token: str,
+        *,
+        resume: bool = True,
+        after: int = 0,
+        every_owner: bool = False,
     ) -> Execution:
         """The caller's execution; one waiting for its owner's token is resumed with it.
 
         ``after`` is where the caller's event stream resumes; past the last event it
-        raises :class:`CursorBeyondEnd`.
+        raises :class:`CursorBeyondEnd`.  ``every_owner`` (an operator): any caller's
+        execution, resumed only when it is the operator's own.
         """
         execution = await self._store.get(execution_id)
-        if execution is None or not self._vault.owns(execution.owner, token):
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        own = self._vault.owns(execution.owner, token)
+        if not own and not every_owner:
             raise ExecutionNotFound(execution_id)
         unrecorded = self._supervisor.unrecorded_end(execution_id)
         if after > (unrecorded.seq if unrecorded is not None else execution.last_seq):
             raise CursorBeyondEnd(execution, after)
-        if resume:
+        if resume and own:
             await self._resume_if_parked(execution, token)
         return execution
 
@@ -177,10 +187,12 @@ class ExecutionService:
     def projects(self) -> list[ProjectInfo] | None:
         return self._backend.projects()
 
-    async def list_executions(self, token: str, query: ListQuery) -> list[Execution]:
+    async def list_executions(
+        self, token: str, query: ListQuery, *, every_owner: bool = False
+    ) -> list[Execution]:
         return await self._store.list_executions(
             ListQuery(
-                owner=self._vault.fingerprint(token),
+                owner=None if every_owner else self._vault.fingerprint(token),
                 status=query.status,
                 project_id=query.project_id,
                 limit=query.limit,
@@ -188,15 +200,28 @@ class ExecutionService:
             )
         )
 
-    async def cancel(self, execution_id: str, token: str) -> Execution:
-        """Cancel and wait (briefly) for the end.  Raises ExecutionNotFound, AlreadyFinished."""
+    async def cancel(
+        self, execution_id: str, token: str, *, every_owner: bool = False
+    ) -> Execution:
+        """Cancel and wait (briefly) for the end.  Raises ExecutionNotFound, AlreadyFinished.
+
+        ``every_owner`` (an operator): any caller's execution; its driver cancels it with
+        the owner's token (one that nobody drives is cancelled when it is next driven)."""
         # Not resumed first: a waiting execution is started by the cancel itself, flag set.
-        execution = await self.attach(execution_id, token, resume=False)
+        execution = await self.attach(execution_id, token, resume=False, every_owner=every_owner)
         if execution.finished_at is not None:
             if execution.cancel_requested and execution.status is Status.CANCELLED:
                 return execution  # cancelled already: asking again changes nothing
             raise AlreadyFinished(execution)
-        if self._supervisor.is_running(execution_id) or await self._stewardship.claim(execution_id):
+        if not self._vault.owns(execution.owner, token):
+            if self._supervisor.is_running(execution_id):
+                await self._supervisor.cancel_driven(execution_id)
+            else:
+                await self._store.request_cancel(execution_id)
+                await self._store.notify(CANCEL, execution_id)
+        elif self._supervisor.is_running(execution_id) or await self._stewardship.claim(
+            execution_id
+        ):
             await self._supervisor.cancel(execution, token)
         else:  # another process drives it: told at once, and at its next renewal for sure
             await self._store.request_cancel(execution_id)
@@ -352,15 +377,15 @@ class ExecutionService:
             yield Signal.STORE_FAILED
 
     async def changes(
-        self, token: str, since: float | None, idle_interval: float
+        self, token: str, since: float | None, idle_interval: float, *, every_owner: bool = False
     ) -> AsyncIterator[JsonObject | Signal]:
         """The caller's execution changes as they happen (:func:`executions.change_of`).
 
         ``since`` (epoch seconds, a previous change's ``updated_at``): first the state of
         each of the caller's newest executions changed after it, less a margin (changes
         of different executions may be written slightly out of order), oldest first.
-        Pings and the end as :meth:`follow` has them."""
-        owner = self._vault.fingerprint(token)
+        Pings and the end as :meth:`follow` has them.  ``every_owner``: every caller's."""
+        owner = None if every_owner else self._vault.fingerprint(token)
         async with self._store.subscribe_changes(owner) as subscription:
             if since is not None:
                 try:

@@ -30,10 +30,17 @@ def caller_token(request: Request) -> str:
     token = rest.strip() if scheme.lower() == "bearer" else value
     if not token:
         raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
-    keys = components(request).settings.api_keys
-    if keys is not None and not keys.admits(token):
+    settings = components(request).settings
+    keys = settings.api_keys
+    if keys is not None and not keys.admits(token) and not is_admin(request, token):
         raise RequestRejected(401, "unauthorized", "the token in Authorization is not accepted")
     return token
+
+
+def is_admin(request: Request, token: str) -> bool:
+    """An operator's key (``RPA_ADMIN_KEYS``): sees and may cancel every caller's executions."""
+    admins = components(request).settings.admin_keys
+    return admins is not None and admins.admits(token)
 
 
 async def _caller(request: Request, _: Annotated[str | None, Depends(_AUTHORIZATION)]) -> str:

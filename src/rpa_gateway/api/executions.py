@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from rpa_gateway.api import native_wire
-from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.auth import Caller, is_admin
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution as create
@@ -76,6 +76,7 @@ async def list_executions(
     items = await components(request).executions.list_executions(
         token,
         ListQuery(owner="", status=status, project_id=project_id, limit=limit + 1, before=before),
+        every_owner=is_admin(request, token),
     )
     page, more = items[:limit], len(items) > limit
     return ExecutionPage(
@@ -93,7 +94,7 @@ async def list_executions(
 )
 async def get_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
     executions = components(request).executions
-    execution = await executions.attach(execution_id, token)
+    execution = await executions.attach(execution_id, token, every_owner=is_admin(request, token))
     return ExecutionView.of(execution, executions.run_info(execution))
 
 
@@ -123,7 +124,9 @@ async def execution_events(
     if cursor is not None and cursor[0] != execution_id:
         raise RequestRejected(400, "invalid_last_event_id", "Last-Event-ID names another execution")
     start = cursor[1] if cursor is not None else _sequence(after)
-    execution = await parts.executions.attach(execution_id, token, after=start)
+    execution = await parts.executions.attach(
+        execution_id, token, after=start, every_owner=is_admin(request, token)
+    )
     events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
     return EventStreamResponse(body_stream, counter=parts.lifecycle)
@@ -139,7 +142,9 @@ async def execution_events(
     "platform allows it. The execution ends with code 55004.",
 )
 async def cancel_execution(request: Request, token: Caller, execution_id: str) -> ExecutionView:
-    execution = await components(request).executions.cancel(execution_id, token)
+    execution = await components(request).executions.cancel(
+        execution_id, token, every_owner=is_admin(request, token)
+    )
     return ExecutionView.of(execution)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rpa_gateway import sse
-from rpa_gateway.api.auth import Caller
+from rpa_gateway.api.auth import Caller, is_admin
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import change_stream, errors
@@ -39,7 +39,12 @@ _MILLISECONDS = re.compile(r"[0-9]{1,16}")
 async def execution_feed(request: Request, token: Caller) -> Response:
     parts = components(request)
     since = _since(request)
-    changes = parts.executions.changes(token, since, parts.settings.xiaowu_rpa_ping_interval)
+    changes = parts.executions.changes(
+        token,
+        since,
+        parts.settings.xiaowu_rpa_ping_interval,
+        every_owner=is_admin(request, token),
+    )
     body = _render(changes, parts.settings.rpa_reconnect_delay_ms)
     return EventStreamResponse(body, counter=parts.lifecycle)
 

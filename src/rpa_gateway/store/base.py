@@ -55,7 +55,7 @@ class Subscription(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    owner: str
+    owner: str | None  # None: every owner's
     status: Status | None = None
     project_id: str | None = None
     limit: int = 50

@@ -9,6 +9,7 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:{<id>}:lease     string: the holder supervising it, expiring with the lease
     rpa:unfinished       sorted set: ids of unfinished executions, by created_at
     rpa:owner:<owner>    sorted set: the owner's execution ids, by created_at
+    rpa:executions       sorted set: every execution id, by created_at (operators' lists)
     rpa:finished         sorted set: ``[id, owner]`` by finished_at, for purge_finished
     rpa:holders          hash: announced process -> alive until (ms), see announce()
     rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
@@ -95,7 +96,7 @@ _NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 # Every script that writes an event also publishes it, so no event is stored unannounced.
 # The message is ARGV[2] (its head, from the caller) .. seq .. ',"ev":' .. event .. '}'.
 # ARGV[6], ARGV[7]: the lease's holder and milliseconds ('' : no lease taken).  On one
-# server (ARGV[8] '1') the indexes KEYS[5], KEYS[6] are written here too, by score ARGV[9]
+# server (ARGV[8] '1') the indexes KEYS[5..7] are written here too, by score ARGV[9]
 # and member ARGV[10] (the id); a cluster cannot, and create() writes them apart.  Each
 # script also publishes the execution's change for feeds: channel and message, here ARGV[11],
 # ARGV[12] (_APPEND: ARGV[4], ARGV[5]; _FINISH: ARGV[9], ARGV[10]); then the record's pairs.
@@ -104,6 +105,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
   redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
+  redis.call('ZADD', KEYS[7], ARGV[9], ARGV[10])
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -238,6 +240,7 @@ class _Keys:
         self.prefix = prefix
         self.unfinished = f"{prefix}:unfinished"
         self.finished = f"{prefix}:finished"
+        self.every = f"{prefix}:executions"
         self.holders = f"{prefix}:holders"
         self.notices_channel = f"{prefix}:notices"
         self.changes_channel = f"{prefix}:changes"
@@ -393,6 +396,7 @@ class RedisStore:
         args += [holder or "", _ms(lease_seconds) if holder else "0"]
         if self._one_server:
             keys += [self._keys.unfinished, self._keys.owner(execution.owner)]
+            keys.append(self._keys.every)
         args += ["1" if self._one_server else "0", repr(execution.created_at), execution.id]
         args += self._change(execution, EventKind.STATE, data, execution.created_at)
         args += _pairs(_record_fields(execution))
@@ -406,6 +410,7 @@ class RedisStore:
                     pipe.zadd(self._keys.unfinished, {execution.id: execution.created_at})
                     owner_index = self._keys.owner(execution.owner)
                     pipe.zadd(owner_index, {execution.id: execution.created_at})
+                    pipe.zadd(self._keys.every, {execution.id: execution.created_at})
                     await pipe.execute()
                 created = await self._eval(_CREATE, keys, args)
             except _REDIS_ERRORS:
@@ -590,6 +595,7 @@ class RedisStore:
                         self._keys.lease(execution_id),
                     )
                     pipe.zrem(self._keys.owner(owner), execution_id)
+                    pipe.zrem(self._keys.every, execution_id)
                 pipe.zrem(self._keys.finished, *members)
                 await pipe.execute()
         except StoreError as exc:
@@ -649,7 +655,7 @@ class RedisStore:
         return found, stale
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
-        key = self._keys.owner(query.owner)
+        key = self._keys.every if query.owner is None else self._keys.owner(query.owner)
         page_size = min(max(query.limit, 20), _PAGE)
         found: list[Execution] = []
         cursor = query.before

@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS executions_unfinished
 CREATE INDEX IF NOT EXISTS executions_finished ON executions (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS executions_by_owner ON executions (owner, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS executions_by_created ON executions (created_at DESC, id DESC);
 CREATE UNIQUE INDEX IF NOT EXISTS executions_idempotency
     ON executions (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS write_probe (b BLOB);
@@ -377,8 +378,11 @@ class SqliteStore:
         )
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
-        clauses = ["owner=?"]
-        args: list[Any] = [query.owner]
+        clauses = ["1"]
+        args: list[Any] = []
+        if query.owner is not None:
+            clauses.append("owner=?")
+            args.append(query.owner)
         if query.status is not None:
             clauses.append("status=?")
             args.append(query.status.value)
