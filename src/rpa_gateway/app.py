@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, executions, feed, health, metrics, projects
+from rpa_gateway.api import compat, executions, feed, health, metrics, monitor, projects
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
@@ -181,6 +181,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(compat.router)
     app.include_router(executions.router)
     app.include_router(feed.router)
+    app.include_router(monitor.router)
     app.include_router(projects.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

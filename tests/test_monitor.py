@@ -1,0 +1,199 @@
+"""The web monitor in a real browser: Debian's headless Chromium driven by Selenium, against a
+gateway process on the local backend (the shipped example projects)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import GatewayFactory
+from tests.gateway_process import GatewayProcess
+from tests.native_client import auth
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
+ADMIN = "operator-key-for-tests"
+# MONITOR_SCREENSHOTS=docs writes the README's screenshots there.
+SCREENSHOTS = os.environ.get("MONITOR_SCREENSHOTS")
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayFactory) -> GatewayProcess:
+    return start_gateway(
+        upstream=False,
+        RPA_BACKEND="local",
+        RPA_PROJECTS_DIR=str(EXAMPLES),
+        RPA_ADMIN_KEYS=ADMIN,
+        RPA_DRAIN_SECONDS="1",
+    )
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.fail(
+            "chromium and chromium-driver are needed: deploy/system-packages.sh installs them"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    yield driver
+    driver.quit()
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(Path(SCREENSHOTS) / name))
+
+
+def until(browser: WebDriver, check: Callable[[], object], within: float = 10.0) -> object:
+    return WebDriverWait(browser, within, poll_frequency=0.05).until(lambda _: check())
+
+
+def sign_in(browser: WebDriver, gateway: GatewayProcess, token: str) -> None:
+    browser.get(f"{gateway.base_url}/monitor")
+    field = browser.find_element(By.ID, "token")
+    field.send_keys(token)
+    field.submit()
+    until(browser, lambda: connection(browser) == "live")
+
+
+def connection(browser: WebDriver) -> str:
+    return str(browser.find_element(By.ID, "connection").get_attribute("data-state"))
+
+
+# Read and clicked in one script each: the list is redrawn as changes arrive, so an element
+# found in one call may be gone by the next.
+def row_status(browser: WebDriver, execution_id: str) -> str | None:
+    found = browser.execute_script(
+        "const row = document.querySelector(`tr[data-id='${arguments[0]}']`);"
+        " return row ? row.dataset.status : null;",
+        execution_id,
+    )
+    return str(found) if found is not None else None
+
+
+def open_row(browser: WebDriver, execution_id: str) -> None:
+    browser.execute_script(
+        "document.querySelector(`tr[data-id='${arguments[0]}']`).click();", execution_id
+    )
+
+
+def result_code(browser: WebDriver) -> str | None:
+    code = browser.find_element(By.ID, "detail-result").get_attribute("data-code")
+    return str(code) if code is not None else None
+
+
+def start(gateway: GatewayProcess, token: str, project: str, params: dict[str, object]) -> str:
+    created = httpx.post(
+        f"{gateway.base_url}/rpa/v1/executions",
+        json={"project_id": project, "params": params},
+        headers=auth(token),
+        timeout=10,
+    )
+    assert created.status_code == 202, created.text
+    execution_id: str = created.json()["id"]
+    return execution_id
+
+
+def test_executions_appear_live_and_can_be_followed_and_cancelled(
+    gateway: GatewayProcess, browser: WebDriver
+) -> None:
+    sign_in(browser, gateway, "alice")
+    assert "alice" not in browser.current_url  # the token never goes into a URL
+
+    greeting = start(gateway, "alice", "hello", {"name": "Ada"})
+    until(browser, lambda: row_status(browser, greeting) is not None, within=1.0)
+    until(browser, lambda: row_status(browser, greeting) == "SUCCEEDED")
+    others = start(gateway, "bob", "hello", {"name": "Bob"})
+
+    counting = start(gateway, "alice", "countdown", {"seconds": 4})
+    until(browser, lambda: row_status(browser, counting) is not None, within=1.0)
+    open_row(browser, counting)
+
+    def width() -> float:
+        return float(
+            browser.execute_script(
+                "return parseFloat(document.getElementById('detail-progress').style.width) || 0;"
+            )
+        )
+
+    until(browser, lambda: 0 < width() < 100)
+    first = width()
+    until(browser, lambda: width() > first)  # it advances as progress events arrive
+    until(
+        browser,
+        lambda: browser.find_element(By.ID, "detail-result").get_attribute("data-code") == "0",
+    )
+    screenshot(browser, "monitor-execution.png")
+    browser.find_element(By.ID, "detail-close").click()
+
+    long = start(gateway, "alice", "countdown", {"seconds": 60})
+    until(browser, lambda: row_status(browser, long) == "RUNNING")
+    open_row(browser, long)
+    until(browser, lambda: browser.find_element(By.ID, "detail-cancel").is_enabled())
+    browser.find_element(By.ID, "detail-cancel").click()
+    until(
+        browser,
+        lambda: browser.find_element(By.ID, "detail-result").get_attribute("data-code") == "55004",
+    )
+    browser.find_element(By.ID, "detail-close").click()
+    until(browser, lambda: row_status(browser, long) == "CANCELLED")
+
+    assert row_status(browser, others) is None  # another token's execution never shows
+    counts = {
+        e.get_attribute("data-status"): e.text
+        for e in browser.find_elements(By.CSS_SELECTOR, ".count")
+    }
+    assert counts["SUCCEEDED"] == "SUCCEEDED 2" and counts["CANCELLED"] == "CANCELLED 1"
+    outcomes = browser.execute_script(
+        "return [...document.querySelectorAll('#chart-rate rect')].map(r => r.dataset.outcome);"
+    )
+    assert set(outcomes) == {"SUCCEEDED", "CANCELLED"}
+    projects = browser.execute_script(
+        "return [...document.querySelectorAll('#chart-durations rect')]"
+        ".map(r => r.dataset.project);"
+    )
+    assert set(projects) == {"hello", "countdown"}
+    screenshot(browser, "monitor-list.png")
+
+    browser.find_element(By.ID, "sign-out").click()
+    sign_in(browser, gateway, ADMIN)  # an operator sees everyone's
+    until(browser, lambda: row_status(browser, others) == "SUCCEEDED")
+    assert row_status(browser, greeting) == "SUCCEEDED"
+
+
+def test_a_page_left_open_across_a_restart_reconnects_and_catches_up(
+    gateway: GatewayProcess, browser: WebDriver
+) -> None:
+    sign_in(browser, gateway, "carol")
+    before = start(gateway, "carol", "hello", {"name": "before"})
+    until(browser, lambda: row_status(browser, before) == "SUCCEEDED")
+
+    gateway.stop()
+    until(browser, lambda: connection(browser) == "reconnecting")
+    gateway.start()
+    during = start(gateway, "carol", "hello", {"name": "while the page reconnects"})
+    until(browser, lambda: connection(browser) == "live")
+    until(browser, lambda: row_status(browser, during) == "SUCCEEDED")
+    after = start(gateway, "carol", "hello", {"name": "after"})
+    until(browser, lambda: row_status(browser, after) == "SUCCEEDED", within=2.0)
