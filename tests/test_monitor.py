@@ -19,6 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import GatewayFactory
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth
+from tests.nginx_proxy import NginxProxy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
 ADMIN = "operator-key-for-tests"
@@ -69,8 +70,8 @@ def until(browser: WebDriver, check: Callable[[], object], within: float = 10.0)
     return WebDriverWait(browser, within, poll_frequency=0.05).until(lambda _: check())
 
 
-def sign_in(browser: WebDriver, gateway: GatewayProcess, token: str) -> None:
-    browser.get(f"{gateway.base_url}/monitor")
+def sign_in(browser: WebDriver, base_url: str, token: str) -> None:
+    browser.get(f"{base_url}/monitor")
     field = browser.find_element(By.ID, "token")
     field.send_keys(token)
     field.submit()
@@ -118,7 +119,7 @@ def start(gateway: GatewayProcess, token: str, project: str, params: dict[str, o
 def test_executions_appear_live_and_can_be_followed_and_cancelled(
     gateway: GatewayProcess, browser: WebDriver
 ) -> None:
-    sign_in(browser, gateway, "alice")
+    sign_in(browser, gateway.base_url, "alice")
     assert "alice" not in browser.current_url  # the token never goes into a URL
 
     greeting = start(gateway, "alice", "hello", {"name": "Ada"})
@@ -177,7 +178,7 @@ def test_executions_appear_live_and_can_be_followed_and_cancelled(
     screenshot(browser, "monitor-list.png")
 
     browser.find_element(By.ID, "sign-out").click()
-    sign_in(browser, gateway, ADMIN)  # an operator sees everyone's
+    sign_in(browser, gateway.base_url, ADMIN)  # an operator sees everyone's
     until(browser, lambda: row_status(browser, others) == "SUCCEEDED")
     assert row_status(browser, greeting) == "SUCCEEDED"
 
@@ -185,7 +186,7 @@ def test_executions_appear_live_and_can_be_followed_and_cancelled(
 def test_a_page_left_open_across_a_restart_reconnects_and_catches_up(
     gateway: GatewayProcess, browser: WebDriver
 ) -> None:
-    sign_in(browser, gateway, "carol")
+    sign_in(browser, gateway.base_url, "carol")
     before = start(gateway, "carol", "hello", {"name": "before"})
     until(browser, lambda: row_status(browser, before) == "SUCCEEDED")
 
@@ -197,3 +198,16 @@ def test_a_page_left_open_across_a_restart_reconnects_and_catches_up(
     until(browser, lambda: row_status(browser, during) == "SUCCEEDED")
     after = start(gateway, "carol", "hello", {"name": "after"})
     until(browser, lambda: row_status(browser, after) == "SUCCEEDED", within=2.0)
+
+
+def test_the_monitor_works_through_nginx(
+    gateway: GatewayProcess, browser: WebDriver, tmp_path: Path
+) -> None:
+    proxy = NginxProxy(tmp_path / "nginx", [gateway.port]).start()
+    try:
+        sign_in(browser, proxy.base_url, "dave")
+        counting = start(gateway, "dave", "countdown", {"seconds": 2})
+        until(browser, lambda: row_status(browser, counting) is not None, within=1.0)
+        until(browser, lambda: row_status(browser, counting) == "SUCCEEDED")
+    finally:
+        proxy.stop()
