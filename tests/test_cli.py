@@ -112,6 +112,28 @@ def test_ls_and_show_list_the_caller_s_executions_as_tables_and_json(
     assert hidden.returncode == 2 and "404" in hidden.stderr
 
 
+def test_ls_watch_json_prints_each_change_as_it_happens(gateway: GatewayProcess) -> None:
+    command = [sys.executable, "-m", "rpa_gateway", "ls", "--watch", "--json"]
+    command += ["--project", "hello", "--url", gateway.base_url, "--token", TOKEN]
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = threading.Timer(30, watcher.kill)  # a silent watcher fails the test, not hangs it
+    deadline.start()
+    try:
+        assert watcher.stdout is not None
+        start(gateway, "countdown", {"seconds": 0})  # another project: filtered out
+        greeted = start(gateway, "hello", {"name": "Ada"})
+        # From its start on (replayed if its feed opens later): the changes, to the end.
+        while True:
+            change = json.loads(watcher.stdout.readline())
+            assert change["id"] == greeted and change["project_id"] == "hello"
+            if change["status"] == "SUCCEEDED":
+                break
+    finally:
+        deadline.cancel()
+        watcher.terminate()
+        watcher.wait(10)
+
+
 def test_watch_prints_the_result_and_exits_by_outcome(gateway: GatewayProcess) -> None:
     counted = start(gateway, "countdown", {"seconds": 2})
     watched = cli(gateway, "watch", counted)

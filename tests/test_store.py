@@ -665,7 +665,8 @@ def test_a_subscription_follows_the_writer_when_it_moves_to_another_process(
 
 async def next_change(subscription: ChangeSubscription) -> JsonObject | None:
     async with asyncio.timeout(WAIT):
-        return await subscription.get()
+        change = await subscription.get()
+    return None if change is None else change.data
 
 
 def test_a_feed_gets_the_changes_of_its_owner_s_executions(shared_stores: Stores) -> None:

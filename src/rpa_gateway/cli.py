@@ -139,7 +139,8 @@ def _add_console_commands(commands: Any, service: argparse.ArgumentParser) -> No
         type=float,
         const=1.0,
         metavar="SECONDS",
-        help="keep the table up to date (every SECONDS, default 1) until Ctrl-C",
+        help="keep the table up to date from the live feed (redrawn at most every SECONDS,"
+        " default 1) until Ctrl-C; with --json, print each change as it happens",
     )
     show = commands.add_parser("show", parents=parents, help="one execution in full")
     show.add_argument("id")

@@ -16,7 +16,6 @@ from rpa_gateway.executions import (
     EventKind,
     Execution,
     ExecutionRequest,
-    JsonObject,
     Outcome,
     Status,
     new_execution_id,
@@ -25,6 +24,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.security import TokenVault
 from rpa_gateway.stewardship import Stewardship
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, Store, StoreError
+from rpa_gateway.store.hub import Change
 from rpa_gateway.supervisor import Supervisor
 from rpa_gateway.telemetry.context import current_execution
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 _CANCEL_WAIT = 10.0
 CHANGES_REPLAYED = 200  # executions, newest first, a resumed feed replays changes of
 CHANGES_MARGIN = 2.0  # seconds before the resume point a replay starts
+CHANGES_BATCH = 0.2  # seconds a feed gathers changes before it writes them
 CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
 
@@ -378,13 +379,15 @@ class ExecutionService:
 
     async def changes(
         self, token: str, since: float | None, idle_interval: float, *, every_owner: bool = False
-    ) -> AsyncIterator[JsonObject | Signal]:
+    ) -> AsyncIterator[list[Change] | Signal]:
         """The caller's execution changes as they happen (:func:`executions.change_of`).
 
         ``since`` (epoch seconds, a previous change's ``updated_at``): first the state of
         each of the caller's newest executions changed after it, less a margin (changes
         of different executions may be written slightly out of order), oldest first.
-        Pings and the end as :meth:`follow` has them.  ``every_owner``: every caller's."""
+        Changes come in batches: what arrived within CHANGES_BATCH seconds of the first
+        (one write for many, as a busy service makes hundreds a second).  Pings and the end
+        as :meth:`follow` has them.  ``every_owner``: every caller's."""
         owner = None if every_owner else self._vault.fingerprint(token)
         async with self._store.subscribe_changes(owner) as subscription:
             if since is not None:
@@ -397,19 +400,25 @@ class ExecutionService:
                     yield Signal.STORE_FAILED
                     return
                 changed = [e for e in recent if e.updated_at > since - CHANGES_MARGIN]
-                for execution in sorted(changed, key=lambda e: e.updated_at):
-                    yield snapshot_change(execution)
+                changed.sort(key=lambda e: e.updated_at)
+                if changed:
+                    yield [Change(snapshot_change(e)) for e in changed]
             while True:
                 try:
                     async with asyncio.timeout(idle_interval):
-                        change = await subscription.get()
+                        first = await subscription.get()
                 except TimeoutError:
                     yield Signal.PING
                     continue
-                if change is None:
+                if first is not None:
+                    await asyncio.sleep(CHANGES_BATCH)
+                batch = [first, *subscription.ready()]
+                changes = [c for c in batch if c is not None]
+                if changes:
+                    yield changes
+                if len(changes) < len(batch):
                     yield Signal.RECONNECT
                     return
-                yield change
 
     async def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
         """The stored events between the cursor and a live one, and that one (which may be an

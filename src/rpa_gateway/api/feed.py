@@ -14,9 +14,9 @@ from rpa_gateway.api.auth import Caller, is_admin
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import change_stream, errors
-from rpa_gateway.executions import JsonObject
 from rpa_gateway.service import Signal
 from rpa_gateway.sse import EventStreamResponse
+from rpa_gateway.store.hub import Change
 
 router = APIRouter(tags=["executions"])
 
@@ -63,18 +63,24 @@ def _since(request: Request) -> float | None:
 
 
 async def _render(
-    changes: AsyncIterator[JsonObject | Signal], retry_ms: int
+    changes: AsyncIterator[list[Change] | Signal], retry_ms: int
 ) -> AsyncIterator[bytes]:
     yield sse.frame(retry_ms=retry_ms)
-    async for change in changes:
-        if change is Signal.PING:
+    async for batch in changes:
+        if batch is Signal.PING:
             yield sse.PING
-        elif isinstance(change, Signal):
+        elif isinstance(batch, Signal):
             yield sse.frame(retry_ms=retry_ms)  # shutting down: reconnect elsewhere
             return
         else:
-            yield sse.frame(
-                id=str(round(change["updated_at"] * 1000)),
-                event="change",
-                data=sse.json_data(change),
-            )
+            yield b"".join(_wire(change) for change in batch)
+
+
+def _wire(change: Change) -> bytes:
+    if change.wire is None:  # rendered once for every feed that sends it
+        change.wire = sse.frame(
+            id=str(round(change.data["updated_at"] * 1000)),
+            event="change",
+            data=sse.json_data(change.data),
+        )
+    return change.wire

@@ -77,6 +77,15 @@ class GatewayClient:
         projects: list[JsonObject] = found["projects"]
         return projects
 
+    def changes(self, since: float, *, reconnect_for: float = 60.0) -> Iterator[JsonObject]:
+        """The caller's execution changes (``GET /rpa/v1/feed``) from ``since`` (epoch
+        seconds; the service replays the state of those changed since) until the caller
+        stops; a dropped connection resumes from the last change seen."""
+        cursor = str(round(since * 1000))
+        for event in self._stream("/rpa/v1/feed", cursor, reconnect_for):
+            if event.kind == "change":
+                yield event.data
+
     def events(
         self, execution_id: str, *, after: int = 0, reconnect_for: float = 60.0
     ) -> Iterator[StreamEvent]:
@@ -84,16 +93,24 @@ class GatewayClient:
         connection is re-attached with ``Last-Event-ID`` (the service replays what was
         missed) for up to ``reconnect_for`` seconds without success."""
         path = f"/rpa/v1/executions/{_segment(execution_id)}/events"
-        last_id = f"{execution_id}:{after}"
+        for event in self._stream(path, f"{execution_id}:{after}", reconnect_for):
+            yield event
+            if event.kind == TERMINAL:
+                return
+
+    def _stream(
+        self, path: str, last_id: str | None, reconnect_for: float
+    ) -> Iterator[StreamEvent]:
+        """An event stream, re-attached with ``Last-Event-ID`` whenever it drops or ends."""
         retry = 1.0
         failing_since: float | None = None
         while True:
             try:
+                headers = {"Accept": "text/event-stream"}
+                if last_id:
+                    headers["Last-Event-ID"] = last_id
                 with self._http.stream(
-                    "GET",
-                    path,
-                    headers={"Last-Event-ID": last_id, "Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(10.0, read=None),
+                    "GET", path, headers=headers, timeout=httpx.Timeout(10.0, read=None)
                 ) as response:
                     if response.status_code != 200:
                         response.read()
@@ -110,8 +127,6 @@ class GatewayClient:
                         if event.id:
                             last_id = event.id
                         yield event
-                        if event.kind == TERMINAL:
-                            return
             except httpx.TransportError as exc:
                 now = time.monotonic()
                 failing_since = failing_since or now

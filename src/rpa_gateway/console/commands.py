@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -78,17 +78,48 @@ def list_executions(
     def fetch() -> list[JsonObject]:
         return client.list_executions(status=status, project_id=project_id, limit=limit)
 
-    if watch is None or output.as_json:
+    if watch is None:
         items = fetch()
         if output.as_json:
             output.json(items)
         else:
             output.console.print(executions_table(items))
         return EXIT_OK
-    with Live(executions_table(fetch()), console=output.console, auto_refresh=False) as live:
-        while True:  # until Ctrl-C
-            time.sleep(watch)
-            live.update(executions_table(fetch()), refresh=True)
+    if output.as_json:  # every change as it happens, one JSON object a line
+        for change in client.changes(time.time()):
+            if _wanted(change, status, project_id):
+                output.json(change)
+        return EXIT_OK
+    # On a terminal: the table, redrawn from the feed of changes (at most every `watch` s).
+    since = time.time()
+    shown = {item["id"]: item for item in fetch()}
+    with Live(executions_table(list(shown.values())), console=output.console) as live:
+        drawn = time.monotonic()
+        for change in client.changes(since):
+            shown[change["id"]] = {**shown.get(change["id"], {}), **_as_item(change)}
+            if time.monotonic() - drawn >= watch:
+                items = [i for i in shown.values() if _wanted(i, status, project_id)]
+                items.sort(key=lambda i: i["created_at"], reverse=True)
+                live.update(executions_table(items[:limit]), refresh=True)
+                drawn = time.monotonic()
+    return EXIT_OK
+
+
+def _wanted(item: JsonObject, status: str | None, project_id: str | None) -> bool:
+    return (status is None or item["status"] == status) and (
+        project_id is None or item["project_id"] == project_id
+    )
+
+
+def _as_item(change: JsonObject) -> JsonObject:
+    """A feed change in the list's form (ISO times, the result's code)."""
+    item = {k: v for k, v in change.items() if k not in ("code", "message", "progress")}
+    for name in ("created_at", "updated_at", "finished_at"):
+        if change.get(name) is not None:
+            item[name] = datetime.fromtimestamp(change[name], UTC).isoformat()
+    if change.get("code") is not None:
+        item["result"] = {"code": change["code"], "message": change.get("message")}
+    return item
 
 
 def executions_table(items: list[JsonObject]) -> Table:

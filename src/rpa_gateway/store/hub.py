@@ -27,18 +27,36 @@ class QueueSubscription:
         return await self._queue.get()
 
 
+class Change:
+    """One execution change, the same object for every feed that gets it: ``wire`` keeps
+    its first rendering (feeds render it alike), so it is encoded once, not once a feed."""
+
+    __slots__ = ("data", "wire")
+
+    def __init__(self, data: JsonObject) -> None:
+        self.data = data
+        self.wire: bytes | None = None
+
+
 class ChangeSubscription:
     __slots__ = ("_queue",)
 
     def __init__(self) -> None:
         # ``None`` in the queue means: the service is shutting down.
-        self._queue: asyncio.Queue[JsonObject | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
 
-    def deliver(self, change: JsonObject | None) -> None:
+    def deliver(self, change: Change | None) -> None:
         self._queue.put_nowait(change)
 
-    async def get(self) -> JsonObject | None:
+    async def get(self) -> Change | None:
         return await self._queue.get()
+
+    def ready(self) -> list[Change | None]:
+        """What has arrived since, without waiting."""
+        found = []
+        while not self._queue.empty():
+            found.append(self._queue.get_nowait())
+        return found
 
 
 class Hub:
@@ -61,7 +79,8 @@ class Hub:
             change = change_of(execution, event.kind, event.data, event.at)
             self.deliver_change(execution.owner, change)
 
-    def deliver_change(self, owner: str, change: JsonObject) -> None:
+    def deliver_change(self, owner: str, data: JsonObject) -> None:
+        change = Change(data)
         for key in (owner, None):
             for subscription in self._change_subscribers.get(key, ()):
                 subscription.deliver(change)
