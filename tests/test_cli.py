@@ -177,6 +177,16 @@ def test_logs_prints_and_follows_a_local_run_s_lines(gateway: GatewayProcess) ->
     ]
 
 
+def test_run_json_prints_the_terminal_frame(gateway: GatewayProcess) -> None:
+    ran = cli(gateway, "run", "hello", "-p", "name=Ada", "--sid", "s-7", "--json")
+    assert ran.returncode == 0, ran.stderr
+    frame = json.loads(ran.stdout)
+    assert (frame["code"], frame["sid"]) == (0, "s-7")
+    assert frame["data"]["greeting"] == "Hello, Ada!"
+    failed = cli(gateway, "run", "page-title", "-p", "url=http://127.0.0.1:9/", "--json")
+    assert failed.returncode == 1 and json.loads(failed.stdout)["code"] == 55002
+
+
 def test_projects_lists_what_the_service_can_run(gateway: GatewayProcess) -> None:
     listed = json.loads(cli(gateway, "projects", "--json").stdout)
     assert sorted(p["id"] for p in listed) == ["chatty", "countdown", "hello", "page-title"]

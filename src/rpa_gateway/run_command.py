@@ -36,7 +36,11 @@ def run_project(
     sid: str | None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    *,
+    as_json: bool = False,
 ) -> int:
+    """``as_json``: the terminal frame (code, message, sid, data) as one JSON line on
+    stdout, whatever the outcome, instead of the result alone."""
     body: dict[str, Any] = {"project_id": project_id, "params": params}
     if sid:
         body["sid"] = sid
@@ -63,8 +67,11 @@ def run_project(
                 if frame.get("message") == "Progress" and frame.get("code") == 0:
                     _show_progress(frame.get("data") or {}, err)
                     continue
+                if as_json:
+                    print(json.dumps(frame, ensure_ascii=False), file=out)
                 if frame.get("code") == 0:
-                    print(json.dumps(frame.get("data"), ensure_ascii=False, indent=2), file=out)
+                    if not as_json:
+                        print(json.dumps(frame.get("data"), ensure_ascii=False, indent=2), file=out)
                     return 0
                 print(f"failed ({frame.get('code')}): {frame.get('message')}", file=err)
                 return EXIT_FAILED
