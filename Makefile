@@ -29,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-# redis-server and nginx run for real in the replica tests.
+# redis-server and nginx run for real in the replica tests, chromium in the monitor's.
 system-packages:
 	deploy/system-packages.sh
 
