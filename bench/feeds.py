@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,9 @@ from load import (
     TOKEN,
     Load,
     Services,
-    cpu_ms,
     gateway_source,
+    load_together,
     raise_fd_limit,
-    run_client,
     services,
     warm_up,
 )
@@ -94,18 +92,12 @@ def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dic
         assert reader.stdout is not None
         assert reader.stdout.readline().strip() == "open"
         time.sleep(SETTLE_S)
-        before = {name: cpu_ms(svc.gateway.pid) for name, svc in running.items()}
-        with ThreadPoolExecutor(len(running)) as pool:
-            loads = {
-                name: pool.submit(
-                    run_client,
-                    Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
-                )
-                for name, svc in running.items()
-            }
-            results = {name: future.result() for name, future in loads.items()}
-        time.sleep(FEED_SETTLE_S)  # the feeds' last batches reach the reader, counted in both
-        spent = {name: cpu_ms(svc.gateway.pid) - before[name] for name, svc in running.items()}
+        # Measured once the feeds' last batches reached the reader, on both sides.
+        results, spent = load_together(
+            running,
+            lambda svc: Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
+            settle=FEED_SETTLE_S,
+        )
         reader.send_signal(signal.SIGTERM)
         out, _ = reader.communicate(timeout=30)
         per_feed = json.loads(out.strip().splitlines()[-1])

@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -171,6 +172,21 @@ def run_client(load: Load, sample: Callable[[], object] | None = None) -> dict[s
 
 
 # --- the driver ------------------------------------------------------------------------------
+def load_together(
+    running: dict[str, Services], load: Callable[[Services], Load], settle: float = 0.0
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Every gateway under its load at the same moment (this machine's speed drifts: only
+    figures taken in the same moment compare); each one's client results and the CPU its
+    gateway spent (ms), measured ``settle`` seconds after the last client finished."""
+    before = {name: cpu_ms(svc.gateway.pid) for name, svc in running.items()}
+    with ThreadPoolExecutor(len(running)) as pool:
+        loads = {name: pool.submit(run_client, load(svc)) for name, svc in running.items()}
+        results = {name: future.result() for name, future in loads.items()}
+    time.sleep(settle)
+    spent = {name: cpu_ms(svc.gateway.pid) - before[name] for name, svc in running.items()}
+    return results, spent
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))

@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ from load import (
     WARMUP_STREAMS,
     Load,
     Services,
-    cpu_ms,
     gateway_source,
+    load_together,
     raise_fd_limit,
-    run_client,
     services,
     warm_up,
 )
@@ -67,17 +65,10 @@ def round_side_by_side(
             svc.script("bench", {"duration": args.duration})
             warm_up(svc)
         time.sleep(SETTLE_S)
-        before = {name: cpu_ms(svc.gateway.pid) for name, svc in running.items()}
-        with ThreadPoolExecutor(len(running)) as pool:
-            loads = {
-                name: pool.submit(
-                    run_client,
-                    Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
-                )
-                for name, svc in running.items()
-            }
-            results = {name: future.result() for name, future in loads.items()}
-        spent = {name: cpu_ms(svc.gateway.pid) - before[name] for name, svc in running.items()}
+        results, spent = load_together(
+            running,
+            lambda svc: Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
+        )
         creates = {name: svc.upstream_stats()["creates"] for name, svc in running.items()}
     return {
         name: {

@@ -26,6 +26,14 @@ def create(
     )
 
 
+def start_execution(base_url: str, token: str, project: str, params: dict[str, Any]) -> str:
+    """Creates an execution (202 asserted); its id."""
+    created = create(base_url, {"project_id": project, "params": params}, token)
+    assert created.status_code == 202, created.text
+    execution_id: str = created.json()["id"]
+    return execution_id
+
+
 def get(base_url: str, execution_id: str, token: str = "t-secret") -> httpx.Response:
     return httpx.get(
         f"{base_url}/rpa/v1/executions/{execution_id}", headers=auth(token), timeout=10

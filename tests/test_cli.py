@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import GatewayFactory
 from tests.gateway_process import GatewayProcess
 from tests.local_projects import make_project
-from tests.native_client import auth
+from tests.native_client import auth, start_execution
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
 TOKEN = "cli-token"
@@ -61,15 +61,7 @@ def cli(
 def start(
     gateway: GatewayProcess, project: str, params: dict[str, object], token: str = TOKEN
 ) -> str:
-    created = httpx.post(
-        f"{gateway.base_url}/rpa/v1/executions",
-        json={"project_id": project, "params": params},
-        headers=auth(token),
-        timeout=10,
-    )
-    assert created.status_code == 202, created.text
-    execution_id: str = created.json()["id"]
-    return execution_id
+    return start_execution(gateway.base_url, token, project, params)
 
 
 def finished(gateway: GatewayProcess, execution_id: str) -> dict[str, object]:

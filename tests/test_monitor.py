@@ -8,7 +8,6 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -18,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import GatewayFactory
 from tests.gateway_process import GatewayProcess
-from tests.native_client import auth
+from tests.native_client import start_execution
 from tests.nginx_proxy import NginxProxy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "projects"
@@ -105,15 +104,7 @@ def result_code(browser: WebDriver) -> str | None:
 
 
 def start(gateway: GatewayProcess, token: str, project: str, params: dict[str, object]) -> str:
-    created = httpx.post(
-        f"{gateway.base_url}/rpa/v1/executions",
-        json={"project_id": project, "params": params},
-        headers=auth(token),
-        timeout=10,
-    )
-    assert created.status_code == 202, created.text
-    execution_id: str = created.json()["id"]
-    return execution_id
+    return start_execution(gateway.base_url, token, project, params)
 
 
 def test_executions_appear_live_and_can_be_followed_and_cancelled(
