@@ -11,9 +11,9 @@ import httpx
 from tests.astron_node import NodeFailed, node_call
 from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.feed_client import Feed
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, events, get
-from tests.test_feed import Feed
 
 
 def new_key() -> tuple[str, str]:

@@ -20,6 +20,7 @@ from rpa_gateway.security import new_key
 from tests.astron_node import run_node
 from tests.conftest import FAST
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.feed_client import Feed
 from tests.gateway_process import GatewayProcess
 from tests.local_projects import make_project
 from tests.native_client import auth, events, get
@@ -192,6 +193,7 @@ def test_cancel_resume_listing_isolation_and_idempotency_across_replicas(
     r0, r1, r2 = (r.base_url for r in cluster.replicas)
     headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "order-7"}
     body = {"project_id": project, "params": params(7)}
+    feed = Feed(r2, TOKEN)  # a monitor at a third replica
 
     created = httpx.post(f"{r0}/rpa/v1/executions", json=body, headers=headers, timeout=10)
     assert created.status_code == 202
@@ -219,6 +221,13 @@ def test_cancel_resume_listing_isolation_and_idempotency_across_replicas(
     view = cancelled.json()
     assert (view["status"], view["result"]["code"]) == ("CANCELLED", 55004)
     assert len(fake.cancels) >= 1 and fake.creates_for(project) == 1
+
+    # The monitor's feed heard it all, wherever it was created and driven.
+    try:
+        statuses = [c["status"] for _, c in feed.until_end_of(execution_id)]
+    finally:
+        feed.close()
+    assert statuses[0] == "ACCEPTED" and statuses[-1] == "CANCELLED"
 
     # Resuming at a third replica replays the same end.
     third = cluster.replicas[(driver + 2) % 3].base_url
