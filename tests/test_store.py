@@ -825,6 +825,27 @@ def test_after_a_pubsub_reconnect_subscribers_get_the_latest_event(
     shared_stores.run(scenario, instances=2)
 
 
+def test_after_a_pubsub_reconnect_feeds_end_so_their_clients_resume(
+    shared_stores: Stores,
+) -> None:
+    """Changes published while the connection was down are gone: a feed that went on as
+    if nothing happened would show them never; ended, its client resumes and replays."""
+
+    async def scenario(reader: Store, writer: Store) -> None:
+        async with reader.subscribe_changes("owner-a") as feed:
+            shared_stores.kill_pubsub()
+            ended = False
+            async with asyncio.timeout(WAIT):
+                while not ended:
+                    ended = await feed.get() is None
+        async with reader.subscribe_changes("owner-a") as resumed:  # the connection works
+            execution = new_execution("owner-a")
+            await writer.create(execution, None)
+            assert (await next_change(resumed) or {})["id"] == execution.id
+
+    shared_stores.run(scenario, instances=2)
+
+
 # --- retention ---------------------------------------------------------------------------
 
 RETENTION = 0.3

@@ -385,11 +385,13 @@ class ExecutionService:
         ``since`` (epoch seconds, a previous change's ``updated_at``): first the state of
         each of the caller's newest executions changed after it, less a margin (changes
         of different executions may be written slightly out of order), oldest first.
-        Changes come in batches: what arrived within CHANGES_BATCH seconds of the first
+        First an empty batch, once subscribed (a client that lists the executions after it
+        misses nothing).  Changes come in batches: what arrived within CHANGES_BATCH s of the first
         (one write for many, as a busy service makes hundreds a second).  Pings and the end
         as :meth:`follow` has them.  ``every_owner``: every caller's."""
         owner = None if every_owner else self._vault.fingerprint(token)
         async with self._store.subscribe_changes(owner) as subscription:
+            yield []  # subscribed: from here on nothing is missed
             if since is not None:
                 try:
                     recent = await self._store.list_executions(

@@ -456,6 +456,8 @@ class Supervisor:
                 return
         if event is not None:
             log.info("execution %s finished: code %d", execution.id, outcome.code)
+        else:  # ended by another process meanwhile: streams here get that end
+            self._store.written_elsewhere(execution.id)
 
     async def _finish_later(self, execution: Execution, outcome: Outcome, exc: StoreError) -> None:
         log.error(

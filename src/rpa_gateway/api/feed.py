@@ -65,13 +65,14 @@ def _since(request: Request) -> float | None:
 async def _render(
     changes: AsyncIterator[list[Change] | Signal], retry_ms: int
 ) -> AsyncIterator[bytes]:
-    yield sse.frame(retry_ms=retry_ms)
     async for batch in changes:
         if batch is Signal.PING:
             yield sse.PING
         elif isinstance(batch, Signal):
             yield sse.frame(retry_ms=retry_ms)  # shutting down: reconnect elsewhere
             return
+        elif not batch:  # the first bytes: the feed is subscribed
+            yield sse.frame(retry_ms=retry_ms)
         else:
             yield b"".join(_wire(change) for change in batch)
 

@@ -13,7 +13,8 @@ const state = {
   feedCursor: null, // the last change id seen: where the feed resumes
   backend: "",
   session: 0, // bumped on sign-out: loops of an old session stop
-  detail: null, // { id, session, events: [] }
+  detail: null, // { id, abort, ended }
+  feedAbort: null, // ends this session's feed request
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -40,13 +41,17 @@ async function readEvents(path, lastEventId, onOpen, onEvent, signal) {
   const response = await fetch(path, { headers, signal, cache: "no-store" });
   if (response.status === 401) throw new Unauthorized("the token is not accepted");
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  onOpen();
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
+  let opened = false;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
+    if (!opened) {
+      opened = true;
+      onOpen(); // the first bytes: the service is following for us now
+    }
     buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
@@ -100,7 +105,7 @@ function fromView(view) {
   };
 }
 
-async function followFeed(session) {
+async function followFeed(session, onFirstOpen) {
   let delay = 250;
   while (session === state.session) {
     try {
@@ -110,12 +115,14 @@ async function followFeed(session) {
         () => {
           setConnection("live", "live");
           delay = 250;
+          onFirstOpen();
         },
         (event) => {
           if (event.event !== "change" || session !== state.session) return;
           state.feedCursor = event.id;
           applyChange(JSON.parse(event.data));
         },
+        state.feedAbort.signal,
       );
     } catch (error) {
       if (error instanceof Unauthorized) return signOut(error.message);
@@ -414,7 +421,12 @@ async function signIn(session) {
   try {
     const projects = await api("/rpa/v1/projects");
     state.backend = projects.status === 404 ? "astron" : "local";
-    followFeed(session); // first, so nothing that changes while listing is missed
+    // The feed first: once it follows, the list is read, and nothing changes unseen between.
+    let opened;
+    const following = new Promise((resolve) => (opened = resolve));
+    state.feedAbort = new AbortController();
+    followFeed(session, opened);
+    await Promise.race([following, sleep(5000)]);
     await loadList(session);
   } catch (error) {
     if (error instanceof Unauthorized) signOut(error.message);
@@ -424,6 +436,7 @@ async function signIn(session) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.session += 1;
+  if (state.feedAbort) state.feedAbort.abort();
   state.executions.clear();
   state.feedCursor = null;
   closeDetail();

@@ -85,6 +85,12 @@ class Hub:
             for subscription in self._change_subscribers.get(key, ()):
                 subscription.deliver(change)
 
+    def end_change_subscriptions(self) -> None:
+        """Every feed ends (``None``), to be resumed by its client from its last change."""
+        for changes in self._change_subscribers.values():
+            for subscription in changes:
+                subscription.deliver(None)
+
     @property
     def follows_changes(self) -> bool:
         return bool(self._change_subscribers)

@@ -11,7 +11,7 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:owner:<owner>    sorted set: the owner's execution ids, by created_at
     rpa:executions       sorted set: every execution id, by created_at (operators' lists)
     rpa:finished         sorted set: ``[id, owner]`` by finished_at, for purge_finished
-    rpa:holders          hash: announced process -> alive until (ms), see announce()
+    rpa:replicas         hash: announced process -> alive until (ms), see announce()
     rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
 
     rpa:live:<id>        channel: the execution's events as they are written, as JSON,
@@ -241,7 +241,7 @@ class _Keys:
         self.unfinished = f"{prefix}:unfinished"
         self.finished = f"{prefix}:finished"
         self.every = f"{prefix}:executions"
-        self.holders = f"{prefix}:holders"
+        self.holders = f"{prefix}:replicas"
         self.notices_channel = f"{prefix}:notices"
         self.changes_channel = f"{prefix}:changes"
 
@@ -744,13 +744,13 @@ class RedisStore:
 
     @asynccontextmanager
     async def _subscribe_changes(self, owner: str | None) -> AsyncIterator[ChangeSubscription]:
-        async with self._hub.subscribe_changes(owner) as subscription:
-            await self._watch(self._keys.changes_channel)
-            try:
+        try:
+            async with self._hub.subscribe_changes(owner) as subscription:
+                await self._watch(self._keys.changes_channel)
                 yield subscription
-            finally:
-                if not self._hub.follows_changes:
-                    self._unwatch(self._keys.changes_channel)
+        finally:
+            if not self._hub.follows_changes:  # the last feed here has closed
+                self._unwatch(self._keys.changes_channel)
 
     def written_elsewhere(self, execution_id: str) -> None:
         channel = self._keys.live(execution_id)
@@ -778,10 +778,12 @@ class RedisStore:
 
     def _send_watch(self, channel: str) -> asyncio.Future[Any]:
         subscriber = self._subscriber
+        confirmed: asyncio.Future[Any] | None = None
         if subscriber is not None and subscriber.connected:
-            confirmed = subscriber.subscribe(channel)
-            confirmed.add_done_callback(_retrieve)
-        else:  # subscribed (and resynced) when the connection is back
+            with contextlib.suppress(SubscriberError):  # closing: as if it were down
+                confirmed = subscriber.subscribe(channel)
+                confirmed.add_done_callback(_retrieve)
+        if confirmed is None:  # subscribed (and resynced) when the connection is back
             confirmed = asyncio.get_running_loop().create_future()
             confirmed.set_result(None)
         self._watched[channel] = confirmed
@@ -859,6 +861,8 @@ class RedisStore:
             await self._resync(self._keys.followed(channels))
             if self._lost:
                 self._lost = False
+                # Changes published meanwhile are gone: feeds reconnect and replay them.
+                self._hub.end_change_subscriptions()
                 log.info("Redis events connection back")
             self._listening.set()
             await subscriber.keep_alive(_PUBSUB_IDLE)

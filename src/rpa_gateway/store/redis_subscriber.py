@@ -35,6 +35,7 @@ class _Protocol(asyncio.Protocol):
         self.received = 0  # data arrivals so far: the keepalive's sign of life
         self._replies: collections.deque[Any] = collections.deque()
         self._reply_waiter: asyncio.Future[None] | None = None
+        self.awaiting_reply = False  # a command's reply (AUTH's) is awaited
         # Per channel, the SUBSCRIBEs sent and not yet confirmed, in order.
         self._unconfirmed: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
 
@@ -63,6 +64,11 @@ class _Protocol(asyncio.Protocol):
                 self._confirmed(reply[1])
             elif kind in (b"pong", b"unsubscribe"):
                 pass  # received says enough
+            elif isinstance(reply, hiredis.ReplyError) and not self.awaiting_reply:
+                # Not a reply awaited (AUTH's): a refused SUBSCRIBE would leave its
+                # confirmation pending for ever; start over instead.
+                self._fail(SubscriberError(f"Redis refused: {reply}"))
+                return
             else:
                 self._replies.append(reply)
                 if self._reply_waiter is not None and not self._reply_waiter.done():
@@ -95,11 +101,17 @@ class _Protocol(asyncio.Protocol):
 
     async def reply(self) -> Any:
         """The next reply that is neither a message nor a pong."""
-        while not self._replies:
-            if self.lost.done():
-                self.lost.result()  # raises why
-            self._reply_waiter = asyncio.get_running_loop().create_future()
-            await asyncio.wait((self._reply_waiter, self.lost), return_when=asyncio.FIRST_COMPLETED)
+        self.awaiting_reply = True
+        try:
+            while not self._replies:
+                if self.lost.done():
+                    self.lost.result()  # raises why
+                self._reply_waiter = asyncio.get_running_loop().create_future()
+                await asyncio.wait(
+                    (self._reply_waiter, self.lost), return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            self.awaiting_reply = False
         reply = self._replies.popleft()
         if isinstance(reply, hiredis.ReplyError):
             raise SubscriberError(f"Redis refused: {reply}")
