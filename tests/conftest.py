@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from rpa_gateway.security import new_key
 from tests import gateway_process
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
+from tests.redis_servers import RedisServer
 
 # Short intervals so every scenario finishes in well under a second of polling.
 FAST = {
@@ -49,14 +51,37 @@ def start_gateway(tmp_path: Path, fake: FakeUpstream) -> Iterator[GatewayFactory
         gateway.stop()
 
 
+# The API suites that run on both stores say so:  pytestmark = ON_BOTH_STORES
+ON_BOTH_STORES = pytest.mark.parametrize(
+    "store_kind", ["sqlite", "redis"], indirect=True, scope="module"
+)
+
+
+@pytest.fixture(scope="module")
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store behind the module's shared gateway: SQLite unless the module runs its tests
+    on both (ON_BOTH_STORES)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
 @pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream, store_kind: str
 ) -> Iterator[GatewayProcess]:
-    """One gateway with fast settings, shared by a module's tests."""
-    process = GatewayProcess({**FAST, **fake.env()}, tmp_path_factory.mktemp("gateway")).start()
+    """One gateway with fast settings, shared by a module's tests, on SQLite or on a
+    ``redis-server`` of its own."""
+    workdir = tmp_path_factory.mktemp(f"gateway-{store_kind}")
+    env = {**FAST, **fake.env()}
+    redis: RedisServer | None = None
+    if store_kind == "redis":
+        (workdir / "redis").mkdir()
+        redis = RedisServer(workdir / "redis").start()
+        env |= {"REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}
+    process = GatewayProcess(env, workdir).start()
     yield process
     process.stop()
+    if redis is not None:
+        redis.stop()
 
 
 @pytest.fixture(autouse=True)

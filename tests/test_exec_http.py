@@ -5,9 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.conftest import ON_BOTH_STORES
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
+
+pytestmark = ON_BOTH_STORES
 
 
 def test_stream_headers_are_proxy_safe(gateway: GatewayProcess) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import ON_BOTH_STORES
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
+
+pytestmark = ON_BOTH_STORES
 
 
 def test_completed_run_returns_result_data_as_outputs(

@@ -8,10 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.conftest import ON_BOTH_STORES
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.feed_client import Feed
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create
+
+pytestmark = ON_BOTH_STORES
 
 
 @pytest.fixture

@@ -6,10 +6,13 @@ import uuid
 
 import httpx
 
+from tests.conftest import ON_BOTH_STORES
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, events, get
 from tests.sse_client import exec_stream
+
+pytestmark = ON_BOTH_STORES
 
 
 def project(fake: FakeUpstream, polls: int = 0) -> str:
