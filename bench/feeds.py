@@ -16,10 +16,8 @@ import argparse
 import asyncio
 import json
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,14 +26,14 @@ from typing import Any
 import aiohttp
 
 from load import (
-    RESULTS,
     TOKEN,
     Load,
     Services,
-    gateway_source,
     load_together,
     raise_fd_limit,
+    ratio_rounds,
     services,
+    side_by_side_figures,
     warm_up,
 )
 
@@ -101,16 +99,7 @@ def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dic
         reader.send_signal(signal.SIGTERM)
         out, _ = reader.communicate(timeout=30)
         per_feed = json.loads(out.strip().splitlines()[-1])
-        creates = {name: svc.upstream_stats()["creates"] for name, svc in running.items()}
-    figures: dict[str, dict[str, Any]] = {}
-    for name in running:
-        outcomes = results[name]["outcomes"]
-        delivered = sum(1 for reason, _ in outcomes if reason is None)
-        figures[name] = {
-            "cpu_ms_per_execution": round(spent[name] / args.streams, 3),
-            "delivered_pct": round(100 * delivered / args.streams, 2),
-            "upstream_creates": creates[name],
-        }
+        figures = side_by_side_figures(running, results, spent, args.streams)
     figures["feeds"]["changes_per_feed"] = {"min": min(per_feed), "max": max(per_feed)}
     return figures
 
@@ -128,37 +117,13 @@ def main() -> int:
     if args.read:
         asyncio.run(read_feeds(args.read, args.feeds))
         return 0
-    rounds = []
-    with tempfile.TemporaryDirectory(prefix="rpa-feeds-") as tmp:
-        for index in range(args.rounds):
-            figures = round_side_by_side(args, Path(tmp) / f"round{index}")
-            ratio = (
-                figures["feeds"]["cpu_ms_per_execution"] / figures["none"]["cpu_ms_per_execution"]
-            )
-            rounds.append({**figures, "cpu_ratio": round(ratio, 3)})
-            print(f"round {index + 1}: CPU ratio {ratio:.3f} {figures}", flush=True)
-    ratios = [r["cpu_ratio"] for r in rounds]
-    report = {
-        "gateway": gateway_source(),
-        "streams": args.streams,
-        "rate": args.rate,
-        "duration_s": args.duration,
-        "feeds": args.feeds,
-        "rounds": rounds,
-        "cpu_ratios": ratios,
-        "cpu_ratio_median": statistics.median(ratios),
-    }
-    path = RESULTS / f"feeds-{args.feeds}-{args.streams}x{int(args.rate)}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    median = report["cpu_ratio_median"]
-    print(f"CPU per execution, {args.feeds} feeds open / none: median {median} of {ratios}")
-    print(f"written to {path}")
-    ok = all(
-        r[name]["delivered_pct"] == 100.0 and r[name]["upstream_creates"] >= args.streams
-        for r in rounds
-        for name in ("none", "feeds")
+    return ratio_rounds(
+        args,
+        round_side_by_side,
+        ("feeds", "none"),
+        f"feeds-{args.feeds}-{args.streams}x{int(args.rate)}",
+        {"feeds": args.feeds},
     )
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

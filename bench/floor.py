@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,14 +28,14 @@ from aiohttp import web
 
 from load import (
     HOST,
-    RESULTS,
     Load,
     Services,
     free_port,
-    gateway_source,
     load_together,
     raise_fd_limit,
+    ratio_rounds,
     services,
+    side_by_side_figures,
     start,
     stop,
     wait_ready,
@@ -135,16 +133,7 @@ def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dic
             running,
             lambda svc: Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
         )
-        creates = {name: svc.upstream_stats()["creates"] for name, svc in running.items()}
-    figures: dict[str, dict[str, Any]] = {}
-    for name in running:
-        outcomes = results[name]["outcomes"]
-        delivered = sum(1 for reason, _ in outcomes if reason is None)
-        figures[name] = {
-            "cpu_ms_per_execution": round(spent[name] / args.streams, 3),
-            "delivered_pct": round(100 * delivered / args.streams, 2),
-            "upstream_creates": creates[name],
-        }
+        figures = side_by_side_figures(running, results, spent, args.streams)
     return figures
 
 
@@ -163,32 +152,13 @@ def main() -> int:
     if args.mode == "serve":
         web.run_app(floor_app(args.create, args.query), host=HOST, port=args.port, print=None)
         return 0
-    rounds = []
-    with tempfile.TemporaryDirectory(prefix="rpa-floor-") as tmp:
-        for index in range(args.rounds):
-            figures = round_side_by_side(args, Path(tmp) / f"round{index}")
-            ratio = (
-                figures["rpa-gateway"]["cpu_ms_per_execution"]
-                / figures["floor"]["cpu_ms_per_execution"]
-            )
-            rounds.append({**figures, "cpu_ratio": round(ratio, 3)})
-            print(f"round {index + 1}: rpa-gateway / floor CPU {ratio:.3f} {figures}", flush=True)
-    ratios = [r["cpu_ratio"] for r in rounds]
-    report = {
-        "gateway": gateway_source(),
-        "streams": args.streams,
-        "rate": args.rate,
-        "duration_s": args.duration,
-        "rounds": rounds,
-        "cpu_ratios": ratios,
-        "cpu_ratio_median": statistics.median(ratios),
-    }
-    path = RESULTS / f"floor-{args.streams}x{int(args.rate)}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    median = report["cpu_ratio_median"]
-    print(f"CPU per execution, rpa-gateway / floor: median {median} of {ratios}")
-    print(f"written to {path}")
-    return 0
+    return ratio_rounds(
+        args,
+        round_side_by_side,
+        ("rpa-gateway", "floor"),
+        f"floor-{args.streams}x{int(args.rate)}",
+        {},
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,66 @@ def load_together(
     time.sleep(settle)
     spent = {name: cpu_ms(svc.gateway.pid) - before[name] for name, svc in running.items()}
     return results, spent
+
+
+def side_by_side_figures(
+    running: dict[str, Services],
+    results: dict[str, dict[str, Any]],
+    spent: dict[str, float],
+    streams: int,
+) -> dict[str, dict[str, Any]]:
+    """Per gateway of a side-by-side round: CPU per execution, delivery, upstream creates."""
+    figures: dict[str, dict[str, Any]] = {}
+    for name, svc in running.items():
+        delivered = sum(1 for reason, _ in results[name]["outcomes"] if reason is None)
+        figures[name] = {
+            "cpu_ms_per_execution": round(spent[name] / streams, 3),
+            "delivered_pct": round(100 * delivered / streams, 2),
+            "upstream_creates": svc.upstream_stats()["creates"],
+        }
+    return figures
+
+
+def ratio_rounds(
+    args: argparse.Namespace,
+    one_round: Callable[[argparse.Namespace, Path], dict[str, dict[str, Any]]],
+    ratio_of: tuple[str, str],
+    name: str,
+    extra: dict[str, Any],
+) -> int:
+    """``args.rounds`` side-by-side rounds; the CPU ratio ``ratio_of[0] / ratio_of[1]`` of
+    each and their median, written to ``bench/results/<name>.json``.  Exit status 1 unless
+    every gateway delivered everything with a create each."""
+    top, bottom = ratio_of
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix=f"rpa-{name}-") as tmp:
+        for index in range(args.rounds):
+            figures = one_round(args, Path(tmp) / f"round{index}")
+            ratio = figures[top]["cpu_ms_per_execution"] / figures[bottom]["cpu_ms_per_execution"]
+            rounds.append({**figures, "cpu_ratio": round(ratio, 3)})
+            print(f"round {index + 1}: {top} / {bottom} CPU {ratio:.3f} {figures}", flush=True)
+    ratios = [r["cpu_ratio"] for r in rounds]
+    median = statistics.median(ratios)
+    report = {
+        "gateway": gateway_source(),
+        "streams": args.streams,
+        "rate": args.rate,
+        "duration_s": args.duration,
+        **extra,
+        "rounds": rounds,
+        "cpu_ratios": ratios,
+        "cpu_ratio_median": median,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"CPU per execution, {top} / {bottom}: median {median} of {ratios}")
+    print(f"written to {path}")
+    ok = all(
+        r[side]["delivered_pct"] == 100.0 and r[side]["upstream_creates"] >= args.streams
+        for r in rounds
+        for side in ratio_of
+    )
+    return 0 if ok else 1
 
 
 def free_port() -> int:
