@@ -134,7 +134,7 @@ def test_executions_appear_live_and_can_be_followed_and_cancelled(
     until(browser, lambda: width() > first)  # it advances as progress events arrive
     until(
         browser,
-        lambda: browser.find_element(By.ID, "detail-result").get_attribute("data-code") == "0",
+        lambda: result_code(browser) == "0",
     )
     screenshot(browser, "monitor-execution.png")
     browser.find_element(By.ID, "detail-close").click()
@@ -146,16 +146,16 @@ def test_executions_appear_live_and_can_be_followed_and_cancelled(
     browser.find_element(By.ID, "detail-cancel").click()
     until(
         browser,
-        lambda: browser.find_element(By.ID, "detail-result").get_attribute("data-code") == "55004",
+        lambda: result_code(browser) == "55004",
     )
     browser.find_element(By.ID, "detail-close").click()
     until(browser, lambda: row_status(browser, long) == "CANCELLED")
 
     assert row_status(browser, others) is None  # another token's execution never shows
-    counts = {
-        e.get_attribute("data-status"): e.text
-        for e in browser.find_elements(By.CSS_SELECTOR, ".count")
-    }
+    counts = browser.execute_script(  # in one script: the counts are redrawn every second
+        "return Object.fromEntries([...document.querySelectorAll('.count')]"
+        ".map(e => [e.dataset.status, e.textContent]));"
+    )
     assert counts["SUCCEEDED"] == "SUCCEEDED 2" and counts["CANCELLED"] == "CANCELLED 1"
     outcomes = browser.execute_script(
         "return [...document.querySelectorAll('#chart-rate rect')].map(r => r.dataset.outcome);"
