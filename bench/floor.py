@@ -128,6 +128,13 @@ def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dic
         for svc in running.values():
             svc.script("bench", {"duration": args.duration})
             warm_up(svc)
+        if args.learn:
+            # Both see the project's runs first; only rpa-gateway learns from them (it
+            # makes the project's schedule at its next sync of run durations, within 5 s).
+            load_together(
+                running, lambda svc: Load(svc.gw_url, "bench", 20, 100, 60 + args.duration)
+            )
+            time.sleep(6.0)
         time.sleep(1.0)
         results, spent = load_together(
             running,
@@ -147,6 +154,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--no-learn",
+        dest="learn",
+        action="store_false",
+        help="skip the 20 runs of the project before the load (no learned schedule)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     if args.mode == "serve":
@@ -156,8 +169,8 @@ def main() -> int:
         args,
         round_side_by_side,
         ("rpa-gateway", "floor"),
-        f"floor-{args.streams}x{int(args.rate)}",
-        {},
+        f"floor-{args.streams}x{int(args.rate)}" + ("" if args.learn else "-unlearned"),
+        {"learned": args.learn},
     )
 
 

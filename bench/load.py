@@ -177,14 +177,31 @@ def load_together(
     running: dict[str, Services], load: Callable[[Services], Load], settle: float = 0.0
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Every gateway under its load at the same moment (this machine's speed drifts: only
-    figures taken in the same moment compare); each one's client results and the CPU its
-    gateway spent (ms), measured ``settle`` seconds after the last client finished."""
+    figures taken in the same moment compare); each one's client results (with its
+    gateway's RSS before the load, ``rss_before_kb``, and at most, ``rss_peak_kb``, sampled
+    every 100 ms) and the CPU its gateway spent (ms), measured ``settle`` seconds after the
+    last client finished."""
     before = {name: cpu_ms(svc.gateway.pid) for name, svc in running.items()}
+    rss_before = {name: mem_kb(svc.gateway.pid, "VmRSS") for name, svc in running.items()}
+    peaks = dict(rss_before)
+    polls_before = {name: svc.upstream_stats().get("queries", 0) for name, svc in running.items()}
+
+    def sample() -> None:
+        for name, svc in running.items():
+            peaks[name] = max(peaks[name], mem_kb(svc.gateway.pid, "VmRSS"))
+
     with ThreadPoolExecutor(len(running)) as pool:
-        loads = {name: pool.submit(run_client, load(svc)) for name, svc in running.items()}
+        first = next(iter(running))
+        loads = {
+            name: pool.submit(run_client, load(svc), sample if name == first else None)
+            for name, svc in running.items()
+        }
         results = {name: future.result() for name, future in loads.items()}
     time.sleep(settle)
     spent = {name: cpu_ms(svc.gateway.pid) - before[name] for name, svc in running.items()}
+    for name, result in results.items():
+        result["rss_before_kb"], result["rss_peak_kb"] = rss_before[name], peaks[name]
+        result["polls_before"] = polls_before[name]
     return results, spent
 
 
@@ -194,14 +211,22 @@ def side_by_side_figures(
     spent: dict[str, float],
     streams: int,
 ) -> dict[str, dict[str, Any]]:
-    """Per gateway of a side-by-side round: CPU per execution, delivery, upstream creates."""
+    """Per gateway of a side-by-side round: CPU per execution, RSS growth per open stream,
+    delivery, upstream creates and polls."""
     figures: dict[str, dict[str, Any]] = {}
     for name, svc in running.items():
-        delivered = sum(1 for reason, _ in results[name]["outcomes"] if reason is None)
+        result = results[name]
+        delivered = sum(1 for reason, _ in result["outcomes"] if reason is None)
+        stats = svc.upstream_stats()
+        growth = result["rss_peak_kb"] - result["rss_before_kb"]
         figures[name] = {
             "cpu_ms_per_execution": round(spent[name] / streams, 3),
+            "rss_kb_per_open_stream": round(growth / max(1, result["max_open"]), 2),
             "delivered_pct": round(100 * delivered / streams, 2),
-            "upstream_creates": svc.upstream_stats()["creates"],
+            "upstream_creates": stats["creates"],
+            "polls_per_execution": round(
+                (stats.get("queries", 0) - result["polls_before"]) / streams, 2
+            ),
         }
     return figures
 
@@ -222,10 +247,18 @@ def ratio_rounds(
         for index in range(args.rounds):
             figures = one_round(args, Path(tmp) / f"round{index}")
             ratio = figures[top]["cpu_ms_per_execution"] / figures[bottom]["cpu_ms_per_execution"]
-            rounds.append({**figures, "cpu_ratio": round(ratio, 3)})
-            print(f"round {index + 1}: {top} / {bottom} CPU {ratio:.3f} {figures}", flush=True)
+            rss = figures[top]["rss_kb_per_open_stream"] / max(
+                0.01, figures[bottom]["rss_kb_per_open_stream"]
+            )
+            rounds.append({**figures, "cpu_ratio": round(ratio, 3), "rss_ratio": round(rss, 3)})
+            print(
+                f"round {index + 1}: {top} / {bottom} CPU {ratio:.3f} RSS per stream {rss:.3f}"
+                f" {figures}",
+                flush=True,
+            )
     ratios = [r["cpu_ratio"] for r in rounds]
     median = statistics.median(ratios)
+    rss_ratios = [r["rss_ratio"] for r in rounds]
     report = {
         "gateway": gateway_source(),
         "streams": args.streams,
@@ -235,10 +268,16 @@ def ratio_rounds(
         "rounds": rounds,
         "cpu_ratios": ratios,
         "cpu_ratio_median": median,
+        "rss_ratios": rss_ratios,
+        "rss_ratio_median": statistics.median(rss_ratios),
     }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"CPU per execution, {top} / {bottom}: median {median} of {ratios}")
+    print(
+        f"RSS per open stream, {top} / {bottom}:"
+        f" median {report['rss_ratio_median']} of {rss_ratios}"
+    )
     print(f"written to {path}")
     ok = all(
         r[side]["delivered_pct"] == 100.0 and r[side]["upstream_creates"] >= args.streams
@@ -341,7 +380,7 @@ class Services:
         reply.raise_for_status()
 
     def upstream_stats(self) -> dict[str, int]:
-        """The fake upstream's counters: ``creates``, ``runs``, ``cancels``."""
+        """The fake upstream's counters: ``creates``, ``runs``, ``cancels``, ``queries``."""
         stats: dict[str, int] = httpx.get(self.fake_url + "/_fake/stats", timeout=5).json()
         return stats
 

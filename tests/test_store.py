@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from rpa_gateway.duration_models import DurationModels, SchedulePolicy
 from rpa_gateway.executions import (
     Event,
     EventKind,
@@ -29,6 +30,7 @@ from rpa_gateway.executions import (
     new_execution_id,
     terminal_data,
 )
+from rpa_gateway.poll_schedule import MIN_SAMPLES, backoff_schedule
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
@@ -1004,5 +1006,38 @@ def test_concurrent_creates_with_one_key_record_one_execution(shared_stores: Sto
             recorded = [e for e in (first, second) if await a.get(e.id) is not None]
             assert len(recorded) == 1
             assert await b.find_idempotent("owner-a", f"key-{i}") == recorded[0]
+
+    shared_stores.run(scenario, instances=2)
+
+
+# --- run durations -------------------------------------------------------------------------
+
+
+def test_run_durations_keep_the_newest_per_project(stores: Stores) -> None:
+    async def scenario(store: Store) -> None:
+        await store.add_durations({"p1": [1.0, 2.0, 3.0], "p2@v2": [9.5]}, keep=4)
+        await store.add_durations({"p1": [4.0, 5.0]}, keep=4)
+        found = await store.durations(["p1", "p2@v2", "never-ran"], keep=4)
+        assert found == {"p1": [2.0, 3.0, 4.0, 5.0], "p2@v2": [9.5]}
+        assert await store.durations(["p1"], keep=2) == {"p1": [4.0, 5.0]}
+
+    stores.run(scenario)
+
+
+def test_replicas_learn_from_each_other_s_runs(shared_stores: Stores) -> None:
+    async def scenario(here: Store, there: Store) -> None:
+        today = backoff_schedule(1.0, 2.0, 10.0)
+        policy = SchedulePolicy(today, target_latency=2.0, ceiling=10.0)
+        learning, asking = DurationModels(here, policy), DurationModels(there, policy)
+        assert await asking.schedule_for("p") == today
+        for _ in range(MIN_SAMPLES):
+            learning.observe("p", 10.0)
+        await learning.sync()
+        await asking.sync()
+        learned = asking.current("p")
+        assert learned.learned
+        assert learned.catches(10.0)[1] == 1
+        fresh = DurationModels(there, policy)  # a process started later
+        assert (await fresh.schedule_for("p")).learned
 
     shared_stores.run(scenario, instances=2)

@@ -19,6 +19,7 @@ from rpa_gateway.backends.base import Backend
 from rpa_gateway.backends.local import LocalBackend
 from rpa_gateway.backends.spawn import run_owner
 from rpa_gateway.config import Settings, decode_key
+from rpa_gateway.duration_models import DurationModels, SchedulePolicy
 from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.security import TokenVault
@@ -65,6 +66,7 @@ def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
         read_timeout=settings.rpa_upstream_read_timeout,
         max_connections=settings.rpa_upstream_max_connections,
         keepalive_timeout=settings.rpa_upstream_keepalive,
+        max_requests_per_second=settings.rpa_upstream_max_rps,
         calls=calls,
     )
 
@@ -108,7 +110,12 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry.attach(store, settings.backend)
         vault = build_vault(settings)
         backend = build_backend(settings, telemetry.calls)
-        supervisor = Supervisor(store, backend, poll_policy(settings))
+        policy = poll_policy(settings)
+        schedules = DurationModels(
+            store,
+            SchedulePolicy(policy.today(), settings.rpa_poll_target_latency, policy.ceiling),
+        )
+        supervisor = Supervisor(store, backend, policy, schedules)
         stewardship = Stewardship(
             store,
             supervisor,
@@ -145,6 +152,8 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             )
         ]
+        if not backend.pushes:
+            background.append(asyncio.create_task(schedules.run(), name="run-durations"))
         if settings.redis_seeds:  # other replicas: renew leases, take over lapsed ones
             background.append(asyncio.create_task(stewardship.tend(service.take_over)))
             lifecycle.on_drain(stewardship.hand_over)
@@ -158,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
             await supervisor.stop()
+            await schedules.sync()  # what was learned here is kept
             with contextlib.suppress(StoreError):
                 await stewardship.release(driven)  # the other replicas need not wait
                 await stewardship.retire()

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     rpa_store_max_mb: Annotated[float, Field(gt=0)] | None = None
     rpa_poll_first_delay: PositiveSeconds = 1.0
     rpa_poll_backoff: Annotated[float, Field(ge=1.0)] = 2.0
+    # Seconds from a run's end to its result aimed for by the schedules learned from each
+    # project's recent runs (within no more polls than XIAOWU_RPA_TASK_QUERY_INTERVAL makes).
+    rpa_poll_target_latency: PositiveSeconds = 2.0
+    # Requests a second to the RPA platform at most, from all executions together (0: no
+    # limit); more wait their turn, first come first served.
+    rpa_upstream_max_rps: Annotated[float, Field(ge=0)] = 500.0
     rpa_query_max_failures: Annotated[int, Field(ge=1)] = 5
     rpa_retry_base_delay: PositiveSeconds = 0.5
     rpa_create_connect_retries: Annotated[int, Field(ge=0)] = 2

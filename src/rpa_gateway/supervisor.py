@@ -1,8 +1,9 @@
 """Drives each execution to exactly one terminal event, independent of any connection.
 
-One asyncio task per live execution: create the upstream run, poll it on a
-backing-off schedule, retry query faults with jittered backoff, enforce the
-deadline (cancelling upstream when it can), and record the end.  Whatever goes
+One asyncio task per live execution: create the upstream run, poll it on its
+project's schedule (learned from recent runs, or backing off), retry query faults
+with jittered backoff, enforce the deadline (cancelling upstream when it can), and
+record the end.  Whatever goes
 wrong inside - backend, store, a bug - the task still reaches one terminal event.
 
 A store that cannot write (a full disk) does not stop an execution: state and
@@ -31,6 +32,7 @@ from rpa_gateway.backends.base import (
     TaskState,
 )
 from rpa_gateway.codes import Code
+from rpa_gateway.duration_models import FixedSchedules, Schedules, model_key
 from rpa_gateway.executions import (
     Event,
     EventKind,
@@ -40,6 +42,7 @@ from rpa_gateway.executions import (
     Status,
     terminal_data,
 )
+from rpa_gateway.poll_schedule import Schedule, backoff_schedule
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.telemetry.context import current_execution
 
@@ -58,8 +61,9 @@ class PollPolicy:
     max_consecutive_faults: int
     create_connect_retries: int
 
-    def next_delay(self, delay: float) -> float:
-        return min(delay * self.backoff, self.ceiling)
+    def today(self) -> Schedule:
+        """The schedule of projects without a learned one."""
+        return backoff_schedule(self.first_delay, self.backoff, self.ceiling)
 
     def retry_delay(self, faults: int) -> float:
         """Full-jitter exponential backoff after ``faults`` consecutive faults: anywhere up
@@ -69,10 +73,17 @@ class PollPolicy:
 
 
 class Supervisor:
-    def __init__(self, store: Store, backend: Backend, policy: PollPolicy) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        policy: PollPolicy,
+        schedules: Schedules | None = None,
+    ) -> None:
         self._store = store
         self._backend = backend
         self._policy = policy
+        self._schedules = schedules or FixedSchedules(policy.today())
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
         self._started: set[str] = set()  # tasks whose body has begun (see cancel)
@@ -243,6 +254,7 @@ class Supervisor:
     async def _outcome(self, execution: Execution, token: str) -> Outcome:
         if execution.cancel_requested:
             return await self._cancelled(execution, token)
+        resumed = execution.upstream_id is not None
         if execution.upstream_id is None:
             if execution.deadline_at <= time.time():  # resumed too late: start no robot
                 return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
@@ -268,7 +280,7 @@ class Supervisor:
             async with deadline_scope:
                 if self._backend.pushes:
                     return await self._follow_pushes(execution, execution.upstream_id)
-                return await self._watch(execution, execution.upstream_id, token)
+                return await self._watch(execution, execution.upstream_id, token, resumed)
         except TimeoutError:
             if not deadline_scope.expired():
                 raise
@@ -348,13 +360,26 @@ class Supervisor:
                 execution.retries += 1
                 await asyncio.sleep(self._policy.retry_delay(attempt))
 
-    async def _watch(self, execution: Execution, task_id: str, token: str) -> Outcome:
+    async def _watch(
+        self, execution: Execution, task_id: str, token: str, resumed: bool
+    ) -> Outcome:
+        """Poll on the project's schedule (times after the create) until the run ends.
+
+        ``resumed``: created before this process drove it (a restart, a takeover), so it
+        may have ended meanwhile: the first poll comes soon, not where the schedule says.
+        """
         policy = self._policy
-        delay = policy.first_delay
+        project = model_key(execution.request.project_id, execution.request.version)
+        await self._schedules.schedule_for(project)
         faults = 0
         upstream_status = "PENDING"  # what a freshly created upstream run reports
+        delay: float | None = policy.first_delay if resumed else None
         while True:
+            if delay is None:
+                elapsed = time.time() - execution.created_at
+                delay = self._schedules.current(project).next_poll(elapsed) - elapsed
             await asyncio.sleep(delay)
+            delay = None
             execution.polls += 1
             try:
                 state = await self._backend.status(task_id, token)
@@ -377,11 +402,12 @@ class Supervisor:
             faults = 0
             outcome = _outcome_of(state)
             if outcome is not None:
+                if state.ran_for is not None and state.phase is TaskPhase.COMPLETED:
+                    self._schedules.observe(project, state.ran_for)
                 return outcome
             if state.upstream_status != upstream_status:
                 upstream_status = state.upstream_status
                 await self._record_state(execution, state)
-            delay = policy.next_delay(delay)
 
     async def _record_state(self, execution: Execution, state: TaskState) -> None:
         status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status

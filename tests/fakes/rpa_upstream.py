@@ -15,8 +15,9 @@ A create script without a fault may name the ``execution_id`` to hand out, and a
 ``delay`` before it answers.
 A gated script's runs report PENDING until the test opens the gate.
 ``duration`` instead of steps: PENDING until that many seconds after create,
-then COMPLETED with ``{"completed_at": <epoch s>, "params": ...}`` - the
-benchmark measures delivery latency from ``completed_at``.
+then COMPLETED with ``{"completed_at": <epoch s>, "params": ...}`` and ``end_time`` set
+- the benchmark measures delivery latency from ``completed_at``.  With ``sigma``, each
+run's duration is drawn from a lognormal distribution with ``duration`` as its median.
 
 Run in a thread (``FakeUpstream().start()``) by tests, or as a process
 (``python -m tests.fakes.rpa_upstream --port N``) by the benchmark, which
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import random
 import threading
 import time
 import uuid
@@ -48,6 +51,7 @@ class Script:
     steps: list[dict[str, Any]] = field(default_factory=list)
     duration: float | None = None
     gate: threading.Event | None = None  # runs report PENDING until it is set
+    sigma: float = 0.0  # spread of log(duration) across runs
 
 
 @dataclass
@@ -60,6 +64,7 @@ class FakeRun:
     script: Script
     queries: int = 0
     cancelled: bool = False
+    duration: float | None = None
 
 
 def new_project_id() -> str:
@@ -78,6 +83,7 @@ class FakeUpstream:
         self.authorizations: set[str] = set()
         self.traceparents: list[str] = []
         self.port = 0
+        self._random = random.Random(13)
 
     # --- scripting ------------------------------------------------------------
     def script(
@@ -88,11 +94,12 @@ class FakeUpstream:
         steps: list[dict[str, Any]] | None = None,
         duration: float | None = None,
         gated: bool = False,
+        sigma: float = 0.0,
     ) -> None:
         """``gated``: runs stay PENDING until :meth:`open_gate`, then follow the script."""
         gate = threading.Event() if gated else None
         with self._lock:
-            self._scripts[project_id] = Script(create, list(steps or []), duration, gate)
+            self._scripts[project_id] = Script(create, list(steps or []), duration, gate, sigma)
 
     def open_gate(self, project_id: str) -> None:
         with self._lock:
@@ -161,6 +168,10 @@ class FakeUpstream:
                 return reply
         run_id = (script.create or {}).get("execution_id") or uuid.uuid4().hex
         run = FakeRun(run_id, project_id, body.get("params"), token, time.time(), script)
+        if script.duration is not None:
+            with self._lock:
+                spread = self._random.gauss(0.0, script.sigma) if script.sigma else 0.0
+            run.duration = script.duration * math.exp(spread)
         with self._lock:
             self.runs[run.id] = run
         return _envelope({"executionId": run.id}, status=202)
@@ -181,8 +192,8 @@ class FakeUpstream:
         script = run.script
         if script.gate is not None and not script.gate.is_set():
             return self._execution(run, {"status": "PENDING"})
-        if script.duration is not None:
-            completed_at = run.created_at + script.duration
+        if run.duration is not None:
+            completed_at = run.created_at + run.duration
             if time.time() < completed_at:
                 return self._execution(run, {"status": "PENDING"})
             return self._execution(
@@ -190,6 +201,7 @@ class FakeUpstream:
                 {
                     "status": "COMPLETED",
                     "result": {"data": {"completed_at": completed_at, "params": run.params}},
+                    "end_time": completed_at,
                 },
             )
         if not script.steps:
@@ -249,7 +261,7 @@ class FakeUpstream:
             "exec_position": "EXECUTOR",
             "user_id": "u1",
             "start_time": run.created_at,
-            "end_time": None,
+            "end_time": step.get("end_time"),
         }
         return _envelope({"execution": execution})
 
@@ -260,13 +272,19 @@ class FakeUpstream:
             create=body.get("create"),
             steps=body.get("steps"),
             duration=body.get("duration"),
+            sigma=float(body.get("sigma", 0.0)),
         )
         return web.json_response({"ok": True})
 
     async def _stats(self, request: web.Request) -> web.Response:
         with self._lock:
             return web.json_response(
-                {"creates": len(self.creates), "runs": len(self.runs), "cancels": len(self.cancels)}
+                {
+                    "creates": len(self.creates),
+                    "runs": len(self.runs),
+                    "cancels": len(self.cancels),
+                    "queries": len(self.query_paths),
+                }
             )
 
     # --- lifecycle ----------------------------------------------------------------

@@ -23,6 +23,8 @@ from rpa_gateway.backends.base import (
     TaskState,
     TaskUpdate,
 )
+from rpa_gateway.backends.request_budget import RequestBudget
+from rpa_gateway.backends.run_times import run_seconds
 from rpa_gateway.executions import ExecutionRequest, JsonObject
 from rpa_gateway.json_rules import JsonRefused, decode_reply
 from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
@@ -48,9 +50,11 @@ class AstronBackend:
         read_timeout: float = 30.0,
         max_connections: int = 256,
         keepalive_timeout: float = 4.0,
+        max_requests_per_second: float = 0.0,
         calls: Calls = NO_CALLS,
     ) -> None:
         self._calls = calls
+        self._budget = RequestBudget(max_requests_per_second)
         self._create_url = create_url
         self._query_url = query_url.rstrip("/")
         self._cancel_url = cancel_url
@@ -169,6 +173,7 @@ class AstronBackend:
     ) -> tuple[int, bytes]:
         """One request and its whole reply; transport failures become _TransportError."""
         headers = {"Authorization": f"Bearer {token}", **call.headers}
+        await self._budget.acquire()
         try:
             async with self._session.request(method, url, json=body, headers=headers) as reply:
                 return reply.status, await reply.read()
@@ -241,7 +246,12 @@ def _task_state(execution: dict[str, Any], token: str) -> TaskState:
     if upstream_status == "COMPLETED":
         result = execution.get("result")
         outputs = result.get("data") if isinstance(result, dict) else None
-        return TaskState(TaskPhase.COMPLETED, upstream_status, data=_as_object(outputs))
+        return TaskState(
+            TaskPhase.COMPLETED,
+            upstream_status,
+            data=_as_object(outputs),
+            ran_for=run_seconds(execution.get("start_time"), execution.get("end_time")),
+        )
     if upstream_status == "FAILED":
         return TaskState(TaskPhase.FAILED, upstream_status, error=error_text or "robot failed")
     if upstream_status == "CANCELLED":

@@ -30,6 +30,9 @@ class TaskState:
     upstream_status: str
     data: JsonObject | None = None
     error: str | None = None
+    # Seconds the run took, by the platform's own clock (its start and end times), when
+    # it ended and said so: what learned poll schedules are made from.
+    ran_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ to a thread).  ``tests/test_store.py`` is the conformance suite every store pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -161,6 +161,15 @@ class Store(Protocol):
 
     async def writable(self) -> None:
         """Raise :class:`StoreError` while writes are known to fail (cheap otherwise)."""
+        ...
+
+    # --- recent run durations per project, for learned poll schedules ---------------------
+    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None:
+        """Append run durations (seconds) per model key, keeping each key's newest ``keep``."""
+        ...
+
+    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
+        """The newest ``keep`` durations of each key that has any, oldest first."""
         ...
 
     # --- supervision by several processes ------------------------------------------------

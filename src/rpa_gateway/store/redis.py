@@ -268,6 +268,9 @@ class _Keys:
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}"
 
+    def durations(self, model: str) -> str:
+        return f"{self.prefix}:durations:{model}"
+
     def idempotency(self, owner: str, key: str) -> str:
         # The owner's length keeps ("a:b", "c") and ("a", "b:c") apart.
         return f"{self.prefix}:idem:{len(owner)}:{owner}:{key}"
@@ -942,6 +945,25 @@ class RedisStore:
             elif int(code) == 2:
                 renewal.cancel_requested.append(execution_id)
         return renewal
+
+    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None:
+        async with self._redis("store run durations"):
+            pipe = self._client.pipeline(transaction=False)
+            for model, durations in added.items():
+                key = self._keys.durations(model)
+                pipe.rpush(key, *(repr(float(seconds)) for seconds in durations))
+                pipe.ltrim(key, -keep, -1)
+            await pipe.execute()
+
+    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
+        if not keys:
+            return {}
+        async with self._redis("read run durations"):
+            pipe = self._client.pipeline(transaction=False)
+            for model in keys:
+                pipe.lrange(self._keys.durations(model), -keep, -1)
+            lists = await pipe.execute()
+        return {m: [float(v) for v in found] for m, found in zip(keys, lists, strict=True) if found}
 
     async def request_cancel(self, execution_id: str) -> None:
         async with self._redis("request a cancel"):

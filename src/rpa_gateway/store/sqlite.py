@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,12 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_terminal
     ON events (execution_id) WHERE kind = 'terminal';
+CREATE TABLE IF NOT EXISTS run_durations (
+    id      INTEGER PRIMARY KEY,
+    model   TEXT NOT NULL,
+    seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_durations_by_model ON run_durations (model, id);
 """
 
 _COLUMNS = (
@@ -437,6 +443,38 @@ class SqliteStore:
 
     def add_listener(self, listener: Listener) -> None:
         self._hub.add_listener(listener)
+
+    # --- run durations (duration_models) -------------------------------------------
+    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for model, durations in added.items():
+                    self._db.executemany(
+                        "INSERT INTO run_durations (model, seconds) VALUES (?,?)",
+                        [(model, seconds) for seconds in durations],
+                    )
+                    self._db.execute(
+                        "DELETE FROM run_durations WHERE model=? AND id <= (SELECT id FROM"
+                        " run_durations WHERE model=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (model, model, keep),
+                    )
+        except sqlite3.Error as exc:
+            raise self._write_failed("store run durations", exc) from exc
+
+    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        try:
+            for model in keys:
+                rows = self._db.execute(
+                    "SELECT seconds FROM run_durations WHERE model=? ORDER BY id DESC LIMIT ?",
+                    (model, keep),
+                ).fetchall()
+                if rows:
+                    found[model] = [row[0] for row in reversed(rows)]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read run durations: {exc}") from exc
+        return found
 
     # --- supervision: one process per data directory, so every claim is granted ----
     async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:

@@ -1,0 +1,191 @@
+"""Each project's recent run durations and the poll schedule learned from them.
+
+The durations live in the store (shared by replicas, kept across restarts); this
+process keeps a copy per project it polls for, adds what it observes at once, and
+every ``sync_interval`` seconds writes its new observations in one batch and reads
+back what the other replicas added.  A run costs a dict lookup, not a store call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rpa_gateway.poll_schedule import DurationModel, Schedule, learned_schedule
+from rpa_gateway.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+KEEP = 64  # recent durations per project
+_MAX_PROJECTS = 10_000  # kept in memory; the least recently polled for go first
+
+
+class DurationStore(Protocol):
+    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None:
+        """Append run durations (seconds) per model key, keeping the newest ``keep``."""
+        ...
+
+    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
+        """The newest ``keep`` durations of each key that has any, oldest first."""
+        ...
+
+
+def model_key(project_id: str, version: int | None) -> str:
+    return project_id if version is None else f"{project_id}@v{version}"
+
+
+class Schedules(Protocol):
+    """What the supervisor asks: each project's schedule, and how long its runs took."""
+
+    async def schedule_for(self, key: str) -> Schedule: ...
+
+    def current(self, key: str) -> Schedule: ...
+
+    def observe(self, key: str, seconds: float) -> None: ...
+
+
+class FixedSchedules:
+    """One schedule for every project, learning nothing."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self._schedule = schedule
+
+    async def schedule_for(self, key: str) -> Schedule:
+        return self._schedule
+
+    def current(self, key: str) -> Schedule:
+        return self._schedule
+
+    def observe(self, key: str, seconds: float) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePolicy:
+    today: Schedule  # for projects without enough history
+    target_latency: float
+    ceiling: float
+
+    def schedule(self, durations: Sequence[float]) -> Schedule:
+        model = DurationModel.fit(durations)
+        if model is None:
+            return self.today
+        return learned_schedule(model, self.target_latency, self.ceiling, self.today)
+
+
+class _Project:
+    __slots__ = ("durations", "new", "schedule", "stale")
+
+    def __init__(self, durations: list[float], schedule: Schedule) -> None:
+        self.durations = durations
+        self.schedule = schedule
+        self.new: list[float] = []  # observed here, not yet written
+        self.stale = False  # durations changed since the schedule was made
+
+
+class DurationModels:
+    def __init__(
+        self, store: DurationStore, policy: SchedulePolicy, sync_interval: float = 5.0
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._sync_interval = sync_interval
+        self._projects: OrderedDict[str, _Project] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._store_failing = False
+
+    async def schedule_for(self, key: str) -> Schedule:
+        """The project's schedule; its durations are read from the store the first time."""
+        project = self._projects.get(key)
+        if project is None:
+            await self._load(key)
+            project = self._projects.get(key)
+            if project is None:
+                return self._policy.today
+        self._projects.move_to_end(key)
+        return project.schedule
+
+    def current(self, key: str) -> Schedule:
+        project = self._projects.get(key)
+        return project.schedule if project is not None else self._policy.today
+
+    def observe(self, key: str, seconds: float) -> None:
+        """A run of the project ended after ``seconds``; learned from at the next sync (a
+        schedule takes a few ms to make: not once per run)."""
+        if not seconds > 0:
+            return
+        project = self._projects.get(key)
+        if project is None:
+            project = self._remember(key, [])
+        project.durations.append(seconds)
+        del project.durations[:-KEEP]
+        project.new.append(seconds)
+        project.stale = True
+
+    async def run(self) -> None:
+        """Write new observations and read the other replicas' ones, until cancelled."""
+        while True:
+            await asyncio.sleep(self._sync_interval)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Store what was observed here, take in what other replicas stored, and make the
+        schedules of the projects whose durations changed."""
+        added: dict[str, list[float]] = {}
+        for key, project in self._projects.items():
+            if project.new:
+                added[key], project.new = project.new, []
+        try:
+            if added:
+                await self._store.add_durations(added, KEEP)
+            stored = await self._store.durations(list(self._projects), KEEP)
+        except StoreError as exc:
+            self._failing(exc)
+            for key, unwritten in added.items():  # written with the next sync
+                if key in self._projects:
+                    self._projects[key].new[:0] = unwritten
+            stored = {}
+        else:
+            self._store_failing = False
+        for key, project in self._projects.items():
+            if key in stored:
+                durations = (stored[key] + project.new)[-KEEP:]
+                if durations != project.durations:
+                    project.durations, project.stale = durations, True
+            if project.stale:
+                project.schedule = self._policy.schedule(project.durations)
+                project.stale = False
+
+    async def _load(self, key: str) -> None:
+        pending = self._loading.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            stored = await self._store.durations([key], KEEP)
+        except StoreError as exc:
+            self._failing(exc)
+            stored = {}
+        finally:
+            del self._loading[key]
+            future.set_result(None)
+        if key not in self._projects:
+            self._remember(key, stored.get(key, []))
+
+    def _remember(self, key: str, durations: list[float]) -> _Project:
+        project = _Project(durations[-KEEP:], self._policy.schedule(durations))
+        self._projects[key] = project
+        while len(self._projects) > _MAX_PROJECTS:
+            self._projects.popitem(last=False)
+        return project
+
+    def _failing(self, exc: StoreError) -> None:
+        if not self._store_failing:
+            log.warning("run durations cannot be read or stored: %s", exc)
+        self._store_failing = True

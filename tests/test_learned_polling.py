@@ -1,0 +1,82 @@
+"""Polls placed where a project's runs end, learned from its recent runs; and a cap on the
+requests the platform gets.  Gateway processes against the fake upstream, over sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rpa_gateway.poll_schedule import MIN_SAMPLES
+from tests.astron_node import run_node
+from tests.conftest import GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+
+RUN_SECONDS = 0.6
+TOKEN = "Bearer learner"
+
+
+def run_many(base_url: str, project_id: str, count: int) -> list[dict[str, object]]:
+    async def all_of_them() -> list[dict[str, object]]:
+        body = {"project_id": project_id, "sid": "s", "params": {}}
+        return await asyncio.gather(*(run_node(base_url, TOKEN, body) for _ in range(count)))
+
+    return asyncio.run(all_of_them())
+
+
+def polls_of_the_newest_run(fake: FakeUpstream, project_id: str) -> int:
+    newest = max(fake.runs_for(project_id), key=lambda run: run.created_at)
+    return newest.queries
+
+
+def until_one_poll(base_url: str, fake: FakeUpstream, project_id: str, within: float) -> int:
+    """Runs one execution after another until one is seen ended with its first poll; how
+    many it took (the schedule is learned at the next sync of run durations, every 5 s)."""
+    deadline = time.monotonic() + within
+    runs = 0
+    while True:
+        run_many(base_url, project_id, 1)
+        runs += 1
+        if polls_of_the_newest_run(fake, project_id) == 1:
+            return runs
+        assert time.monotonic() < deadline, "the schedule was never learned"
+
+
+def test_a_project_s_runs_are_polled_once_when_they_end_even_after_a_restart(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    project_id = new_project_id()
+    fake.script(project_id, duration=RUN_SECONDS)
+    gateway = start_gateway()
+    # Today's schedule (FAST: 0.02 s, doubling to 0.2 s) polls such a run 6 times.
+    outputs = run_many(gateway.base_url, project_id, MIN_SAMPLES)
+    assert all("completed_at" in o for o in outputs)
+    assert min(run.queries for run in fake.runs_for(project_id)) >= 5
+    until_one_poll(gateway.base_url, fake, project_id, within=20)
+
+    started = time.time()
+    outputs = run_many(gateway.base_url, project_id, 10)
+    took = time.time() - started
+    newest = sorted(fake.runs_for(project_id), key=lambda run: run.created_at)[-10:]
+    assert [run.queries for run in newest] == [1] * 10
+    assert took < RUN_SECONDS + 0.5, "seen ended soon after the end, not a poll later"
+
+    gateway.stop()
+    gateway.start()  # the same data directory: what was learned is in the store
+    run_many(gateway.base_url, project_id, 1)
+    assert polls_of_the_newest_run(fake, project_id) == 1
+
+
+def test_the_platform_gets_no_more_requests_a_second_than_the_budget(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    project_id = new_project_id()
+    fake.script(project_id, duration=0.1)
+    gateway = start_gateway(RPA_UPSTREAM_MAX_RPS="20")
+    outputs = run_many(gateway.base_url, project_id, 40)
+    assert len(outputs) == 40 and all("completed_at" in o for o in outputs)
+    created = sorted(run.created_at for run in fake.runs_for(project_id))
+    # 40 creates and at least 40 polls at 20 a second, a second's worth at once: the
+    # last create cannot come before (40 - 20) / 20 s have passed.
+    assert created[-1] - created[0] >= 0.9
+    for i in range(len(created) - 25):  # never more than the burst and a bit in 0.25 s
+        assert created[i + 25] - created[i] > 0.25
