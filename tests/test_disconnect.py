@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
@@ -35,3 +40,41 @@ def test_disconnect_after_first_event_still_finishes_and_is_recorded(
     assert fake.creates_for(pid) == 1
     kinds = event_kinds(gateway.database, execution_id)
     assert kinds.count("terminal") == 1 and kinds[-1] == "terminal"
+
+
+def test_a_stream_whose_client_left_ends_at_once_while_its_execution_goes_on(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    gateway = start_gateway(RPA_PROMETHEUS_ENABLE="true")
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    fake.script(pid, duration=0.1, gated=True)
+    ids = []
+    for _ in range(5):
+        partial = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"}, stop_after_lines=1)
+        ids.append(partial.ids[0].rsplit(":", 1)[0])
+    deadline = time.monotonic() + 5
+    while open_streams(gateway) != 0:
+        assert time.monotonic() < deadline, "streams of departed clients are still open"
+        time.sleep(0.05)
+    assert active_executions(gateway) == 5, "their executions go on"
+    fake.open_gate(pid)
+    for execution_id in ids:
+        assert wait_for_finished(gateway.database, execution_id)["code"] == 0
+
+
+def open_streams(gateway: GatewayProcess) -> float:
+    return _gauge(gateway, "rpa_open_streams")
+
+
+def active_executions(gateway: GatewayProcess) -> float:
+    return _gauge(gateway, "rpa_active_executions")
+
+
+def _gauge(gateway: GatewayProcess, name: str) -> float:
+    text = httpx.get(gateway.base_url + "/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )

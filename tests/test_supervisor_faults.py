@@ -67,7 +67,7 @@ async def run_one(store: SqliteStore, backend: AstronBackend, project_id: str) -
         execution, _ = await service.create(ExecutionRequest(project_id=project_id, sid="s"), "tok")
         events = []
         async with asyncio.timeout(10):
-            async for event in service.follow(execution.id, 0, idle_interval=1):
+            async for event in service.follow(execution.id, 0):
                 if isinstance(event, Event):
                     events.append(event)
         return events

@@ -22,6 +22,7 @@ from rpa_gateway.config import Settings, decode_key
 from rpa_gateway.duration_models import DurationModels, SchedulePolicy
 from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
+from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.stewardship import Stewardship, new_holder_id
@@ -132,7 +133,8 @@ def create_app(settings: Settings) -> FastAPI:
             stewardship=stewardship,
             max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
         )
-        app.state.components = Components(settings, store, service, lifecycle, telemetry)
+        pings = PingSweep(settings.xiaowu_rpa_ping_interval)
+        app.state.components = Components(settings, store, service, lifecycle, telemetry, pings)
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), where)
         # With Redis, the stewardship takes them over in batches, renewing in between.
         resumed, waiting = (0, 0) if settings.redis_seeds else await service.resume_unfinished()

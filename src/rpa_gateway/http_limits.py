@@ -30,6 +30,7 @@ from rpa_gateway import sse
 from rpa_gateway.api import compat_wire
 from rpa_gateway.api.edge import normalised
 from rpa_gateway.api.refusals import COMPAT_PATH, reads_data_lines
+from rpa_gateway.connection import SCOPE_KEY, Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = self.limits
         self._head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._connection: Connection | None = None  # of the request being answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -60,6 +62,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_received()
         super().connection_lost(exc)
+        connection = self._connection
+        if connection is not None:
+            self._connection = None
+            connection.lost()
 
     def data_received(self, data: bytes) -> None:
         waiting_for_head = self._head_deadline is not None
@@ -87,6 +93,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_received()
         if len(self.connections) <= self._limits.max_connections:
             super().on_headers_complete()
+            # The request's task is scheduled, not begun: it sees the scope with this.
+            if self.cycle is not None and self.cycle.scope is self.scope:
+                self._connection = Connection(self.cycle)
+                self.scope[SCOPE_KEY] = self._connection  # type: ignore[literal-required]
             return
         self.logger.warning("%d connections open: a request is refused", len(self.connections))
         app, self.app = self.app, _too_many_connections

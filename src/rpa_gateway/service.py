@@ -61,7 +61,7 @@ class CursorBeyondEnd(Exception):
 
 
 class Signal(Enum):
-    PING = "ping"  # nothing happened for a while
+    PING = "ping"  # nothing happened for a while (feeds)
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
     STORE_FAILED = "store_failed"  # its events cannot be read now; the execution goes on
 
@@ -304,7 +304,6 @@ class ExecutionService:
         self,
         execution_id: str,
         after_seq: int,
-        idle_interval: float,
         *,
         known: Event | None = None,
     ) -> AsyncIterator[Event | Signal]:
@@ -314,10 +313,10 @@ class ExecutionService:
         an execution it just created); when it is the last one written, the stored log
         need not be read.
 
-        Yields ``Signal.PING`` whenever ``idle_interval`` seconds pass without an
-        event, and ends with ``Signal.RECONNECT`` if the service shuts down first,
-        or ``Signal.STORE_FAILED`` if the store cannot be read: never with a made-up
+        Ends with ``Signal.RECONNECT`` if the service shuts down first, or
+        ``Signal.STORE_FAILED`` if the store cannot be read: never with a made-up
         terminal event, which would give an event id an outcome it does not have.
+        (Idle streams are pinged by the response, not from here.)
         """
         cursor = after_seq
         here = self._supervisor.last_written(execution_id) is not None
@@ -352,12 +351,7 @@ class ExecutionService:
                             yield event
                         return
                 while True:
-                    try:
-                        async with asyncio.timeout(idle_interval):
-                            event_or_drain = await subscription.get()
-                    except TimeoutError:
-                        yield Signal.PING
-                        continue
+                    event_or_drain = await subscription.get()
                     if event_or_drain is None:
                         yield Signal.RECONNECT
                         return

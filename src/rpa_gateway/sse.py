@@ -1,18 +1,15 @@
-"""Server-Sent Events framing and the streaming response that carries it.
+"""Server-Sent Events framing.
 
 A few lines of our own rather than an SSE library: the stream is driven by the
-execution's event log (replay + follow, with idle pings) and needs nothing but
-byte framing, which keeps the per-stream cost to one generator.
+execution's event log (replay + follow) and needs nothing but byte framing;
+``event_stream`` carries it, ``ping_sweep`` keeps idle streams alive.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Mapping
-from typing import Any, Protocol
-
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from collections.abc import Mapping
+from typing import Any
 
 MEDIA_TYPE = "text/event-stream"
 
@@ -55,32 +52,3 @@ def frame(
         parts.append(f"data: {data}\n")
     parts.append("\n")
     return "".join(parts).encode()
-
-
-class StreamCounter(Protocol):
-    def opened(self) -> None: ...
-
-    def closed(self) -> None: ...
-
-
-class EventStreamResponse(StreamingResponse):
-    def __init__(
-        self,
-        content: AsyncIterable[bytes],
-        status_code: int = 200,
-        counter: StreamCounter | None = None,
-    ) -> None:
-        super().__init__(
-            content, status_code=status_code, headers=dict(HEADERS), media_type=MEDIA_TYPE
-        )
-        self._counter = counter
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._counter is None:
-            await super().__call__(scope, receive, send)
-            return
-        self._counter.opened()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._counter.closed()

@@ -11,8 +11,8 @@ from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
 from rpa_gateway.api.openapi_docs import EXEC_BODY, compat_stream, errors
+from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.executions import Event
-from rpa_gateway.sse import EventStreamResponse
 
 router = APIRouter()
 
@@ -56,9 +56,7 @@ async def exec_rpa(request: Request) -> Response:
         execution, first = await create_execution(request, parts, token)
         after = 0
     settings = parts.settings
-    events = parts.executions.follow(
-        execution.id, after, settings.xiaowu_rpa_ping_interval, known=first
-    )
+    events = parts.executions.follow(execution.id, after, known=first)
     body_stream = compat_wire.render(
         events,
         execution.request.sid,
@@ -67,4 +65,4 @@ async def exec_rpa(request: Request) -> Response:
         last_event_id=f"{execution.id}:{after}",
         max_line=settings.rpa_max_frame_bytes,
     )
-    return EventStreamResponse(body_stream, counter=parts.lifecycle)
+    return EventStreamResponse(body_stream, counter=parts.lifecycle, pings=parts.pings)

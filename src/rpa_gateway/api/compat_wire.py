@@ -9,7 +9,7 @@ the documented clients take the first ``data:`` frame as the result.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from rpa_gateway import codes, sse
@@ -132,7 +132,7 @@ async def render(
     retry_ms: int,
     last_event_id: str,
     max_line: int,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     async for event in events:
         if event is Signal.PING:
             yield sse.PING

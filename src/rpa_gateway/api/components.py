@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from rpa_gateway.config import Settings
 from rpa_gateway.lifecycle import Lifecycle
+from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry import Telemetry
@@ -21,6 +22,7 @@ class Components:
     executions: ExecutionService
     lifecycle: Lifecycle
     telemetry: Telemetry
+    pings: PingSweep
 
 
 def components(request: Request) -> Components:

@@ -7,6 +7,8 @@
 - On a path ending in ``/rpa/v1/exec``, an exception that escapes everything
   else (even the error handlers) before the response has started still gets a
   ``data:`` frame with a non-zero code: without one, the node reads success.
+- An event stream the app handed off (``event_stream``) is served here, after the
+  app's call chain has returned.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rpa_gateway import sse
 from rpa_gateway.api.refusals import COMPAT_PATH
 from rpa_gateway.codes import Code, unknown_error_message
+from rpa_gateway.connection import SCOPE_KEY, Connection
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +58,31 @@ class Edge:
             return
         scope = normalised(scope)
         path: str = scope["path"]
+        # The app gets a copy: what the framework hangs on its scope (routes, exit stacks,
+        # state) is let go when it returns, not kept for a stream's whole life.
         if not path.endswith(COMPAT_PATH):
-            await self.app(scope, receive, send)
-            return
+            await self.app(dict(scope), receive, send)
+        else:
+            await self._compat(scope, receive, send)
+        connection = scope.get(SCOPE_KEY)
+        if isinstance(connection, Connection) and connection.handed_off is not None:
+            stream, connection.handed_off = connection.handed_off, None
+            await stream.serve(send, connection)
+
+    async def _compat(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self.app(scope, receive, send)
+            await self.app(dict(scope), receive, send)
         except Exception as exc:
+            connection = scope.get(SCOPE_KEY)
+            if isinstance(connection, Connection):
+                connection.handed_off = None  # this is the response now
             try:  # refused by the server if the response has started: nothing more to say
                 await send(
                     {"type": "http.response.start", "status": 500, "headers": _LAST_RESORT_HEADERS}
                 )
             except Exception:
                 raise exc from None
-            log.error("unhandled error on %s %s", scope["method"], path, exc_info=exc)
+            log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
             await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
 
 

@@ -20,8 +20,8 @@ from rpa_gateway.api.openapi_docs import (
     native_stream,
 )
 from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
+from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.executions import MAX_SEQ, Status, parse_seq
-from rpa_gateway.sse import EventStreamResponse
 from rpa_gateway.store.base import ListQuery
 
 router = APIRouter(prefix="/rpa/v1/executions", tags=["executions"])
@@ -127,9 +127,9 @@ async def execution_events(
     execution = await parts.executions.attach(
         execution_id, token, after=start, every_owner=is_admin(request, token)
     )
-    events = parts.executions.follow(execution.id, start, parts.settings.xiaowu_rpa_ping_interval)
+    events = parts.executions.follow(execution.id, start)
     body_stream = native_wire.render(events, retry_ms=parts.settings.rpa_reconnect_delay_ms)
-    return EventStreamResponse(body_stream, counter=parts.lifecycle)
+    return EventStreamResponse(body_stream, counter=parts.lifecycle, pings=parts.pings)
 
 
 @router.post(

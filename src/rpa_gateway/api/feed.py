@@ -4,7 +4,7 @@ dashboards (the web monitor among them) and ``rpa-gateway ls --watch``."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -14,8 +14,8 @@ from rpa_gateway.api.auth import Caller, is_admin
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import change_stream, errors
+from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.service import Signal
-from rpa_gateway.sse import EventStreamResponse
 from rpa_gateway.store.hub import Change
 
 router = APIRouter(tags=["executions"])
@@ -46,7 +46,7 @@ async def execution_feed(request: Request, token: Caller) -> Response:
         every_owner=is_admin(request, token),
     )
     body = _render(changes, parts.settings.rpa_reconnect_delay_ms)
-    return EventStreamResponse(body, counter=parts.lifecycle)
+    return EventStreamResponse(body, counter=parts.lifecycle, pings=parts.pings)
 
 
 def _since(request: Request) -> float | None:
@@ -64,7 +64,7 @@ def _since(request: Request) -> float | None:
 
 async def _render(
     changes: AsyncIterator[list[Change] | Signal], retry_ms: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     async for batch in changes:
         if batch is Signal.PING:
             yield sse.PING

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from rpa_gateway import sse
 from rpa_gateway.executions import Event, EventKind
@@ -18,7 +18,9 @@ def event_frame(event: Event) -> bytes:
     )
 
 
-async def render(events: AsyncIterator[Event | Signal], *, retry_ms: int) -> AsyncIterator[bytes]:
+async def render(
+    events: AsyncIterator[Event | Signal], *, retry_ms: int
+) -> AsyncGenerator[bytes, None]:
     async for event in events:
         if event is Signal.PING:
             yield sse.PING

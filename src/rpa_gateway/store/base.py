@@ -7,7 +7,7 @@ to a thread).  ``tests/test_store.py`` is the conformance suite every store pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -48,8 +48,8 @@ class Subscription(Protocol):
     skip what they have and read the backlog when a sequence number jumps.
     """
 
-    async def get(self) -> Event | None:
-        """The next event; ``None`` once the service is shutting down."""
+    def get(self) -> Awaitable[Event | None]:
+        """The next event (awaited); ``None`` once the service is shutting down."""
         ...
 
 

@@ -4,7 +4,7 @@ execution changes to the feeds following an owner's executions (or everyone's)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from rpa_gateway.executions import Event, Execution, JsonObject, change_of
@@ -14,17 +14,45 @@ Listener = Callable[[Event, Execution], None]
 
 
 class QueueSubscription:
-    __slots__ = ("_queue",)
+    """Events of one execution delivered and not yet taken, in order, for one reader;
+    subscribed while used as an async context manager.
 
-    def __init__(self) -> None:
-        # ``None`` in the queue means: the service is shutting down.
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+    Not an ``asyncio.Queue`` nor a generator-based context manager: every open stream
+    holds one, mostly waiting, and those bring four deques and a suspended generator
+    where a list and a future do.
+    """
+
+    __slots__ = ("_execution_id", "_hub", "_ready", "_waiter")
+
+    def __init__(self, hub: Hub, execution_id: str) -> None:
+        self._hub = hub
+        self._execution_id = execution_id
+        # ``None`` among them means: the service is shutting down.
+        self._ready: list[Event | None] = []
+        self._waiter: asyncio.Future[Event | None] | None = None
+
+    async def __aenter__(self) -> QueueSubscription:
+        self._hub._add(self._execution_id, self)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._hub._discard(self._execution_id, self)
 
     def deliver(self, event: Event | None) -> None:
-        self._queue.put_nowait(event)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event)
+        else:
+            self._ready.append(event)
 
-    async def get(self) -> Event | None:
-        return await self._queue.get()
+    def get(self) -> Awaitable[Event | None]:
+        """The next event (awaited)."""
+        taken: asyncio.Future[Event | None] = asyncio.get_running_loop().create_future()
+        if self._ready:
+            taken.set_result(self._ready.pop(0))
+        else:
+            self._waiter = taken
+        return taken
 
 
 class Change:
@@ -119,17 +147,18 @@ class Hub:
                 if not subscribers:
                     del self._change_subscribers[owner]
 
-    @asynccontextmanager
-    async def subscribe(self, execution_id: str) -> AsyncIterator[QueueSubscription]:
-        subscription = QueueSubscription()
+    def subscribe(self, execution_id: str) -> QueueSubscription:
+        """Live events of the execution, while used as ``async with``."""
+        return QueueSubscription(self, execution_id)
+
+    def _add(self, execution_id: str, subscription: QueueSubscription) -> None:
         if self._draining:
             subscription.deliver(None)
         self._subscribers.setdefault(execution_id, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            subscribers = self._subscribers.get(execution_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._subscribers[execution_id]
+
+    def _discard(self, execution_id: str, subscription: QueueSubscription) -> None:
+        subscribers = self._subscribers.get(execution_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[execution_id]

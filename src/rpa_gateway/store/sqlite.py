@@ -13,8 +13,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -420,7 +420,7 @@ class SqliteStore:
     def subscribe(
         self, execution_id: str, *, written_here: bool = False
     ) -> AbstractAsyncContextManager[Subscription]:
-        return self._subscribe(execution_id)
+        return self._hub.subscribe(execution_id)
 
     def subscribe_changes(
         self, owner: str | None
@@ -429,11 +429,6 @@ class SqliteStore:
 
     def written_elsewhere(self, execution_id: str) -> None:
         return None  # one process writes everything
-
-    @asynccontextmanager
-    async def _subscribe(self, execution_id: str) -> AsyncIterator[Subscription]:
-        async with self._hub.subscribe(execution_id) as subscription:
-            yield subscription
 
     async def publish_only(self, event: Event, execution: Execution) -> None:
         self._hub.publish(event, execution)

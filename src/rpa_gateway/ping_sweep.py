@@ -1,0 +1,107 @@
+"""One timer pings every idle stream; an idle stream costs no timer and no wake-up.
+
+Streams sit in buckets by when they last wrote (``tick`` wide).  Every ``tick`` the
+sweep takes the buckets idle for ``interval`` or more and writes a ping straight into
+each of those connections (:meth:`Connection.write_body`), so a stream is pinged
+``interval`` to ``interval + tick`` after it last wrote.  A stream whose client is gone
+is woken (its task cancelled) so that it ends at once instead of at its execution's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from rpa_gateway.connection import Connection
+from rpa_gateway.sse import PING
+
+
+class SweptStream:
+    __slots__ = ("connection", "gone", "slot", "task")
+
+    def __init__(self, connection: Connection, task: asyncio.Task[object] | None) -> None:
+        self.connection = connection
+        self.task = task
+        self.slot = 0
+        self.gone = False
+
+
+class PingSweep:
+    def __init__(self, interval: float, ticks_per_interval: int = 6) -> None:
+        self._interval = interval
+        self._tick = interval / ticks_per_interval
+        self._buckets: dict[int, set[SweptStream]] = {}
+        self._count = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.pings = 0  # written since start
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, connection: Connection) -> SweptStream:
+        """Ping the stream of this connection while it is idle, from now on."""
+        stream = SweptStream(connection, asyncio.current_task())
+        connection.on_lost = lambda: self._lost(stream)
+        self._file(stream, asyncio.get_running_loop().time())
+        self._count += 1
+        if self._timer is None:
+            self._arm()
+        return stream
+
+    def wrote(self, stream: SweptStream) -> None:
+        """The stream wrote something itself: its next ping is an interval from now."""
+        slot = self._slot(asyncio.get_running_loop().time())
+        if slot != stream.slot and not stream.gone:
+            self._unfile(stream)
+            stream.slot = slot
+            self._buckets.setdefault(slot, set()).add(stream)
+
+    def remove(self, stream: SweptStream) -> None:
+        stream.connection.on_lost = None
+        if not stream.gone:
+            self._unfile(stream)
+            stream.gone = True
+        self._count -= 1
+
+    def _slot(self, now: float) -> int:
+        return math.floor(now / self._tick)
+
+    def _file(self, stream: SweptStream, now: float) -> None:
+        stream.slot = self._slot(now)
+        self._buckets.setdefault(stream.slot, set()).add(stream)
+
+    def _unfile(self, stream: SweptStream) -> None:
+        bucket = self._buckets.get(stream.slot)
+        if bucket is not None:
+            bucket.discard(stream)
+            if not bucket:
+                del self._buckets[stream.slot]
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        due = self._slot(now - self._interval)
+        slot = self._slot(now)
+        for key in [k for k in self._buckets if k <= due]:
+            for stream in self._buckets.pop(key):
+                if stream.connection.write_body(PING):
+                    self.pings += 1
+                    stream.slot = slot
+                    self._buckets.setdefault(slot, set()).add(stream)
+                else:
+                    self._end(stream)
+        if self._count:
+            self._arm()
+
+    def _lost(self, stream: SweptStream) -> None:
+        if not stream.gone:
+            self._unfile(stream)
+            self._end(stream)
+
+    def _end(self, stream: SweptStream) -> None:
+        stream.gone = True
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
