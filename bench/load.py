@@ -107,6 +107,7 @@ class Load:
     streams: int
     rate: float  # streams opened per second
     timeout_s: float  # per stream
+    callers: int = 1  # streams spread over this many tokens (one caller may have 1000 open)
 
 
 async def _one_stream(
@@ -117,7 +118,10 @@ async def _one_stream(
     state["open"] += 1
     state["max_open"] = max(state["max_open"], state["open"])
     try:
-        async with session.post(load.url + "/rpa/v1/exec", json=body) as response:
+        headers = (
+            {"Authorization": f"Bearer {TOKEN}-{i % load.callers}"} if load.callers > 1 else None
+        )
+        async with session.post(load.url + "/rpa/v1/exec", json=body, headers=headers) as response:
             return await read_stream(response)
     except TimeoutError:
         return "timeout", None

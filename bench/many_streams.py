@@ -4,9 +4,11 @@ Opens ``--streams`` streams at ``--rate`` per second (default 10 000 at 200/s) o
 project whose runs last ``--duration`` seconds (60), against one gateway with default
 settings (INFO logs).  Every stream is open from the moment the last one opened until
 the first run ends: in that window nothing happens but pings (every 3 s each), so the
-gateway's CPU there is what idle streams cost.  Before the load the gateway sees 20 runs
-of the project, as a service in use would have: it polls each run when it ends, not
-during the window (``--no-learn``: today's schedule, polls in the window too).
+gateway's CPU there is what idle streams cost.  The streams come from one caller per
+thousand (a caller may have ``RPA_MAX_UNFINISHED_PER_TOKEN``, 1000, under way).  Before
+the load the gateway sees 20 runs of the project, as a service in use would have: it
+polls each run when it ends, not during the window (``--no-learn``: today's schedule,
+polls in the window too).
 
 Prints and writes ``bench/results/many-streams-<streams>x<rate>.json``: delivered,
 creates, polls per execution, the idle window's CPU as a share of one core, file
@@ -76,7 +78,9 @@ def main() -> int:
             if "cpu_to" not in marks and t >= window[1]:
                 marks["cpu_to"], marks["t_to"] = cpu_ms(pid), t
 
-        load = Load(svc.gw_url, "long", args.streams, args.rate, args.duration + 120)
+        # As many callers as it takes: one may have RPA_MAX_UNFINISHED_PER_TOKEN (1000) open.
+        callers = -(-args.streams // 1000)
+        load = Load(svc.gw_url, "long", args.streams, args.rate, args.duration + 120, callers)
         result = run_client(load, sample)
         after = svc.upstream_stats()
     delivered = sum(1 for reason, _ in result["outcomes"] if reason is None)

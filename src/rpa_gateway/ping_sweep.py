@@ -41,9 +41,12 @@ class PingSweep:
     def add(self, connection: Connection) -> SweptStream:
         """Ping the stream of this connection while it is idle, from now on."""
         stream = SweptStream(connection, asyncio.current_task())
+        self._count += 1
+        if connection.gone:  # left before its stream began: it ends at its next await
+            self._end(stream)
+            return stream
         connection.on_lost = lambda: self._lost(stream)
         self._file(stream, asyncio.get_running_loop().time())
-        self._count += 1
         if self._timer is None:
             self._arm()
         return stream
