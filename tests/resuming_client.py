@@ -27,10 +27,17 @@ class Followed:
 
 
 async def follow_compat(
-    client: httpx.AsyncClient, body: dict[str, Any], token: str, *, deadline: float = 60
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    token: str,
+    *,
+    deadline: float = 60,
+    followed: Followed | None = None,
 ) -> Followed:
-    """POST /rpa/v1/exec, then resume it until a terminal frame other than 55005."""
-    followed = Followed()
+    """POST /rpa/v1/exec, then resume it until a terminal frame other than 55005.
+
+    ``followed``: filled as it goes (the caller may watch its ids), else a new one."""
+    followed = followed if followed is not None else Followed()
     async with asyncio.timeout(deadline):
         while followed.terminal is None:
             headers = {"Authorization": f"Bearer {token}"}
@@ -50,10 +57,16 @@ async def follow_compat(
 
 
 async def follow_native(
-    client: httpx.AsyncClient, execution_id: str, token: str, *, deadline: float = 60
+    client: httpx.AsyncClient,
+    execution_id: str,
+    token: str,
+    *,
+    deadline: float = 60,
+    followed: Followed | None = None,
 ) -> Followed:
     """GET the execution's events, resuming until the terminal event."""
-    followed = Followed(execution_id=execution_id)
+    followed = followed if followed is not None else Followed()
+    followed.execution_id = execution_id
     async with asyncio.timeout(deadline):
         while followed.terminal is None:
             headers = {"Authorization": f"Bearer {token}"}

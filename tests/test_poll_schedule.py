@@ -13,6 +13,7 @@ import pytest
 
 from rpa_gateway.backends.run_times import run_seconds
 from rpa_gateway.poll_schedule import (
+    MAX_BAND_POLLS,
     MIN_SAMPLES,
     DurationModel,
     Schedule,
@@ -136,3 +137,34 @@ def test_the_run_time_is_the_platform_s_end_less_its_start() -> None:
 )
 def test_unreadable_or_impossible_times_give_no_run_time(start: object, end: object) -> None:
     assert run_seconds(start, end) is None
+
+
+def test_runs_of_an_hour_are_also_polled_early_when_the_budget_leaves_room() -> None:
+    """A robot that fails in its first seconds is seen then, not where runs usually end."""
+    schedule = learned(lognormal(3600.0, 0.1, 64, seed=6))  # the newest 64 runs
+    assert schedule.times[:3] == (1.0, 3.0, 7.0)
+    runs = lognormal(3600.0, 0.1, 2000, seed=106)
+    ours, reference = judge(schedule, runs), judge(REFERENCE, runs)
+    assert ours.polls <= reference.polls
+    assert ours.p99_latency <= reference.p99_latency / 2
+
+
+@pytest.mark.parametrize(
+    "durations",
+    [
+        [30.0] * 10 + [7200.0] * 10,  # two kinds of runs under one project
+        [1.0] * 10 + [86_400.0] * 10,
+        lognormal(60.0, 2.0, 40, seed=7),
+    ],
+)
+def test_durations_too_spread_to_learn_from_keep_today_s_schedule(durations: list[float]) -> None:
+    model = DurationModel.fit(durations)
+    assert model is not None
+    assert learned_schedule(model, 2.0, 10.0, TODAY) == TODAY
+
+
+def test_a_tiny_latency_aim_makes_a_bounded_schedule() -> None:
+    model = DurationModel.fit(lognormal(600.0, 0.3, 64, seed=8))
+    assert model is not None
+    schedule = learned_schedule(model, 0.001, 10.0, TODAY)
+    assert len(schedule.times) <= MAX_BAND_POLLS + 16

@@ -113,14 +113,28 @@ def test_a_replica_killed_mid_run_loses_no_execution(cluster: Cluster, fake: Fak
     async def scenario() -> tuple[list[Followed], list[Followed]]:
         async with cluster.client() as client:
             native_ids = [await create_native(client, project, n) for n in range(30)]
+            seen = [Followed() for _ in range(60)]
             compat = [
                 asyncio.create_task(
-                    follow_compat(client, {"project_id": project, "params": params(30 + n)}, TOKEN)
+                    follow_compat(
+                        client,
+                        {"project_id": project, "params": params(30 + n)},
+                        TOKEN,
+                        followed=seen[30 + n],
+                    )
                 )
                 for n in range(30)
             ]
-            native = [asyncio.create_task(follow_native(client, i, TOKEN)) for i in native_ids]
-            await asyncio.to_thread(fake.wait_for_creates, project, 60, 20)
+            native = [
+                asyncio.create_task(follow_native(client, i, TOKEN, followed=seen[n]))
+                for n, i in enumerate(native_ids)
+            ]
+            # Mid-run: every run created upstream and its id stored (event 2, PENDING). A
+            # kill between a create and the storing of its id fails that execution, by
+            # design (its robot may run; it is never created twice): not this scenario.
+            async with asyncio.timeout(20):
+                while not all(len(f.ids) >= 2 for f in seen):  # noqa: ASYNC110 - filled by readers
+                    await asyncio.sleep(0.01)
             cluster.replicas[1].process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
             return await asyncio.gather(*native), await asyncio.gather(*compat)
 

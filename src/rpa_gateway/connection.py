@@ -13,6 +13,7 @@ server) streams in place, without pings.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,17 +29,19 @@ class HandedOff(Protocol):
 
 
 class Connection:
+    # The cycle by weak reference: it holds the scope, which holds this (no reference
+    # cycle, so a request's scope and body go as soon as it is answered, not at a collection).
     __slots__ = ("_cycle", "handed_off", "on_lost")
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
-        self._cycle = cycle
+        self._cycle = weakref.ref(cycle)
         self.handed_off: HandedOff | None = None
         self.on_lost: Callable[[], None] | None = None
 
     @property
     def gone(self) -> bool:
-        cycle = self._cycle
-        return cycle.disconnected or cycle.transport.is_closing()
+        cycle = self._cycle()
+        return cycle is None or cycle.disconnected or cycle.transport.is_closing()
 
     def lost(self) -> None:
         """Called by the protocol when the connection closes."""
@@ -50,8 +53,8 @@ class Connection:
         """Write ``data`` into the started response's body now; False once the client is
         gone.  Skipped (True) while the client reads too slowly to take more: only for
         bytes that may be dropped, like pings.  Call between the response's own sends."""
-        cycle = self._cycle
-        if cycle.disconnected or cycle.transport.is_closing():
+        cycle = self._cycle()
+        if cycle is None or cycle.disconnected or cycle.transport.is_closing():
             return False
         if not cycle.response_started or cycle.response_complete or cycle.flow.write_paused:
             return True

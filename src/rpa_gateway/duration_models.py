@@ -21,6 +21,7 @@ from rpa_gateway.store.base import StoreError
 log = logging.getLogger(__name__)
 
 KEEP = 64  # recent durations per project
+MAX_SCHEDULES_PER_SYNC = 50
 _MAX_PROJECTS = 10_000  # kept in memory; the least recently polled for go first
 
 
@@ -97,6 +98,7 @@ class DurationModels:
         self._projects: OrderedDict[str, _Project] = OrderedDict()
         self._loading: dict[str, asyncio.Future[None]] = {}
         self._store_failing = False
+        self._used: set[str] = set()  # polled for since the last sync
 
     async def schedule_for(self, key: str) -> Schedule:
         """The project's schedule; its durations are read from the store the first time."""
@@ -107,6 +109,7 @@ class DurationModels:
             if project is None:
                 return self._policy.today
         self._projects.move_to_end(key)
+        self._used.add(key)
         return project.schedule
 
     def current(self, key: str) -> Schedule:
@@ -130,35 +133,49 @@ class DurationModels:
         """Write new observations and read the other replicas' ones, until cancelled."""
         while True:
             await asyncio.sleep(self._sync_interval)
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug, or data it cannot read: learning must not stop
+                log.exception("run durations: sync failed; trying again")
 
     async def sync(self) -> None:
-        """Store what was observed here, take in what other replicas stored, and make the
-        schedules of the projects whose durations changed."""
+        """Store what was observed here, take in what other replicas stored for the projects
+        polled for since the last sync, and make the schedules of those whose durations
+        changed (at most MAX_SCHEDULES_PER_SYNC: a schedule takes a few ms of the loop)."""
         added: dict[str, list[float]] = {}
         for key, project in self._projects.items():
             if project.new:
                 added[key], project.new = project.new, []
+        used, self._used = self._used, set()
+        stored: dict[str, list[float]] = {}
         try:
             if added:
                 await self._store.add_durations(added, KEEP)
-            stored = await self._store.durations(list(self._projects), KEEP)
         except StoreError as exc:
             self._failing(exc)
             for key, unwritten in added.items():  # written with the next sync
                 if key in self._projects:
-                    self._projects[key].new[:0] = unwritten
-            stored = {}
+                    project = self._projects[key]
+                    project.new = (unwritten + project.new)[-KEEP:]
         else:
-            self._store_failing = False
+            try:
+                stored = await self._store.durations(
+                    [key for key in used if key in self._projects], KEEP
+                )
+            except StoreError as exc:
+                self._failing(exc)
+            else:
+                self._store_failing = False
+        made = 0
         for key, project in self._projects.items():
             if key in stored:
                 durations = (stored[key] + project.new)[-KEEP:]
                 if durations != project.durations:
                     project.durations, project.stale = durations, True
-            if project.stale:
+            if project.stale and made < MAX_SCHEDULES_PER_SYNC:
                 project.schedule = self._policy.schedule(project.durations)
                 project.stale = False
+                made += 1
 
     async def _load(self, key: str) -> None:
         pending = self._loading.get(key)
@@ -171,6 +188,9 @@ class DurationModels:
             stored = await self._store.durations([key], KEEP)
         except StoreError as exc:
             self._failing(exc)
+            stored = {}
+        except Exception:  # data it cannot read: today's schedule, the run goes on
+            log.exception("run durations of a project cannot be read")
             stored = {}
         finally:
             del self._loading[key]

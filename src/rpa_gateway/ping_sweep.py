@@ -3,8 +3,9 @@
 Streams sit in buckets by when they last wrote (``tick`` wide).  Every ``tick`` the
 sweep takes the buckets idle for ``interval`` or more and writes a ping straight into
 each of those connections (:meth:`Connection.write_body`), so a stream is pinged
-``interval`` to ``interval + tick`` after it last wrote.  A stream whose client is gone
-is woken (its task cancelled) so that it ends at once instead of at its execution's end.
+``interval - tick`` to ``interval + tick`` after it last wrote (a sixth either side).
+A stream whose client is gone is woken (its task cancelled) so that it ends at once
+instead of at its execution's end.
 """
 
 from __future__ import annotations

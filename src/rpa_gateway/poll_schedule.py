@@ -7,8 +7,9 @@ early part of the distribution, polls ``gap`` apart across it, backing off beyon
 The gap is the latency aimed for (``RPA_POLL_TARGET_LATENCY``), widened until the
 schedule makes no more polls per run than polling every ``ceiling`` seconds would;
 should that cost more latency than today's schedule, today's poll count is the budget
-instead.  Both are judged on the fitted distribution, so the choice is computed once
-per model, not per run.
+instead.  Polls the budget leaves over go before the band, where today's schedule
+would make them (they see a run that fails early).  All is judged on the fitted
+distribution, so the choice is computed once per model, not per run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from statistics import NormalDist
 
 MIN_SAMPLES = 8  # fewer recent runs than this: today's schedule
 SIGMA_FLOOR = 0.02  # runs of an exactly fixed length still vary by a little
+# Durations spread wider than this (log scale; 1.5: the middle 99 % span a factor of
+# 2300) leave nothing to learn: today's schedule.  Nor is a band of more polls than
+# MAX_BAND_POLLS made (a schedule is made on the event loop).
+MAX_SIGMA = 1.5
+MAX_BAND_POLLS = 5000
+MAX_EARLY_POLLS = 3
 _EDGE = 0.005  # the band covers all but this share of runs on each side
 _GRID = 400  # quantiles the choice is judged on
 _GAP_STEP = 1.15
@@ -128,6 +135,8 @@ def band_schedule(low: float, high: float, gap: float, ceiling: float) -> Schedu
 def learned_schedule(
     model: DurationModel, target_latency: float, ceiling: float, today: Schedule
 ) -> Schedule:
+    if model.sigma > MAX_SIGMA:
+        return today
     grid = model.grid()
     low, high = model.quantile(_EDGE), model.quantile(1 - _EDGE)
     fixed_polls = judge(fixed_schedule(ceiling), grid).polls
@@ -135,7 +144,8 @@ def learned_schedule(
     candidates = []
     gap = min(target_latency, ceiling)
     while True:
-        candidates.append(judge(band_schedule(low, high, gap, ceiling), grid))
+        if (high - low) / gap <= MAX_BAND_POLLS:
+            candidates.append(judge(band_schedule(low, high, gap, ceiling), grid))
         if gap >= ceiling:
             break
         gap = min(gap * _GAP_STEP, ceiling)
@@ -144,5 +154,22 @@ def learned_schedule(
         if within:
             best = min(within, key=lambda c: (c.p99_latency, c.polls))
             if best.p99_latency <= max(now.p99_latency, target_latency):
-                return best.schedule
+                # Polls the fixed interval would make and the band does not: early ones.
+                return with_early_polls(best.schedule, fixed_polls - best.polls, today)
     return today
+
+
+def with_early_polls(band: Schedule, spare: float, today: Schedule) -> Schedule:
+    """``band`` with today's first few polls before it (at most MAX_EARLY_POLLS, and half
+    the ``spare`` polls per run, every run paying for each): they see a run that fails
+    early.  Half: the spare is judged on the fitted distribution, not the runs to come."""
+    first = band.times[0]
+    early: list[float] = []
+    poll = today.next_poll(0.0)
+    allowed = min(MAX_EARLY_POLLS, math.floor(spare / 2))
+    while len(early) < allowed and poll < first - band.tail_gap / 2:
+        early.append(poll)
+        poll = today.next_poll(poll)
+    if not early:
+        return band
+    return Schedule((*early, *band.times), band.tail_gap, learned=True)

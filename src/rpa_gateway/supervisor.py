@@ -254,7 +254,8 @@ class Supervisor:
     async def _outcome(self, execution: Execution, token: str) -> Outcome:
         if execution.cancel_requested:
             return await self._cancelled(execution, token)
-        resumed = execution.upstream_id is not None
+        # When the upstream run began, as near as this process knows: the schedule's zero.
+        run_began: float | None = None  # None: before this process drove it
         if execution.upstream_id is None:
             if execution.deadline_at <= time.time():  # resumed too late: start no robot
                 return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
@@ -270,6 +271,7 @@ class Supervisor:
                 raise asyncio.CancelledError  # handed over during the create: stop now
             if failed is not None:
                 return failed
+            run_began = time.time()  # the platform has answered the create
             if execution.cancel_requested:
                 return await self._cancelled(execution, token)
         assert execution.upstream_id is not None
@@ -280,7 +282,7 @@ class Supervisor:
             async with deadline_scope:
                 if self._backend.pushes:
                     return await self._follow_pushes(execution, execution.upstream_id)
-                return await self._watch(execution, execution.upstream_id, token, resumed)
+                return await self._watch(execution, execution.upstream_id, token, run_began)
         except TimeoutError:
             if not deadline_scope.expired():
                 raise
@@ -361,22 +363,26 @@ class Supervisor:
                 await asyncio.sleep(self._policy.retry_delay(attempt))
 
     async def _watch(
-        self, execution: Execution, task_id: str, token: str, resumed: bool
+        self, execution: Execution, task_id: str, token: str, run_began: float | None
     ) -> Outcome:
-        """Poll on the project's schedule (times after the create) until the run ends.
+        """Poll on the project's schedule (times after ``run_began``) until the run ends.
 
-        ``resumed``: created before this process drove it (a restart, a takeover), so it
-        may have ended meanwhile: the first poll comes soon, not where the schedule says.
+        ``run_began`` None: created before this process drove it (a restart, a takeover),
+        so it may have ended meanwhile: the first poll comes soon, then the schedule from
+        the execution's creation.
         """
         policy = self._policy
         project = model_key(execution.request.project_id, execution.request.version)
         await self._schedules.schedule_for(project)
         faults = 0
         upstream_status = "PENDING"  # what a freshly created upstream run reports
-        delay: float | None = policy.first_delay if resumed else None
+        origin = execution.created_at if run_began is None else run_began
+        delay: float | None = policy.first_delay if run_began is None else None
         while True:
+            if execution.cancel_requested:  # its task's cancel may have been swallowed by a
+                return await self._cancelled(execution, token)  # library call it was in
             if delay is None:
-                elapsed = time.time() - execution.created_at
+                elapsed = time.time() - origin
                 delay = self._schedules.current(project).next_poll(elapsed) - elapsed
             await asyncio.sleep(delay)
             delay = None
