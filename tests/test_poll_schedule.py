@@ -139,10 +139,11 @@ def test_unreadable_or_impossible_times_give_no_run_time(start: object, end: obj
     assert run_seconds(start, end) is None
 
 
-def test_runs_of_an_hour_are_also_polled_early_when_the_budget_leaves_room() -> None:
-    """A robot that fails in its first seconds is seen then, not where runs usually end."""
+def test_runs_of_an_hour_are_also_polled_once_early_when_the_budget_leaves_room() -> None:
+    """A robot that fails at once is seen then, not where runs usually end."""
     schedule = learned(lognormal(3600.0, 0.1, 64, seed=6))  # the newest 64 runs
-    assert schedule.times[:3] == (1.0, 3.0, 7.0)
+    assert schedule.times[0] == 1.0
+    assert schedule.times[1] > 2000  # then nothing until the first runs may have ended
     runs = lognormal(3600.0, 0.1, 2000, seed=106)
     ours, reference = judge(schedule, runs), judge(REFERENCE, runs)
     assert ours.polls <= reference.polls

@@ -7,9 +7,9 @@ early part of the distribution, polls ``gap`` apart across it, backing off beyon
 The gap is the latency aimed for (``RPA_POLL_TARGET_LATENCY``), widened until the
 schedule makes no more polls per run than polling every ``ceiling`` seconds would;
 should that cost more latency than today's schedule, today's poll count is the budget
-instead.  Polls the budget leaves over go before the band, where today's schedule
-would make them (they see a run that fails early).  All is judged on the fitted
-distribution, so the choice is computed once per model, not per run.
+instead.  When the band starts late (a minute, by default) and the budget leaves room,
+one poll goes where today's first would (it sees a robot that fails at once).  All is
+judged on the fitted distribution, so the choice is computed once per model, not per run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ SIGMA_FLOOR = 0.02  # runs of an exactly fixed length still vary by a little
 # MAX_BAND_POLLS made (a schedule is made on the event loop).
 MAX_SIGMA = 1.5
 MAX_BAND_POLLS = 5000
-MAX_EARLY_POLLS = 3
+MAX_EARLY_POLLS = 1
+EARLY_POLL_AFTER = 6  # query intervals
 _EDGE = 0.005  # the band covers all but this share of runs on each side
 _GRID = 400  # quantiles the choice is judged on
 _GAP_STEP = 1.15
@@ -160,13 +161,16 @@ def learned_schedule(
 
 
 def with_early_polls(band: Schedule, spare: float, today: Schedule) -> Schedule:
-    """``band`` with today's first few polls before it (at most MAX_EARLY_POLLS, and half
-    the ``spare`` polls per run, every run paying for each): they see a run that fails
-    early.  Half: the spare is judged on the fitted distribution, not the runs to come."""
+    """``band`` with today's first poll before it when the band starts late (after
+    EARLY_POLL_AFTER query intervals) and the ``spare`` polls per run allow it twice over
+    (the spare is judged on the fitted distribution, not the runs to come): it sees a
+    robot that fails at once.  One only: every run pays for it, and a burst of runs
+    makes it a burst of requests."""
     first = band.times[0]
     early: list[float] = []
     poll = today.next_poll(0.0)
-    allowed = min(MAX_EARLY_POLLS, math.floor(spare / 2))
+    allowed = MAX_EARLY_POLLS if first > EARLY_POLL_AFTER * band.tail_gap else 0
+    allowed = min(allowed, math.floor(spare / 2))
     while len(early) < allowed and poll < first - band.tail_gap / 2:
         early.append(poll)
         poll = today.next_poll(poll)

@@ -61,7 +61,6 @@ class CursorBeyondEnd(Exception):
 
 
 class Signal(Enum):
-    PING = "ping"  # nothing happened for a while (feeds)
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
     STORE_FAILED = "store_failed"  # its events cannot be read now; the execution goes on
 
@@ -372,7 +371,7 @@ class ExecutionService:
             yield Signal.STORE_FAILED
 
     async def changes(
-        self, token: str, since: float | None, idle_interval: float, *, every_owner: bool = False
+        self, token: str, since: float | None, *, every_owner: bool = False
     ) -> AsyncIterator[list[Change] | Signal]:
         """The caller's execution changes as they happen (:func:`executions.change_of`).
 
@@ -381,8 +380,8 @@ class ExecutionService:
         of different executions may be written slightly out of order), oldest first.
         First an empty batch, once subscribed (a client that lists the executions after it
         misses nothing).  Changes come in batches: what arrived within CHANGES_BATCH s of the first
-        (one write for many, as a busy service makes hundreds a second).  Pings and the end
-        as :meth:`follow` has them.  ``every_owner``: every caller's."""
+        (one write for many, as a busy service makes hundreds a second).  The end as
+        :meth:`follow` has it.  ``every_owner``: every caller's."""
         owner = None if every_owner else self._vault.fingerprint(token)
         async with self._store.subscribe_changes(owner) as subscription:
             yield []  # subscribed: from here on nothing is missed
@@ -400,12 +399,7 @@ class ExecutionService:
                 if changed:
                     yield [Change(snapshot_change(e)) for e in changed]
             while True:
-                try:
-                    async with asyncio.timeout(idle_interval):
-                        first = await subscription.get()
-                except TimeoutError:
-                    yield Signal.PING
-                    continue
+                first = await subscription.get()
                 if first is not None:
                     await asyncio.sleep(CHANGES_BATCH)
                 batch = [first, *subscription.ready()]

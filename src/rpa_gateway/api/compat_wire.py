@@ -134,9 +134,7 @@ async def render(
     max_line: int,
 ) -> AsyncGenerator[bytes, None]:
     async for event in events:
-        if event is Signal.PING:
-            yield sse.PING
-        elif event is Signal.RECONNECT:
+        if event is Signal.RECONNECT:
             yield reconnect_frame(last_event_id, sid, retry_ms)
             return
         elif event is Signal.STORE_FAILED:

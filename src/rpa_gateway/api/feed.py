@@ -39,12 +39,7 @@ _MILLISECONDS = re.compile(r"[0-9]{1,16}")
 async def execution_feed(request: Request, token: Caller) -> Response:
     parts = components(request)
     since = _since(request)
-    changes = parts.executions.changes(
-        token,
-        since,
-        parts.settings.xiaowu_rpa_ping_interval,
-        every_owner=is_admin(request, token),
-    )
+    changes = parts.executions.changes(token, since, every_owner=is_admin(request, token))
     body = _render(changes, parts.settings.rpa_reconnect_delay_ms)
     return EventStreamResponse(body, counter=parts.lifecycle, pings=parts.pings)
 
@@ -66,9 +61,7 @@ async def _render(
     changes: AsyncIterator[list[Change] | Signal], retry_ms: int
 ) -> AsyncGenerator[bytes, None]:
     async for batch in changes:
-        if batch is Signal.PING:
-            yield sse.PING
-        elif isinstance(batch, Signal):
+        if isinstance(batch, Signal):
             yield sse.frame(retry_ms=retry_ms)  # shutting down: reconnect elsewhere
             return
         elif not batch:  # the first bytes: the feed is subscribed

@@ -22,9 +22,7 @@ async def render(
     events: AsyncIterator[Event | Signal], *, retry_ms: int
 ) -> AsyncGenerator[bytes, None]:
     async for event in events:
-        if event is Signal.PING:
-            yield sse.PING
-        elif event is Signal.RECONNECT or event is Signal.STORE_FAILED:
+        if event is Signal.RECONNECT or event is Signal.STORE_FAILED:
             # EventSource clients reconnect on their own, sending Last-Event-ID.
             yield sse.frame(retry_ms=retry_ms)
             return
