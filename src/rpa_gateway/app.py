@@ -169,7 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
             await supervisor.stop()
-            with contextlib.suppress(Exception):  # logged by the store; never stops shutdown
+            with contextlib.suppress(Exception):  # sync logs store faults; nothing stops shutdown
                 await schedules.sync()  # what was learned here is kept
             with contextlib.suppress(StoreError):
                 await stewardship.release(driven)  # the other replicas need not wait

@@ -26,13 +26,11 @@ _MAX_PROJECTS = 10_000  # kept in memory; the least recently polled for go first
 
 
 class DurationStore(Protocol):
-    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None:
-        """Append run durations (seconds) per model key, keeping the newest ``keep``."""
-        ...
+    """The part of :class:`store.base.Store` this uses (documented there)."""
 
-    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
-        """The newest ``keep`` durations of each key that has any, oldest first."""
-        ...
+    async def add_durations(self, added: Mapping[str, Sequence[float]], keep: int) -> None: ...
+
+    async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]: ...
 
 
 def model_key(project_id: str, version: int | None) -> str:

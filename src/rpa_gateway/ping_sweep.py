@@ -34,10 +34,6 @@ class PingSweep:
         self._buckets: dict[int, set[SweptStream]] = {}
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
-        self.pings = 0  # written since start
-
-    def __len__(self) -> int:
-        return self._count
 
     def add(self, connection: Connection) -> SweptStream:
         """Ping the stream of this connection while it is idle, from now on."""
@@ -47,7 +43,7 @@ class PingSweep:
             self._end(stream)
             return stream
         connection.on_lost = lambda: self._lost(stream)
-        self._file(stream, asyncio.get_running_loop().time())
+        self._file(stream, self._slot(asyncio.get_running_loop().time()))
         if self._timer is None:
             self._arm()
         return stream
@@ -57,8 +53,7 @@ class PingSweep:
         slot = self._slot(asyncio.get_running_loop().time())
         if slot != stream.slot and not stream.gone:
             self._unfile(stream)
-            stream.slot = slot
-            self._buckets.setdefault(slot, set()).add(stream)
+            self._file(stream, slot)
 
     def remove(self, stream: SweptStream) -> None:
         stream.connection.on_lost = None
@@ -70,9 +65,9 @@ class PingSweep:
     def _slot(self, now: float) -> int:
         return math.floor(now / self._tick)
 
-    def _file(self, stream: SweptStream, now: float) -> None:
-        stream.slot = self._slot(now)
-        self._buckets.setdefault(stream.slot, set()).add(stream)
+    def _file(self, stream: SweptStream, slot: int) -> None:
+        stream.slot = slot
+        self._buckets.setdefault(slot, set()).add(stream)
 
     def _unfile(self, stream: SweptStream) -> None:
         bucket = self._buckets.get(stream.slot)
@@ -92,9 +87,7 @@ class PingSweep:
         for key in [k for k in self._buckets if k <= due]:
             for stream in self._buckets.pop(key):
                 if stream.connection.write_body(PING):
-                    self.pings += 1
-                    stream.slot = slot
-                    self._buckets.setdefault(slot, set()).add(stream)
+                    self._file(stream, slot)
                 else:
                     self._end(stream)
         if self._count:

@@ -27,7 +27,6 @@ SIGMA_FLOOR = 0.02  # runs of an exactly fixed length still vary by a little
 # MAX_BAND_POLLS made (a schedule is made on the event loop).
 MAX_SIGMA = 1.5
 MAX_BAND_POLLS = 5000
-MAX_EARLY_POLLS = 1
 EARLY_POLL_AFTER = 6  # query intervals
 _EDGE = 0.005  # the band covers all but this share of runs on each side
 _GRID = 400  # quantiles the choice is judged on
@@ -156,24 +155,17 @@ def learned_schedule(
             best = min(within, key=lambda c: (c.p99_latency, c.polls))
             if best.p99_latency <= max(now.p99_latency, target_latency):
                 # Polls the fixed interval would make and the band does not: early ones.
-                return with_early_polls(best.schedule, fixed_polls - best.polls, today)
+                return with_early_poll(best.schedule, fixed_polls - best.polls, today)
     return today
 
 
-def with_early_polls(band: Schedule, spare: float, today: Schedule) -> Schedule:
+def with_early_poll(band: Schedule, spare: float, today: Schedule) -> Schedule:
     """``band`` with today's first poll before it when the band starts late (after
     EARLY_POLL_AFTER query intervals) and the ``spare`` polls per run allow it twice over
     (the spare is judged on the fitted distribution, not the runs to come): it sees a
     robot that fails at once.  One only: every run pays for it, and a burst of runs
     makes it a burst of requests."""
-    first = band.times[0]
-    early: list[float] = []
-    poll = today.next_poll(0.0)
-    allowed = MAX_EARLY_POLLS if first > EARLY_POLL_AFTER * band.tail_gap else 0
-    allowed = min(allowed, math.floor(spare / 2))
-    while len(early) < allowed and poll < first - band.tail_gap / 2:
-        early.append(poll)
-        poll = today.next_poll(poll)
-    if not early:
+    first, early = band.times[0], today.times[0]
+    if first <= EARLY_POLL_AFTER * band.tail_gap or spare < 2 or early >= first - band.tail_gap / 2:
         return band
-    return Schedule((*early, *band.times), band.tail_gap, learned=True)
+    return Schedule((early, *band.times), band.tail_gap, learned=True)

@@ -21,10 +21,6 @@ class RequestBudget:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     async def acquire(self) -> None:
         if self._rate <= 0:
             return
