@@ -62,3 +62,17 @@ def new_key() -> tuple[str, str]:
     """A fresh key and the ``RPA_API_KEYS`` entry that admits it."""
     key = secrets.token_urlsafe(32)
     return key, f"sha256:{digest(key).hex()}"
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization`` value: ``Bearer <token>``, or the token alone (as
+    astron-agent's node sends it); empty when there is none."""
+    value = authorization.strip()
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else value
+
+
+def admitted(token: str, keys: ApiKeys | None, admins: ApiKeys | None) -> bool:
+    """Whether the token is a caller: any, without ``RPA_API_KEYS``; else one of the keys or
+    of the operators' keys."""
+    return keys is None or keys.admits(token) or (admins is not None and admins.admits(token))

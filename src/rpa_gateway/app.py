@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from rpa_gateway import __version__
 from rpa_gateway.api import compat, executions, feed, health, metrics, monitor, projects
@@ -22,6 +23,9 @@ from rpa_gateway.config import Settings, decode_key
 from rpa_gateway.duration_models import DurationModels, SchedulePolicy
 from rpa_gateway.housekeeping import run_housekeeping
 from rpa_gateway.lifecycle import Lifecycle
+from rpa_gateway.mcp.assembly import build_door
+from rpa_gateway.mcp.http_endpoint import McpEndpoint
+from rpa_gateway.mcp.sse_endpoint import SseMessagesEndpoint, SseStreamEndpoint
 from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
@@ -135,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
         pings = PingSweep(settings.xiaowu_rpa_ping_interval)
         app.state.components = Components(settings, store, service, lifecycle, telemetry, pings)
+        app.state.mcp = build_door(
+            settings, store, service, backend, vault, lifecycle, telemetry, pings
+        )
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), where)
         # With Redis, the stewardship takes them over in batches, renewing in between.
         resumed, waiting = (0, 0) if settings.redis_seeds else await service.resume_unfinished()
@@ -198,5 +205,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # The MCP door: ASGI endpoints of their own (JSON-RPC, not REST), every method.
+    app.router.routes.append(Route("/mcp", McpEndpoint()))
+    app.router.routes.append(Route("/mcp/sse", SseStreamEndpoint()))
+    app.router.routes.append(Route("/mcp/messages", SseMessagesEndpoint()))
     install_error_handlers(app)
     return app

@@ -150,6 +150,21 @@ class Settings(BaseSettings):
     rpa_lease_seconds: Annotated[float, Field(ge=1)] = 10.0
     rpa_retention_sweep_seconds: PositiveSeconds = 60.0
     rpa_reconnect_delay_ms: Annotated[int, Field(ge=0)] = 1000
+    # --- MCP (/mcp) -------------------------------------------------------------------
+    # Seconds a tool call waits for its run before it answers with the execution id (under
+    # the 30-60 s that common MCP clients give a call); a call's wait_seconds may ask for
+    # less, or more up to RPA_MCP_MAX_WAIT_SECONDS.
+    rpa_mcp_wait_seconds: PositiveSeconds = 25.0
+    rpa_mcp_max_wait_seconds: PositiveSeconds = 300.0
+    # Accept the caller's key as ?key= in the MCP URL, for clients that cannot send headers
+    # (astron-agent's); such URLs end up in proxies' logs, so it is off unless asked for.
+    rpa_mcp_allow_query_key: bool = False
+    # Browser origins allowed to call /mcp (comma-separated, e.g. https://app.example.com);
+    # requests without Origin (non-browser clients) always pass.
+    rpa_mcp_allowed_origins: str = ""
+    # Host header values /mcp answers (comma-separated; host, host:port or host:*; * for
+    # any).  Unset: the loopback names when listening on loopback, any name otherwise.
+    rpa_mcp_allowed_hosts: str | None = None
 
     @field_validator(
         "xiaowu_rpa_task_create_url", "xiaowu_rpa_task_query_url", "xiaowu_rpa_task_cancel_url"
@@ -177,6 +192,7 @@ class Settings(BaseSettings):
         "redis_addr",
         "redis_cluster_addr",
         "redis_password",
+        "rpa_mcp_allowed_hosts",
         mode="before",
     )
     @classmethod
@@ -265,6 +281,26 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def mcp_allowed_origins(self) -> frozenset[str]:
+        return frozenset(_listed(self.rpa_mcp_allowed_origins))
+
+    @property
+    def mcp_allowed_hosts(self) -> tuple[str, ...] | None:
+        """Host header patterns /mcp answers; ``None``: any."""
+        if self.rpa_mcp_allowed_hosts is not None:
+            hosts = tuple(_listed(self.rpa_mcp_allowed_hosts.lower()))
+            return None if "*" in hosts else hosts
+        if self.listen_host in ("127.0.0.1", "localhost", "::1"):
+            return ("127.0.0.1:*", "localhost:*", "[::1]:*")
+        return None
+
+    @model_validator(mode="after")
+    def _mcp_waits_are_ordered(self) -> Settings:
+        if self.rpa_mcp_wait_seconds > self.rpa_mcp_max_wait_seconds:
+            raise ValueError("RPA_MCP_WAIT_SECONDS: must not exceed RPA_MCP_MAX_WAIT_SECONDS")
+        return self
+
+    @property
     def drain_seconds(self) -> float:
         if self.rpa_drain_seconds is not None:
             return self.rpa_drain_seconds
@@ -293,6 +329,10 @@ class Settings(BaseSettings):
                 "XIAOWU_RPA_TASK_QUERY_URL: must be set when XIAOWU_RPA_TASK_CREATE_URL is set"
             )
         return self
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def decode_key(text: str) -> bytes:

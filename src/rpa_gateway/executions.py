@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -96,6 +98,33 @@ class ExecutionRequest:
             phone_number=stored.get("phone_number"),
             trace_parent=stored.get("trace_parent"),
         )
+
+
+def request_hash(
+    project_id: str,
+    params: JsonObject | None,
+    *,
+    sid: str | None = None,
+    exec_position: str = "EXECUTOR",
+    version: int | None = None,
+    phone_number: str | None = None,
+) -> str:
+    """Identifies a create request as its caller sent it (a generated sid is not part of it),
+    to tell a replay under the same idempotency key from a different request: the same
+    for the same request through any door."""
+    canonical = json.dumps(
+        {
+            "project_id": project_id,
+            "sid": sid,
+            "exec_position": exec_position,
+            "params": params,
+            "version": version,
+            "phone_number": phone_number,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Periodic upkeep: delete finished executions past retention, expire orphaned ones."""
+"""Periodic upkeep: delete finished executions past retention, expire orphaned ones, forget
+expired MCP sessions."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ async def sweep(store: Store, executions: ExecutionService, retention: float) ->
             purged += deleted
             if deleted < PURGE_BATCH:
                 break
-    return purged, await executions.expire_waiting(now)
+    expired = await executions.expire_waiting(now)
+    await store.purge_mcp_sessions(now)
+    return purged, expired
 
 
 async def run_housekeeping(

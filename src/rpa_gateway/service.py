@@ -178,6 +178,13 @@ class ExecutionService:
             await self._resume_if_parked(execution, token)
         return execution
 
+    async def latest_event(self, execution: Execution) -> Event | None:
+        """The execution's last stored event (its latest state or progress)."""
+        if execution.last_seq < 1:
+            return None
+        events = await self._store.events_after(execution.id, execution.last_seq - 1)
+        return events[-1] if events else None
+
     def run_info(self, execution: Execution) -> TaskInfo | None:
         """Live details of a running execution's run (queue position, logs so far)."""
         if execution.finished_at is not None or execution.upstream_id is None:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from rpa_gateway.access import admitted, bearer_token
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 
@@ -25,14 +26,11 @@ _AUTHORIZATION = APIKeyHeader(
 
 def caller_token(request: Request) -> str:
     """The caller's token; 401 when there is none, or it is not one of ``RPA_API_KEYS``."""
-    value = (request.headers.get("authorization") or "").strip()
-    scheme, _, rest = value.partition(" ")
-    token = rest.strip() if scheme.lower() == "bearer" else value
+    token = bearer_token(request.headers.get("authorization") or "")
     if not token:
         raise RequestRejected(401, "unauthorized", "Authorization header is missing or empty")
     settings = components(request).settings
-    keys = settings.api_keys
-    if keys is not None and not keys.admits(token) and not is_admin(request, token):
+    if not admitted(token, settings.api_keys, settings.admin_keys):
         raise RequestRejected(401, "unauthorized", "the token in Authorization is not accepted")
     return token
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import re
 import uuid
 from typing import Any
@@ -14,7 +12,7 @@ from starlette.requests import Request
 
 from rpa_gateway import json_rules
 from rpa_gateway.api.errors import RequestRejected
-from rpa_gateway.executions import ExecutionRequest, parse_event_id
+from rpa_gateway.executions import ExecutionRequest, parse_event_id, request_hash
 
 
 class ExecBody(BaseModel):
@@ -39,8 +37,14 @@ class ExecBody(BaseModel):
 
     def request_hash(self) -> str:
         """Identifies the request as sent, to tell a replay from a different body."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return request_hash(
+            self.project_id,
+            self.params,
+            sid=self.sid,
+            exec_position=self.exec_position,
+            version=self.version,
+            phone_number=self.phone_number,
+        )
 
     def to_request(self, trace_parent: str | None = None) -> ExecutionRequest:
         return ExecutionRequest(

@@ -19,7 +19,8 @@ from rpa_gateway.api.openapi_docs import (
     links_to_the_execution,
     native_stream,
 )
-from rpa_gateway.api.views import ExecutionPage, ExecutionView, decode_cursor, encode_cursor
+from rpa_gateway.api.views import ExecutionPage, ExecutionView
+from rpa_gateway.cursors import decode_cursor, encode_cursor
 from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.executions import MAX_SEQ, Status, parse_seq
 from rpa_gateway.store.base import ListQuery

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,17 +107,3 @@ class ExecutionPage(BaseModel):
 
 def _time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-def encode_cursor(execution: Execution) -> str:
-    raw = f"{execution.created_at!r}|{execution.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, execution_id = raw.split("|", 1)
-        return float(created_at), execution_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None

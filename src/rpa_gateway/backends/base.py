@@ -65,6 +65,9 @@ class ProjectInfo:
     description: str
     timeout: float | None
     params_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None = None
+    # MCP tool annotations: read_only, destructive, idempotent, open_world.
+    hints: dict[str, bool] = field(default_factory=dict)
 
 
 class CreateFailed(Exception):

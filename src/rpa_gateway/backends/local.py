@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import uuid
 from collections import Counter
@@ -100,7 +101,15 @@ class LocalBackend:
 
     def projects(self) -> list[ProjectInfo]:
         return [
-            ProjectInfo(p.id, p.name, p.description, p.timeout, p.params_schema)
+            ProjectInfo(
+                p.id,
+                p.name,
+                p.description,
+                p.timeout,
+                p.params_schema,
+                p.output_schema,
+                dataclasses.asdict(p.hints),
+            )
             for p in self._catalog.all()
         ]
 

@@ -160,6 +160,13 @@ class LocalRun:
         if self._stopping is not None:
             return TaskState(self._stopping, self._stopping.name)
         if returncode == 0 and self._result is not None:
+            problem = self.project.output_problem(self._result)
+            if problem is not None:
+                return TaskState(
+                    TaskPhase.FAILED,
+                    "FAILED",
+                    error=f"the result does not match the project's output_schema: {problem}",
+                )
             return TaskState(TaskPhase.COMPLETED, "COMPLETED", data=self._result)
         if returncode == 0:
             return TaskState(

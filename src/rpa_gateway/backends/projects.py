@@ -10,6 +10,16 @@ timeout = 30                        # seconds (optional; XIAOWU_RPA_TIMEOUT stil
 type = "object"
 required = ["name"]
 properties.name = { type = "string" }
+
+[output_schema]                     # optional JSON Schema for the result; a run whose
+type = "object"                     # result breaks it fails
+properties.greeting = { type = "string" }
+
+[hints]                             # optional, for MCP clients; these are the defaults
+read_only = false                   # it changes nothing
+destructive = true                  # what it changes may be lost
+idempotent = false                  # running it twice does no more than once
+open_world = true                   # it reaches beyond this machine
 ```
 
 A ``project_id`` is accepted only when it names a folder directly inside the
@@ -43,6 +53,18 @@ class ProjectError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolHints:
+    """What a project's run does to the world, as MCP tool annotations say it.  The
+    defaults assume the worst (MCP's own defaults): it writes, destructively, not
+    idempotently, beyond this machine."""
+
+    read_only: bool = False
+    destructive: bool = True
+    idempotent: bool = False
+    open_world: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
     id: str
     folder: Path
@@ -53,6 +75,9 @@ class Project:
     params_schema: dict[str, Any] | None = field(default=None, compare=False)
     # Built once per load: checked anew per create, a schema cost ~12 % of a burst's CPU.
     validator: Draft202012Validator | None = field(default=None, compare=False)
+    output_schema: dict[str, Any] | None = field(default=None, compare=False)
+    output_validator: Draft202012Validator | None = field(default=None, compare=False)
+    hints: ToolHints = field(default_factory=ToolHints)
 
     def check_params(self, params: dict[str, Any]) -> None:
         if self.validator is None:
@@ -61,6 +86,16 @@ class Project:
         if error is not None:
             where = ".".join(str(part) for part in ("params", *error.absolute_path))
             raise ProjectError(f"{where}: {error.message}", where)
+
+    def output_problem(self, result: dict[str, Any]) -> str | None:
+        """Why the result breaks the project's ``output_schema``; ``None`` when it fits."""
+        if self.output_validator is None:
+            return None
+        error = next(iter(self.output_validator.iter_errors(result)), None)
+        if error is None:
+            return None
+        where = ".".join(str(part) for part in ("result", *error.absolute_path))
+        return f"{where}: {error.message}"
 
 
 class ProjectCatalog:
@@ -120,15 +155,9 @@ def _load(project_id: str, folder: Path) -> Project:
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ProjectError(f"project {project_id!r}: timeout must be a positive number")
     schema = spec.get("params_schema")
-    validator = None
-    if schema is not None:
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise ProjectError(
-                f"project {project_id!r}: params_schema is invalid: {exc.message}"
-            ) from None
-        validator = Draft202012Validator(schema)
+    validator = _validator(project_id, "params_schema", schema)
+    output_schema = spec.get("output_schema")
+    output_validator = _validator(project_id, "output_schema", output_schema)
     return Project(
         id=project_id,
         folder=folder,
@@ -138,4 +167,39 @@ def _load(project_id: str, folder: Path) -> Project:
         timeout=float(timeout) if timeout is not None else None,
         params_schema=schema,
         validator=validator,
+        output_schema=output_schema,
+        output_validator=output_validator,
+        hints=_hints(project_id, spec.get("hints")),
     )
+
+
+def _validator(project_id: str, key: str, schema: Any) -> Draft202012Validator | None:
+    if schema is None:
+        return None
+    if key == "output_schema" and (
+        not isinstance(schema, dict) or schema.get("type", "object") != "object"
+    ):
+        raise ProjectError(f"project {project_id!r}: {key} must describe an object (a result is)")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ProjectError(f"project {project_id!r}: {key} is invalid: {exc.message}") from None
+    return Draft202012Validator(schema)
+
+
+_HINTS = ("read_only", "destructive", "idempotent", "open_world")
+
+
+def _hints(project_id: str, table: Any) -> ToolHints:
+    if table is None:
+        return ToolHints()
+    if not isinstance(table, dict):
+        raise ProjectError(f"project {project_id!r}: hints must be a table")
+    for key, value in table.items():
+        if key not in _HINTS:
+            raise ProjectError(
+                f"project {project_id!r}: hints.{key} is not one of {', '.join(_HINTS)}"
+            )
+        if not isinstance(value, bool):
+            raise ProjectError(f"project {project_id!r}: hints.{key} must be true or false")
+    return ToolHints(**table)

@@ -20,7 +20,7 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
 )
-from rpa_gateway.store.hub import ChangeSubscription, Listener
+from rpa_gateway.store.hub import ChangeSubscription, Listener, MessageSubscription
 
 
 class StoreError(Exception):
@@ -51,6 +51,17 @@ class Subscription(Protocol):
     def get(self) -> Awaitable[Event | None]:
         """The next event (awaited); ``None`` once the service is shutting down."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class McpSession:
+    """An MCP client's session, valid on every process of the service until it expires or
+    its client ends it."""
+
+    id: str
+    owner: str  # keyed fingerprint of the token that opened it
+    protocol_version: str
+    expires_at: float  # epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +181,34 @@ class Store(Protocol):
 
     async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]:
         """The newest ``keep`` durations of each key that has any, oldest first."""
+        ...
+
+    # --- MCP sessions, and messages to the process holding a session's stream ------------
+    async def put_mcp_session(self, session: McpSession) -> None:
+        """Record the session (or extend it: the same id with a later ``expires_at``)."""
+        ...
+
+    async def mcp_session(self, session_id: str) -> McpSession | None:
+        """The session, or ``None`` when unknown, ended or expired."""
+        ...
+
+    async def end_mcp_session(self, session_id: str) -> bool:
+        """Forget the session; False when there was none."""
+        ...
+
+    async def purge_mcp_sessions(self, now: float) -> int:
+        """Delete the sessions expired by ``now`` (a store whose entries expire by themselves
+        deletes none)."""
+        ...
+
+    async def send_message(self, channel: str, message: str) -> None:
+        """Hand ``message`` to the subscribers of ``channel`` in every process (none when
+        nobody subscribes: it is not kept)."""
+        ...
+
+    def subscribe_messages(self, channel: str) -> AbstractAsyncContextManager[MessageSubscription]:
+        """Messages sent to ``channel`` from now on, by any process; ``None`` once the service
+        is shutting down."""
         ...
 
     # --- supervision by several processes ------------------------------------------------

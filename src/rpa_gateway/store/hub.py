@@ -87,9 +87,25 @@ class ChangeSubscription:
         return found
 
 
+class MessageSubscription:
+    """Messages sent to one channel, for one reader (``None``: the service is shutting down)."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def deliver(self, message: str | None) -> None:
+        self._queue.put_nowait(message)
+
+    async def get(self) -> str | None:
+        return await self._queue.get()
+
+
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[QueueSubscription]] = {}
+        self._message_subscribers: dict[str, set[MessageSubscription]] = {}
         # Per owner; under None, the feeds of every owner's executions.
         self._change_subscribers: dict[str | None, set[ChangeSubscription]] = {}
         self._listeners: list[Listener] = []
@@ -123,8 +139,33 @@ class Hub:
     def follows_changes(self) -> bool:
         return bool(self._change_subscribers)
 
+    def deliver_message(self, channel: str, message: str) -> None:
+        for subscription in self._message_subscribers.get(channel, ()):
+            subscription.deliver(message)
+
+    def follows_messages(self, channel: str) -> bool:
+        return channel in self._message_subscribers
+
+    @asynccontextmanager
+    async def subscribe_messages(self, channel: str) -> AsyncIterator[MessageSubscription]:
+        subscription = MessageSubscription()
+        if self._draining:
+            subscription.deliver(None)
+        self._message_subscribers.setdefault(channel, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._message_subscribers.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._message_subscribers[channel]
+
     def drain(self) -> None:
         self._draining = True
+        for messages in self._message_subscribers.values():
+            for message_subscription in messages:
+                message_subscription.deliver(None)
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.deliver(None)

@@ -13,12 +13,14 @@ share a cluster slot, so a Lua script updates them atomically, in cluster mode t
     rpa:finished         sorted set: ``[id, owner]`` by finished_at, for purge_finished
     rpa:replicas         hash: announced process -> alive until (ms), see announce()
     rpa:idem:<n>:<owner>:<key>   string: ``"<id> <reserved at>"`` (n: length of owner)
+    rpa:mcp:<session id> string: an MCP session (JSON), expiring with it
 
     rpa:live:<id>        channel: the execution's events as they are written, as JSON,
                          for the processes that follow it without writing it
     rpa:notices          channel: notify()
     rpa:changes          channel: every execution change (executions.change_of) with its
                          owner, for feeds; listened to only while a feed is open here
+    rpa:msg:<channel>    channel: send_message(), listened to while subscribed here
 
 The indexes live in other slots than the execution, so they are written by separate
 commands (a cluster cannot span slots in one step); each write says what a crash
@@ -70,12 +72,13 @@ from rpa_gateway.executions import (
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
+    McpSession,
     NoticeListener,
     Renewal,
     StoreError,
     Subscription,
 )
-from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener
+from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener, MessageSubscription
 from rpa_gateway.store.redis_subscriber import Subscriber, SubscriberError
 
 log = logging.getLogger(__name__)
@@ -271,6 +274,12 @@ class _Keys:
     def durations(self, model: str) -> str:
         return f"{self.prefix}:durations:{model}"
 
+    def mcp_session(self, session_id: str) -> str:
+        return f"{self.prefix}:mcp:{session_id}"
+
+    def messages(self, channel: str) -> str:
+        return f"{self.prefix}:msg:{channel}"
+
     def idempotency(self, owner: str, key: str) -> str:
         # The owner's length keeps ("a:b", "c") and ("a", "b:c") apart.
         return f"{self.prefix}:idem:{len(owner)}:{owner}:{key}"
@@ -312,6 +321,7 @@ class RedisStore:
         self._own_messages = f'{{"o":"{self._origin}"'.encode()
         self._notices_channel = self._keys.notices_channel.encode()
         self._changes_channel = self._keys.changes_channel.encode()
+        self._messages_head = self._keys.messages("").encode()
         self._hub = _Fanout()
         self._following: Counter[str] = Counter()  # subscriptions per execution
         # Executions whose channel is subscribed (or will be, at the next connection): the
@@ -900,6 +910,10 @@ class RedisStore:
             elif channel == self._changes_channel:
                 message = json.loads(data)
                 self._hub.deliver_change(message["owner"], message["change"])
+            elif channel.startswith(self._messages_head):
+                message = json.loads(data)
+                name = channel[len(self._messages_head) :].decode()
+                self._hub.deliver_message(name, message["m"])
             else:
                 self._deliver(data)
         except Exception:
@@ -1049,6 +1063,53 @@ class RedisStore:
 
     def add_notice_listener(self, listener: NoticeListener) -> None:
         self._notice_listeners.append(listener)
+
+    # --- MCP sessions, and messages between processes ----------------------------------
+    async def put_mcp_session(self, session: McpSession) -> None:
+        ttl_ms = max(1, math.ceil((session.expires_at - time.time()) * 1000))
+        value = _dumps(
+            {"owner": session.owner, "v": session.protocol_version, "exp": session.expires_at}
+        )
+        async with self._redis("store an MCP session"):
+            await self._client.set(self._keys.mcp_session(session.id), value, px=ttl_ms)
+
+    async def mcp_session(self, session_id: str) -> McpSession | None:
+        async with self._redis("read an MCP session"):
+            stored = await self._client.get(self._keys.mcp_session(session_id))
+        if stored is None:
+            return None
+        record = json.loads(stored)
+        if record["exp"] <= time.time():
+            return None
+        return McpSession(session_id, record["owner"], record["v"], record["exp"])
+
+    async def end_mcp_session(self, session_id: str) -> bool:
+        async with self._redis("end an MCP session"):
+            return bool(await self._client.delete(self._keys.mcp_session(session_id)))
+
+    async def purge_mcp_sessions(self, now: float) -> int:
+        return 0  # each expires with its key
+
+    async def send_message(self, channel: str, message: str) -> None:
+        """Subscribers here get it at once, others' over pub/sub (StoreError when Redis
+        cannot take it)."""
+        self._hub.deliver_message(channel, message)
+        wrapped = _dumps({"o": self._origin, "m": message})
+        async with self._redis("send a message"):
+            await self._client.publish(self._keys.messages(channel), wrapped)
+
+    def subscribe_messages(self, channel: str) -> AbstractAsyncContextManager[MessageSubscription]:
+        return self._subscribe_messages(channel)
+
+    @asynccontextmanager
+    async def _subscribe_messages(self, channel: str) -> AsyncIterator[MessageSubscription]:
+        try:
+            async with self._hub.subscribe_messages(channel) as subscription:
+                await self._watch(self._keys.messages(channel))
+                yield subscription
+        finally:
+            if not self._hub.follows_messages(channel):
+                self._unwatch(self._keys.messages(channel))
 
     # --- lifecycle ----------------------------------------------------------------
     async def check(self) -> None:

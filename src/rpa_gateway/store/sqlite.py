@@ -31,12 +31,13 @@ from rpa_gateway.executions import (
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
+    McpSession,
     NoticeListener,
     Renewal,
     StoreError,
     Subscription,
 )
-from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener
+from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener, MessageSubscription
 
 SCHEMA_VERSION = 1
 
@@ -91,6 +92,12 @@ CREATE TABLE IF NOT EXISTS run_durations (
     seconds REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS run_durations_by_model ON run_durations (model, id);
+CREATE TABLE IF NOT EXISTS mcp_sessions (
+    id               TEXT PRIMARY KEY,
+    owner            TEXT NOT NULL,
+    protocol_version TEXT NOT NULL,
+    expires_at       REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _COLUMNS = (
@@ -470,6 +477,54 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read run durations: {exc}") from exc
         return found
+
+    # --- MCP sessions, and messages (one process: delivered in memory) -----------------
+    async def put_mcp_session(self, session: McpSession) -> None:
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO mcp_sessions (id, owner, protocol_version, expires_at)"
+                " VALUES (?,?,?,?)",
+                (session.id, session.owner, session.protocol_version, session.expires_at),
+            )
+        except sqlite3.Error as exc:
+            raise self._write_failed("store an MCP session", exc) from exc
+
+    async def mcp_session(self, session_id: str) -> McpSession | None:
+        try:
+            row = self._db.execute(
+                "SELECT owner, protocol_version, expires_at FROM mcp_sessions WHERE id=?",
+                (session_id,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read an MCP session: {exc}") from exc
+        if row is None or row[2] <= time.time():
+            return None
+        return McpSession(session_id, row[0], row[1], row[2])
+
+    async def end_mcp_session(self, session_id: str) -> bool:
+        try:
+            ended = self._db.execute(
+                "DELETE FROM mcp_sessions WHERE id=? AND expires_at > ?",
+                (session_id, time.time()),
+            ).rowcount
+        except sqlite3.Error as exc:
+            raise self._write_failed("end an MCP session", exc) from exc
+        return ended > 0
+
+    async def purge_mcp_sessions(self, now: float) -> int:
+        try:
+            purged: int = self._db.execute(
+                "DELETE FROM mcp_sessions WHERE expires_at <= ?", (now,)
+            ).rowcount
+        except sqlite3.Error as exc:
+            raise self._write_failed("purge MCP sessions", exc) from exc
+        return purged
+
+    async def send_message(self, channel: str, message: str) -> None:
+        self._hub.deliver_message(channel, message)
+
+    def subscribe_messages(self, channel: str) -> AbstractAsyncContextManager[MessageSubscription]:
+        return self._hub.subscribe_messages(channel)
 
     # --- supervision: one process per data directory, so every claim is granted ----
     async def claim(self, execution_id: str, holder: str, ttl: float) -> bool:

@@ -20,6 +20,7 @@ from rpa_gateway.config import Settings
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls, InstrumentedCalls
 from rpa_gateway.telemetry.deferred import Deferred
+from rpa_gateway.telemetry.mcp_calls import McpCallRecord
 from rpa_gateway.telemetry.metrics import Instruments, meter_provider
 from rpa_gateway.telemetry.observer import ExecutionObserver
 from rpa_gateway.telemetry.spans import SpanRecorder
@@ -105,6 +106,10 @@ class Telemetry:
             or "off",
             f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
         )
+
+    def mcp_call(self, tool: str, traceparent: str | None) -> McpCallRecord:
+        """A tool call begins: its span and its count."""
+        return McpCallRecord(tool, self._spans, self.instruments, traceparent)
 
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:

@@ -50,6 +50,7 @@ class Instruments:
     upstream_duration: Histogram
     upstream_errors: Tally
     kafka_records: Tally
+    mcp_calls: Tally
 
     @classmethod
     def on(cls, meter: Meter, *, active_executions: Gauge, open_streams: Gauge) -> Instruments:
@@ -65,10 +66,12 @@ class Instruments:
         executions = Tally("code", "project_id", "backend")
         upstream_errors = Tally("operation", "kind")
         kafka_records = Tally("outcome", "reason")
+        mcp_calls = Tally("tool", "outcome")
         for name, tally, description in (
             ("rpa_executions", executions, "finished executions by code, project, backend"),
             ("rpa_upstream_errors", upstream_errors, "failed backend calls by operation and kind"),
             ("rpa_kafka_records", kafka_records, "trace records by outcome: sent or dropped"),
+            ("rpa_mcp_calls", mcp_calls, "MCP tool calls by tool and outcome"),
         ):
             meter.create_observable_counter(name, [tally.observe], description=description)
         return cls(
@@ -83,6 +86,7 @@ class Instruments:
             ),
             upstream_errors=upstream_errors,
             kafka_records=kafka_records,
+            mcp_calls=mcp_calls,
         )
 
 

@@ -1,0 +1,113 @@
+"""The MCP door's parts, built once at start-up and shared by its transports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rpa_gateway import sse
+from rpa_gateway.config import Settings
+from rpa_gateway.event_stream import EventStreamResponse
+from rpa_gateway.lifecycle import Lifecycle
+from rpa_gateway.mcp.call_scope import Emit
+from rpa_gateway.mcp.gate import Refusal
+from rpa_gateway.mcp.jsonrpc import RpcError, error_response
+from rpa_gateway.mcp.messages import McpMessages
+from rpa_gateway.mcp.results import dumps
+from rpa_gateway.mcp.sessions import McpSessions
+from rpa_gateway.ping_sweep import PingSweep
+from rpa_gateway.store.base import Store
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class McpDoor:
+    settings: Settings
+    store: Store
+    messages: McpMessages
+    sessions: McpSessions
+    lifecycle: Lifecycle
+    pings: PingSweep
+
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, at most ``RPA_MAX_BODY_BYTES`` (413 beyond), within
+        ``RPA_BODY_TIMEOUT``.  Raises Refusal."""
+        limit = self.settings.rpa_max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Refusal(413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.settings.rpa_body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise Refusal(
+                            413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise Refusal(408, "the body did not arrive in time") from None
+        return b"".join(chunks)
+
+    def stream(self, answer: Callable[[Emit], Awaitable[dict[str, Any] | None]]) -> Response:
+        """An SSE response: what ``answer`` emits while it works (progress), then its
+        response.  The client leaving ends ``answer`` (never the run it waits for)."""
+        return EventStreamResponse(_answer_stream(answer), counter=self.lifecycle, pings=self.pings)
+
+
+def json_response(
+    body: dict[str, Any] | list[dict[str, Any]],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(dumps(body).encode(), status, headers=headers, media_type=JSON)
+
+
+def refusal_response(refusal: Refusal) -> Response:
+    body = error_response(None, refusal.code, refusal.message)
+    return json_response(body, refusal.status, refusal.headers)
+
+
+def rpc_error_response(error: RpcError, status: int = 400) -> Response:
+    return json_response(error.response(), status)
+
+
+def message_frame(message: dict[str, Any]) -> bytes:
+    return sse.frame(event="message", data=sse.json_data(message))
+
+
+async def _answer_stream(
+    answer: Callable[[Emit], Awaitable[dict[str, Any] | None]],
+) -> AsyncGenerator[bytes, None]:
+    ready: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def emit(notification: dict[str, Any]) -> None:
+        ready.put_nowait(message_frame(notification))
+
+    async def run() -> dict[str, Any] | None:
+        try:
+            return await answer(emit)
+        finally:
+            ready.put_nowait(None)
+
+    task = asyncio.create_task(run())
+    try:
+        while (frame := await ready.get()) is not None:
+            yield frame
+        response = task.result()
+        if response is not None:
+            yield message_frame(response)
+    finally:
+        if not task.done():
+            task.cancel()  # the client left: stop answering (the run goes on)
