@@ -16,14 +16,23 @@ def make_project(
     *,
     timeout: float | None = None,
     schema: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    hints: dict[str, bool] | None = None,
+    description: str | None = None,
 ) -> Path:
     folder = root / project_id
     folder.mkdir(parents=True)
     lines = [f'name = "{project_id}"', 'command = ["{python}", "main.py"]']
+    if description is not None:
+        lines.append(f"description = {json.dumps(description)}")
     if timeout is not None:
         lines.append(f"timeout = {timeout}")
     if schema is not None:
         lines.append(f"params_schema = {_toml_inline(schema)}")
+    if output_schema is not None:
+        lines.append(f"output_schema = {_toml_inline(output_schema)}")
+    if hints is not None:
+        lines.append(f"hints = {_toml_inline(hints)}")
     (folder / "project.toml").write_text("\n".join(lines) + "\n")
     (folder / "main.py").write_text(textwrap.dedent(script))
     return folder

@@ -1,5 +1,6 @@
 """The command line: ``rpa-gateway serve``; against a running service ``run``, ``ls``,
-``show``, ``watch``, ``logs``, ``cancel`` and ``projects``; ``keygen`` and ``apikey``."""
+``show``, ``watch``, ``logs``, ``cancel``, ``projects`` and ``mcp``; ``keygen`` and
+``apikey``."""
 
 from __future__ import annotations
 
@@ -69,6 +70,18 @@ def _run(args: argparse.Namespace) -> int:
         print("rpa-gateway run: --url must be an http:// or https:// URL", file=sys.stderr)
         return EXIT_UNREACHABLE
     return run_project(args.url, args.token, args.project, params, args.sid, as_json=args.json)
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from rpa_gateway.mcp.stdio_bridge import serve_stdio
+
+    if not args.url.startswith(("http://", "https://")):
+        print("rpa-gateway mcp: --url must be an http:// or https:// URL", file=sys.stderr)
+        return 2
+    try:
+        return serve_stdio(args.url, args.token)
+    except KeyboardInterrupt:
+        return 130
 
 
 def _console(args: argparse.Namespace) -> int:
@@ -200,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
     _add_console_commands(commands, service)
+    mcp = commands.add_parser(
+        "mcp",
+        parents=[service],
+        help="speak MCP on stdin/stdout, forwarded to a running service (for MCP clients"
+        " that launch their servers as processes)",
+    )
+    mcp.set_defaults(handler=_mcp)
     keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")
     keygen.set_defaults(handler=_keygen)
     apikey = commands.add_parser(

@@ -11,6 +11,8 @@ import re
 
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
 _AUTH_HEADER = re.compile(r"(?i)(['\"]?authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+")
+# A caller's key in a URL (the MCP endpoints' ?key=, where the operator allows it).
+_QUERY_KEY = re.compile(r"(?i)([?&](?:amp;)?key=)[^&#\s'\"]+")
 REDACTED = "[redacted]"
 
 
@@ -19,4 +21,5 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
     text = _BEARER.sub(rf"\1 {REDACTED}", text)
+    text = _QUERY_KEY.sub(rf"\1{REDACTED}", text)
     return _AUTH_HEADER.sub(rf"\1{REDACTED}", text)
