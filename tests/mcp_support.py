@@ -16,6 +16,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.local_projects import make_project
 
+# Long enough that scrubbing it from messages cannot garble them (issue 21).
+TOKEN = "mcp-caller-key"
 MODERN = "2026-07-28"
 LATEST_HANDSHAKE = "2025-11-25"
 # The SDK client's connection modes: the initialize handshake, and the 2026 stateless one.
@@ -94,7 +96,7 @@ def local_env(projects: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def headers(token: str | None = "t", **extra: str) -> dict[str, str]:
+def headers(token: str | None = TOKEN, **extra: str) -> dict[str, str]:
     found = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     if token is not None:
         found["Authorization"] = f"Bearer {token}"
@@ -105,7 +107,7 @@ def post(
     base_url: str,
     body: Any,
     *,
-    token: str | None = "t",
+    token: str | None = TOKEN,
     path: str = "/mcp",
     extra: dict[str, str] | None = None,
     content: bytes | None = None,
@@ -151,18 +153,23 @@ def modern_headers(method: str, name: str | None = None) -> dict[str, str]:
 
 
 def modern_call(
-    base_url: str, method: str, *, request_id: int = 1, token: str = "t", **params: Any
+    base_url: str, method: str, *, request_id: int = 1, token: str = TOKEN, **params: Any
 ) -> httpx.Response:
     name = params.get("name") or params.get("taskId")
     return post(
         base_url,
-        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": envelope(method, **params)},
+        {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": method,
+            "params": envelope(method, **params),
+        },
         token=token,
         extra=modern_headers(method, name),
     )
 
 
-def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = "t") -> str:
+def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKEN) -> str:
     """A new session at ``version``; its id."""
     response = post(
         base_url,
@@ -184,7 +191,7 @@ def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = "t")
 
 
 @asynccontextmanager
-async def sdk_client(base_url: str, mode: str, token: str = "t") -> AsyncIterator[Client]:
+async def sdk_client(base_url: str, mode: str, token: str = TOKEN) -> AsyncIterator[Client]:
     """The official Python SDK's client over Streamable HTTP, in ``mode`` ("legacy": the
     initialize handshake; "2026-07-28": stateless)."""
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ from rpa_gateway.store.base import Store
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+# A request answered within this many seconds, with nothing sent before, is answered as JSON
+# (its HTTP status can then say how it went); one that takes longer, as an event stream.
+STREAM_AFTER = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +64,44 @@ class McpDoor:
             raise Refusal(408, "the body did not arrive in time") from None
         return b"".join(chunks)
 
-    def stream(self, answer: Callable[[Emit], Awaitable[dict[str, Any] | None]]) -> Response:
-        """An SSE response: what ``answer`` emits while it works (progress), then its
-        response.  The client leaving ends ``answer`` (never the run it waits for)."""
-        return EventStreamResponse(_answer_stream(answer), counter=self.lifecycle, pings=self.pings)
+    async def answer(
+        self,
+        answer: Callable[[Emit], Awaitable[dict[str, Any] | None]],
+        json_status: Callable[[dict[str, Any]], int],
+        cancelled: dict[str, Any],
+    ) -> Response:
+        """``answer``'s response: as JSON when it comes at once (within
+        :data:`STREAM_AFTER` s, with nothing to send before it), else as an event stream of
+        what it emits while it works (progress, and pings), then the response.  The client
+        leaving ends ``answer`` (never the run it waits for).  ``answer`` gives ``None``
+        when its client cancelled the request: the stream then ends without a response (as
+        the spec asks), a JSON answer is ``cancelled``."""
+        ready: asyncio.Queue[bytes | None] = asyncio.Queue()
+        emitted = asyncio.Event()
+
+        def emit(notification: dict[str, Any]) -> None:
+            ready.put_nowait(message_frame(notification))
+            emitted.set()
+
+        async def run() -> dict[str, Any] | None:
+            try:
+                return await answer(emit)
+            finally:
+                ready.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        news = asyncio.ensure_future(emitted.wait())
+        try:
+            await asyncio.wait({task, news}, timeout=STREAM_AFTER, return_when=FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            news.cancel()
+        if task.done() and not emitted.is_set():
+            response = task.result() or cancelled
+            return json_response(response, json_status(response))
+        return EventStreamResponse(_stream(ready, task), counter=self.lifecycle, pings=self.pings)
 
 
 def json_response(
@@ -87,21 +125,9 @@ def message_frame(message: dict[str, Any]) -> bytes:
     return sse.frame(event="message", data=sse.json_data(message))
 
 
-async def _answer_stream(
-    answer: Callable[[Emit], Awaitable[dict[str, Any] | None]],
+async def _stream(
+    ready: asyncio.Queue[bytes | None], task: asyncio.Task[dict[str, Any] | None]
 ) -> AsyncGenerator[bytes, None]:
-    ready: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    def emit(notification: dict[str, Any]) -> None:
-        ready.put_nowait(message_frame(notification))
-
-    async def run() -> dict[str, Any] | None:
-        try:
-            return await answer(emit)
-        finally:
-            ready.put_nowait(None)
-
-    task = asyncio.create_task(run())
     try:
         while (frame := await ready.get()) is not None:
             yield frame

@@ -286,16 +286,16 @@ class _Post:
                 client_capabilities=client_capabilities,
             )
 
+        def status_of(response: dict[str, Any]) -> int:
+            error = response.get("error")
+            if modern and isinstance(error, dict):
+                return ERROR_CODE_HTTP_STATUS.get(int(error.get("code", 0)), 200)
+            return 200
+
         if message.method in STREAMED and self.takes_stream:
-            return self.door.stream(answer)
-        response = await answer(None)
-        if response is None:
-            response = _cancelled(message)
-        status = 200
-        error = response.get("error")
-        if modern and isinstance(error, dict):
-            status = ERROR_CODE_HTTP_STATUS.get(int(error.get("code", 0)), 200)
-        return json_response(response, status)
+            return await self.door.answer(answer, status_of, _cancelled(message))
+        response = await answer(None) or _cancelled(message)
+        return json_response(response, status_of(response))
 
 
 def _unavailable(exc: StoreError) -> Refusal:

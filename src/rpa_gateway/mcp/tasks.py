@@ -125,8 +125,10 @@ class Tasks:
         return listed
 
     async def cancel(self, task_id: str, scope: CallScope, *, modern: bool) -> dict[str, Any]:
-        await self._execution(task_id, scope, modern=modern)
+        execution = await self._execution(task_id, scope, modern=modern)
         try:
+            if execution.finished_at is not None:
+                raise AlreadyFinished(execution)
             execution = await self._calls.cancel_execution(task_id, scope)
         except AlreadyFinished as exc:
             if modern:  # cooperative: the task ends as it ended
