@@ -4,6 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two independent MCP clients for tests/test_mcp_clients.py, set up here like the venv:
+# .venv-mcp16 holds astron-agent's pinned client (mcp==1.6.0, tests/clients/mcp16-requirements.txt)
+# apart from the project's mcp 2.x; tests/clients/ts/node_modules holds the official TypeScript
+# SDK (tests/clients/ts/package-lock.json) for node.  Neither is committed (.gitignore).
+MCP16_VENV := .venv-mcp16
+MCP16_STAMP := $(MCP16_VENV)/.installed
+MCP16_REQUIREMENTS := tests/clients/mcp16-requirements.txt
+TS_CLIENT := tests/clients/ts
+TS_STAMP := $(TS_CLIENT)/node_modules/.installed
 
 .PHONY: run cluster test lint typecheck pytest system-packages lock bench clean
 
@@ -33,8 +42,22 @@ typecheck: $(STAMP)
 system-packages:
 	deploy/system-packages.sh
 
-pytest: $(STAMP) system-packages
+pytest: $(STAMP) system-packages $(MCP16_STAMP) $(TS_STAMP)
 	$(BIN)/pytest
+
+# --no-deps: the requirements file is the whole closure; pip check says if it is not.
+$(MCP16_STAMP): $(MCP16_REQUIREMENTS)
+	rm -rf $(MCP16_VENV)
+	$(PYTHON) -m venv $(MCP16_VENV)
+	$(MCP16_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		-r $(MCP16_REQUIREMENTS)
+	$(MCP16_VENV)/bin/python -m pip check --disable-pip-version-check
+	touch $@
+
+# npm comes with nodejs from system-packages (order-only: it does not make this stale).
+$(TS_STAMP): $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json | system-packages
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund
+	touch $@
 
 # Re-pin every dependency (runtime and dev) after changing pyproject.toml.
 lock:
@@ -49,3 +72,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .cluster .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(MCP16_VENV) $(TS_CLIENT)/node_modules

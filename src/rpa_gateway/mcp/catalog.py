@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ RUN, GET, WAIT, CANCEL, LIST, LOGS = (
 GENERIC_TOOLS = (RUN, GET, WAIT, CANCEL, LIST, LOGS)
 
 MAX_NAME = 64
+REREAD_SECONDS = 1.0  # the projects folder is read again at most this often
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _EXECUTION_ID = {"type": "string", "minLength": 1, "maxLength": 256}
 
@@ -99,6 +101,7 @@ class ToolCatalog:
             _tool(name, definition) for name, definition in _generic(max_wait_seconds).items()
         ]
         self._made: tuple[tuple[ProjectInfo, ...], list[Tool], dict[str, Tool]] | None = None
+        self._read_at = -REREAD_SECONDS
 
     def tools(self) -> list[Tool]:
         return self._current()[1]
@@ -107,8 +110,12 @@ class ToolCatalog:
         return self._current()[2].get(name)
 
     def _current(self) -> tuple[tuple[ProjectInfo, ...], list[Tool], dict[str, Tool]]:
-        projects = tuple(self._projects() or ())
         made = self._made
+        now = time.monotonic()
+        if made is not None and now - self._read_at < REREAD_SECONDS:
+            return made
+        self._read_at = now
+        projects = tuple(self._projects() or ())
         if made is None or made[0] != projects:
             names = tool_names([p.id for p in projects])
             tools = [*self._generic, *(self._project_tool(names[p.id], p) for p in projects)]
