@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 
 PROJECT_FILE = "project.toml"
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -84,7 +84,7 @@ class Project:
             return
         error = next(iter(self.validator.iter_errors(params)), None)
         if error is not None:
-            where = ".".join(str(part) for part in ("params", *error.absolute_path))
+            where = ".".join(("params", *schema_error_path(error)))
             raise ProjectError(f"{where}: {error.message}", where)
 
     def output_problem(self, result: dict[str, Any]) -> str | None:
@@ -171,6 +171,21 @@ def _load(project_id: str, folder: Path) -> Project:
         output_validator=output_validator,
         hints=_hints(project_id, spec.get("hints")),
     )
+
+
+def schema_error_path(error: ValidationError) -> list[str]:
+    """Where in the instance a schema error is: for a missing or unexpected property, the
+    property itself (jsonschema puts those at the object holding it)."""
+    path = [str(part) for part in error.absolute_path]
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        wanted = error.validator_value if isinstance(error.validator_value, list) else []
+        path += [str(name) for name in wanted if name not in instance][:1]
+    elif error.validator == "additionalProperties" and isinstance(instance, dict):
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        known = schema.get("properties", {})
+        path += [str(name) for name in instance if name not in known][:1]
+    return path
 
 
 def _validator(project_id: str, key: str, schema: Any) -> Draft202012Validator | None:

@@ -69,6 +69,8 @@ class McpDoor:
         answer: Callable[[Emit], Awaitable[dict[str, Any] | None]],
         json_status: Callable[[dict[str, Any]], int],
         cancelled: dict[str, Any],
+        *,
+        json_ok: bool = True,
     ) -> Response:
         """``answer``'s response: as JSON when it comes at once (within
         :data:`STREAM_AFTER` s, with nothing to send before it), else as an event stream of
@@ -98,7 +100,7 @@ class McpDoor:
             raise
         finally:
             news.cancel()
-        if task.done() and not emitted.is_set():
+        if task.done() and not emitted.is_set() and json_ok:
             response = task.result() or cancelled
             return json_response(response, json_status(response))
         return EventStreamResponse(_stream(ready, task), counter=self.lifecycle, pings=self.pings)

@@ -115,10 +115,9 @@ class _Post:
         self.token = token
         self.admin = admin
         self.headers = request.headers
-        accept = self.headers.get("accept", "*/*").lower()
-        anything = "*/*" in accept
-        self.takes_stream = anything or "text/event-stream" in accept
-        self.takes_json = anything or "application/json" in accept or not accept.strip()
+        accepted = _media_ranges(self.headers.get("accept") or "*/*")
+        self.takes_stream = bool({"*/*", "text/*", "text/event-stream"} & accepted)
+        self.takes_json = bool({"*/*", "application/*", "application/json"} & accepted)
 
     async def respond(self) -> Response:
         if not (self.takes_json or self.takes_stream):
@@ -293,9 +292,23 @@ class _Post:
             return 200
 
         if message.method in STREAMED and self.takes_stream:
-            return await self.door.answer(answer, status_of, _cancelled(message))
+            return await self.door.answer(
+                answer, status_of, _cancelled(message), json_ok=self.takes_json
+            )
         response = await answer(None) or _cancelled(message)
         return json_response(response, status_of(response))
+
+
+def _media_ranges(accept: str) -> set[str]:
+    """The media ranges an ``Accept`` header takes (those with ``q=0`` refused)."""
+    taken = set()
+    for item in accept.lower().split(","):
+        media, *parameters = (part.strip() for part in item.split(";"))
+        if any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in parameters):
+            continue
+        if media:
+            taken.add(media)
+    return taken
 
 
 def _unavailable(exc: StoreError) -> Refusal:
@@ -316,7 +329,7 @@ def _unsupported(version: str, value: Any) -> RpcError:
         UNSUPPORTED_PROTOCOL_VERSION,
         "Unsupported protocol version",
         {"supported": list(SUPPORTED_VERSIONS), "requested": version},
-        request_id=request_id if isinstance(request_id, str | int) else None,
+        request_id=request_id if jsonrpc.is_id(request_id) else None,
     )
 
 

@@ -65,7 +65,7 @@ def message(value: Any) -> Message:
     if not isinstance(value, dict):
         raise RpcError(INVALID_REQUEST, "Invalid Request: a message is a JSON object")
     raw_id = value.get("id")
-    request_id = raw_id if _is_id(raw_id) else None
+    request_id = raw_id if is_id(raw_id) else None
     if value.get("jsonrpc") != "2.0":
         raise RpcError(
             INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', request_id=request_id
@@ -106,5 +106,6 @@ def error_response(
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-def _is_id(value: Any) -> bool:
+def is_id(value: Any) -> bool:
+    """A usable request id: a string or an integer (not a boolean)."""
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))

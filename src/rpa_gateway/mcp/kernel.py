@@ -299,13 +299,13 @@ class McpKernel:
     async def _tasks_get(
         self, ctx: ServerRequestContext[Any, Any], params: GetTaskRequestParams
     ) -> Any:
-        scope = current_scope.get()
+        scope = _tasks_scope("tasks/get")
         return await self._tasks.get(params.task_id, scope, modern=_modern(scope))
 
     async def _tasks_result(
         self, ctx: ServerRequestContext[Any, Any], params: GetTaskPayloadRequestParams
     ) -> Any:
-        scope = current_scope.get()
+        scope = _tasks_scope("tasks/result")
         if _modern(scope):  # the 2026 extension has no tasks/result: tasks/get carries it
             raise MCPError(METHOD_NOT_FOUND, "Method not found", "tasks/result")
         return await self._tasks.result(params.task_id, scope)
@@ -313,7 +313,7 @@ class McpKernel:
     async def _tasks_list(
         self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams | None
     ) -> Any:
-        scope = current_scope.get()
+        scope = _tasks_scope("tasks/list")
         if _modern(scope):
             raise MCPError(METHOD_NOT_FOUND, "Method not found", "tasks/list")
         return await self._tasks.list(params.cursor if params is not None else None, scope)
@@ -321,7 +321,7 @@ class McpKernel:
     async def _tasks_cancel(
         self, ctx: ServerRequestContext[Any, Any], params: CancelTaskRequestParams
     ) -> Any:
-        scope = current_scope.get()
+        scope = _tasks_scope("tasks/cancel")
         return await self._tasks.cancel(params.task_id, scope, modern=_modern(scope))
 
     async def _tasks_update(
@@ -335,6 +335,14 @@ class McpKernel:
 
 def _modern(scope: CallScope) -> bool:
     return scope.protocol_version in MODERN_VERSIONS
+
+
+def _tasks_scope(method: str) -> CallScope:
+    """The request's scope, at a version that has tasks (2025-11-25 or later)."""
+    scope = current_scope.get()
+    if scope.protocol_version != TASKS_VERSION and not _modern(scope):
+        raise MCPError(METHOD_NOT_FOUND, "Method not found", method)
+    return scope
 
 
 def _shaped(result: dict[str, Any]) -> dict[str, Any]:

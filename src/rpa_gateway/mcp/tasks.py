@@ -27,6 +27,7 @@ from rpa_gateway.cursors import decode_cursor, encode_cursor
 from rpa_gateway.executions import Execution, Status
 from rpa_gateway.mcp.call_scope import CallScope
 from rpa_gateway.mcp.protocol import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     RELATED_TASK_META_KEY,
@@ -105,6 +106,10 @@ class Tasks:
         execution = await self._execution(task_id, scope, modern=False)
         if execution.finished_at is None:
             ended = await self._calls.wait(execution, scope, math.inf, first=None)
+            if ended.status == "running":  # the service is shutting down first
+                raise MCPError(
+                    INTERNAL_ERROR, f"the service restarts before task {task_id} ended: ask again"
+                )
         else:
             ended = execution_outcome(execution)
         result = ended.wire()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from rpa_gateway.backends.base import InvalidRequest, Overloaded
+from rpa_gateway.backends.projects import schema_error_path
 from rpa_gateway.cursors import decode_cursor, encode_cursor
 from rpa_gateway.executions import (
     Event,
@@ -366,21 +367,4 @@ def _not_found(execution_id: str) -> ToolOutcome:
 
 
 def _field_of(error: SchemaError) -> str:
-    path = [str(part) for part in error.absolute_path]
-    required = error.validator_value
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = (
-            [n for n in required if n not in error.instance] if isinstance(required, list) else []
-        )
-        if missing:
-            path.append(str(missing[0]))
-    elif (
-        error.validator == "additionalProperties"
-        and isinstance(error.instance, dict)
-        and isinstance(error.schema, dict)
-    ):
-        allowed = error.schema.get("properties", {})
-        extra = [name for name in error.instance if name not in allowed]
-        if extra:
-            path.append(str(extra[0]))
-    return ".".join(path) or "arguments"
+    return ".".join(schema_error_path(error)) or "arguments"

@@ -12,7 +12,8 @@ import re
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
 _AUTH_HEADER = re.compile(r"(?i)(['\"]?authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+")
 # A caller's key in a URL (the MCP endpoints' ?key=, where the operator allows it).
-_QUERY_KEY = re.compile(r"(?i)([?&](?:amp;)?key=)[^&#\s'\"]+")
+# ``k``, ``e`` and ``y`` may come percent-encoded: the URL parser decodes the name.
+_QUERY_KEY = re.compile(r"([?&](?:amp;)?(?:[kK]|%6[bB])(?:[eE]|%65)(?:[yY]|%79)=)[^&#\s'\"]+")
 REDACTED = "[redacted]"
 
 
