@@ -196,7 +196,7 @@ def test_params_schema_mismatch_is_422_naming_the_field(local, tmp_path: Path) -
     )
     gateway = local()
     for params, field in [
-        ({}, "params"),
+        ({}, "params.count"),  # the missing property itself
         ({"count": "3"}, "params.count"),
         ({"count": 0}, "params.count"),
     ]:
