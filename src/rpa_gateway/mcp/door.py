@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,32 +77,58 @@ class McpDoor:
         leaving ends ``answer`` (never the run it waits for).  ``answer`` gives ``None``
         when its client cancelled the request: the stream then ends without a response (as
         the spec asks), a JSON answer is ``cancelled``."""
-        ready: asyncio.Queue[bytes | None] = asyncio.Queue()
-        emitted = asyncio.Event()
+        frames = _Frames()
 
         def emit(notification: dict[str, Any]) -> None:
-            ready.put_nowait(message_frame(notification))
-            emitted.set()
+            frames.put(message_frame(notification))
 
         async def run() -> dict[str, Any] | None:
             try:
                 return await answer(emit)
             finally:
-                ready.put_nowait(None)
+                frames.put(None)
 
         task = asyncio.create_task(run())
-        news = asyncio.ensure_future(emitted.wait())
+        first = frames.get()
         try:
-            await asyncio.wait({task, news}, timeout=STREAM_AFTER, return_when=FIRST_COMPLETED)
+            await asyncio.wait((first,), timeout=STREAM_AFTER)
         except asyncio.CancelledError:
             task.cancel()
             raise
-        finally:
-            news.cancel()
-        if task.done() and not emitted.is_set() and json_ok:
+        if first.done() and first.result() is None and json_ok:  # the answer, and nothing else
             response = task.result() or cancelled
             return json_response(response, json_status(response))
-        return EventStreamResponse(_stream(ready, task), counter=self.lifecycle, pings=self.pings)
+        return EventStreamResponse(
+            _stream(first, frames, task), counter=self.lifecycle, pings=self.pings
+        )
+
+
+class _Frames:
+    """What an answer emits, in order, for its one reader (``None``: the answer is there).
+
+    A list and a future, not an ``asyncio.Queue``: every waiting call holds one, and a queue
+    brings four deques (3 KB) where this holds two slots."""
+
+    __slots__ = ("_ready", "_waiter")
+
+    def __init__(self) -> None:
+        self._ready: list[bytes | None] = []
+        self._waiter: asyncio.Future[bytes | None] | None = None
+
+    def put(self, frame: bytes | None) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        else:
+            self._ready.append(frame)
+
+    def get(self) -> asyncio.Future[bytes | None]:
+        taken: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        if self._ready:
+            taken.set_result(self._ready.pop(0))
+        else:
+            self._waiter = taken
+        return taken
 
 
 def json_response(
@@ -128,11 +153,15 @@ def message_frame(message: dict[str, Any]) -> bytes:
 
 
 async def _stream(
-    ready: asyncio.Queue[bytes | None], task: asyncio.Task[dict[str, Any] | None]
+    first: asyncio.Future[bytes | None],
+    frames: _Frames,
+    task: asyncio.Task[dict[str, Any] | None],
 ) -> AsyncGenerator[bytes, None]:
     try:
-        while (frame := await ready.get()) is not None:
+        frame = await first
+        while frame is not None:
             yield frame
+            frame = await frames.get()
         response = task.result()
         if response is not None:
             yield message_frame(response)
