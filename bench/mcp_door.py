@@ -26,7 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,19 +200,20 @@ def cpu_rounds(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-async def _hold_exec_streams(url: str, count: int, held: asyncio.Event, done: asyncio.Event) -> int:
-    limits = httpx.Limits(max_connections=None)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+Opener = Callable[[httpx.AsyncClient, int], AbstractAsyncContextManager[None]]
+
+
+async def _hold(
+    count: int, held: asyncio.Event, done: asyncio.Event, headers: dict[str, str], opener: Opener
+) -> int:
+    """Open ``count`` waiters with ``opener``; ``held`` once all are open, until ``done``."""
     opened = 0
+    limits = httpx.Limits(max_connections=None)
     async with httpx.AsyncClient(timeout=300, limits=limits, headers=headers) as http:
 
         async def one(i: int) -> None:
             nonlocal opened
-            body = {"project_id": "long", "params": {"i": i}}
-            async with http.stream("POST", url + "/rpa/v1/exec", json=body) as response:
-                lines = response.aiter_lines()
-                first = await anext(lines)
-                assert first.startswith("id:"), first
+            async with opener(http, i):
                 opened += 1
                 if opened == count:
                     held.set()
@@ -226,41 +228,39 @@ async def _hold_exec_streams(url: str, count: int, held: asyncio.Event, done: as
     return opened
 
 
+async def _hold_exec_streams(url: str, count: int, held: asyncio.Event, done: asyncio.Event) -> int:
+    @asynccontextmanager
+    async def stream(http: httpx.AsyncClient, i: int) -> AsyncIterator[None]:
+        body = {"project_id": "long", "params": {"i": i}}
+        async with http.stream("POST", url + "/rpa/v1/exec", json=body) as response:
+            first = await anext(response.aiter_lines())
+            assert first.startswith("id:"), first  # the execution exists: now it waits
+            yield
+
+    return await _hold(count, held, done, {"Authorization": f"Bearer {TOKEN}"}, stream)
+
+
 async def _hold_mcp_calls(url: str, count: int, held: asyncio.Event, done: asyncio.Event) -> int:
-    limits = httpx.Limits(max_connections=None)
+    @asynccontextmanager
+    async def call(http: httpx.AsyncClient, i: int) -> AsyncIterator[None]:
+        arguments = {"project_id": "long", "params": {"i": i}, "wait_seconds": 290}
+        body = {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "tools/call",
+            "params": {"name": "rpa_run", "arguments": arguments},
+        }
+        async with http.stream("POST", url + "/mcp", json=body) as response:
+            # Answered as a stream: it waits for its run, pinged.
+            assert response.headers["content-type"].startswith("text/event-stream")
+            yield
+
     headers = {
         "Authorization": f"Bearer {TOKEN}",
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": "2025-11-25",
     }
-    opened = 0
-    async with httpx.AsyncClient(timeout=300, limits=limits, headers=headers) as http:
-
-        async def one(i: int) -> None:
-            nonlocal opened
-            call = {
-                "jsonrpc": "2.0",
-                "id": i,
-                "method": "tools/call",
-                "params": {
-                    "name": "rpa_run",
-                    "arguments": {"project_id": "long", "params": {"i": i}, "wait_seconds": 290},
-                },
-            }
-            async with http.stream("POST", url + "/mcp", json=call) as response:
-                assert response.headers["content-type"].startswith("text/event-stream")
-                opened += 1
-                if opened == count:
-                    held.set()
-                await done.wait()
-
-        tasks = [asyncio.create_task(one(i)) for i in range(count)]
-        await held.wait()
-        await done.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return opened
+    return await _hold(count, held, done, headers, call)
 
 
 def rss_per_waiter(

@@ -169,8 +169,10 @@ def modern_call(
     )
 
 
-def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKEN) -> str:
-    """A new session at ``version``; its id."""
+def open_session(
+    base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKEN
+) -> tuple[str, dict[str, Any]]:
+    """initialize asking ``version``: the session id and the result."""
     response = post(
         base_url,
         {
@@ -186,8 +188,17 @@ def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKE
         token=token,
     )
     assert response.status_code == 200, response.text
-    assert response.json()["result"]["protocolVersion"] == version
-    return response.headers["mcp-session-id"]
+    session_id = response.headers.get("mcp-session-id")
+    assert session_id, response.headers
+    result: dict[str, Any] = response.json()["result"]
+    return session_id, result
+
+
+def initialize(base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKEN) -> str:
+    """A new session at ``version`` (asserted); its id."""
+    session_id, result = open_session(base_url, version, token)
+    assert result["protocolVersion"] == version
+    return session_id
 
 
 @asynccontextmanager

@@ -38,7 +38,12 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     [
         ("t", {"project_id": "no-such-project", "sid": "s"}, None, "no project 'no-such-project'"),
         ("t", {"project_id": "countdown", "params": {"seconds": "ten"}}, None, "params.seconds"),
-        ("t", {"project_id": "countdown", "params": {}}, None, "params.seconds: 'seconds' is a required"),
+        (
+            "t",
+            {"project_id": "countdown", "params": {}},
+            None,
+            "params.seconds: 'seconds' is a required",
+        ),
         ("", {"project_id": "hello"}, None, "Authorization"),
         (None, {"project_id": "hello"}, None, "Authorization"),
         ("t", None, b'{"project_id": "hello", ', "not valid JSON"),

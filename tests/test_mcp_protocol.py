@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import mcp_support
 from tests.gateway_process import GatewayProcess
 from tests.mcp_support import (
     LATEST_HANDSHAKE,
@@ -125,25 +126,7 @@ def assert_refused(
 def open_session(
     gateway: GatewayProcess, version: str = LATEST_HANDSHAKE, token: str = TOKEN
 ) -> tuple[str, dict[str, Any]]:
-    """initialize asking ``version``: the session id and the result."""
-    response = post(
-        gateway.base_url,
-        {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": version,
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        },
-        token=token,
-    )
-    assert response.status_code == 200, response.text
-    session_id = response.headers.get("mcp-session-id")
-    assert session_id, response.headers
-    return session_id, response.json()["result"]
+    return mcp_support.open_session(gateway.base_url, version, token)
 
 
 def in_session(session_id: str, version: str = LATEST_HANDSHAKE) -> dict[str, str]:

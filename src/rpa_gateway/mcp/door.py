@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from rpa_gateway import sse
 from rpa_gateway.config import Settings
@@ -129,6 +130,22 @@ class _Frames:
         else:
             self._waiter = taken
         return taken
+
+
+class McpAsgiEndpoint:
+    """An MCP endpoint as an ASGI app: its parts from ``app.state.mcp``, a refusal (raised
+    before any message is read) answered as a JSON-RPC error without id."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.respond(request, request.app.state.mcp)
+        except Refusal as refusal:
+            response = refusal_response(refusal)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request, door: McpDoor) -> Response:
+        raise NotImplementedError
 
 
 def json_response(

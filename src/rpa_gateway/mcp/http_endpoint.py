@@ -28,12 +28,11 @@ from mcp.shared.inbound import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from rpa_gateway.api.body import trace_parent
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope, Emit
-from rpa_gateway.mcp.door import McpDoor, json_response, refusal_response, rpc_error_response
+from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor, json_response, rpc_error_response
 from rpa_gateway.mcp.gate import Refusal, caller, check_host_and_origin
 from rpa_gateway.mcp.jsonrpc import RpcError
 from rpa_gateway.mcp.protocol import (
@@ -60,19 +59,10 @@ _TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel", "tasks/u
 _ALLOW = {"Allow": "POST, DELETE"}
 
 
-class McpEndpoint:
-    """The ASGI app at ``/mcp``; its parts come from ``app.state.mcp``."""
+class McpEndpoint(McpAsgiEndpoint):
+    """The ASGI app at ``/mcp``."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        door: McpDoor = request.app.state.mcp
-        try:
-            response = await self._respond(request, door)
-        except Refusal as refusal:
-            response = refusal_response(refusal)
-        await response(scope, receive, send)
-
-    async def _respond(self, request: Request, door: McpDoor) -> Response:
+    async def respond(self, request: Request, door: McpDoor) -> Response:
         check_host_and_origin(request, door.settings)
         if request.method not in ("POST", "DELETE"):
             return json_response(

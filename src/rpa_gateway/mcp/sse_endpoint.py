@@ -20,14 +20,13 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from rpa_gateway import sse
 from rpa_gateway.api.body import trace_parent
 from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope
-from rpa_gateway.mcp.door import McpDoor, refusal_response, rpc_error_response
+from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor, rpc_error_response
 from rpa_gateway.mcp.gate import QUERY_KEY, Refusal, caller, check_host_and_origin, key_in_query
 from rpa_gateway.mcp.jsonrpc import RpcError
 from rpa_gateway.mcp.protocol import BATCH_VERSIONS, INVALID_REQUEST
@@ -44,19 +43,10 @@ def channel(session_id: str) -> str:
     return f"mcp-sse:{session_id}"
 
 
-class SseStreamEndpoint:
+class SseStreamEndpoint(McpAsgiEndpoint):
     """``GET /mcp/sse``."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        door: McpDoor = request.app.state.mcp
-        try:
-            response = await self._open(request, door)
-        except Refusal as refusal:
-            response = refusal_response(refusal)
-        await response(scope, receive, send)
-
-    async def _open(self, request: Request, door: McpDoor) -> Response:
+    async def respond(self, request: Request, door: McpDoor) -> Response:
         check_host_and_origin(request, door.settings)
         if request.method != "GET":
             raise Refusal(405, "GET opens the event stream", {"Allow": "GET"})
@@ -104,22 +94,13 @@ async def _renew(door: McpDoor, session: McpSession) -> None:
         log.warning("MCP session not renewed: %s", exc)
 
 
-class SseMessagesEndpoint:
+class SseMessagesEndpoint(McpAsgiEndpoint):
     """``POST /mcp/messages/?session_id=…``."""
 
     def __init__(self) -> None:
         self._answering: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        door: McpDoor = request.app.state.mcp
-        try:
-            response = await self._accept(request, door)
-        except Refusal as refusal:
-            response = refusal_response(refusal)
-        await response(scope, receive, send)
-
-    async def _accept(self, request: Request, door: McpDoor) -> Response:
+    async def respond(self, request: Request, door: McpDoor) -> Response:
         check_host_and_origin(request, door.settings)
         if request.method != "POST":
             raise Refusal(405, "POST sends a message", {"Allow": "POST"})
