@@ -313,13 +313,14 @@ def test_a_cancelled_call_ends_the_wait_not_the_robot(gateway: GatewayProcess) -
     assert "cancelled by its client" in log
 
 
-def test_tool_names_are_valid_and_collisions_resolved_the_same_way_every_time(
+def test_tool_names_come_from_ids_alone_and_never_move_to_another_project(
     tmp_path: Path,
 ) -> None:
     projects = tmp_path / "projects"
     long_id = "a" * 70
-    for project_id in ("rpa_run", "x.y", "x_y", long_id, long_id + "b"):
-        make_project(projects, project_id, 'print(\'{"event": "result", "data": {}}\')')
+    result = 'print(\'{"event": "result", "data": {}}\')'
+    for project_id in ("rpa_run", "x.y", long_id, long_id + "b", "plain-name_1"):
+        make_project(projects, project_id, result)
 
     def names() -> dict[str, str]:
         gateway = GatewayProcess(local_env(projects), tmp_path / f"gw{time.time_ns()}")
@@ -330,23 +331,25 @@ def test_tool_names_are_valid_and_collisions_resolved_the_same_way_every_time(
             async def scenario() -> dict[str, str]:
                 async with sdk_client(gateway.base_url, "legacy") as client:
                     tools = (await client.list_tools()).tools
-                    ran = await client.call_tool("x_y", {})
-                    assert structured(ran)["project_id"] == "x_y"
-                return {
-                    t.title or "": t.name for t in tools if t.name.startswith(("rpa", "x", "a"))
-                }
+                    ran = await client.call_tool("plain-name_1", {})
+                    assert structured(ran)["project_id"] == "plain-name_1"
+                generic = {"rpa_run", "rpa_get", "rpa_wait", "rpa_cancel", "rpa_list", "rpa_logs"}
+                return {t.title or "": t.name for t in tools if t.name not in generic}
 
             return asyncio.run(scenario())
         finally:
             gateway.stop()
 
     first = names()
-    assert first["x_y"] == "x_y"  # its id is the name: it keeps it
+    assert first["plain-name_1"] == "plain-name_1"  # a valid name already: itself
     assert first["x.y"].startswith("x_y_") and len(first["x.y"]) == len("x_y_") + 8
-    assert first["rpa_run"].startswith("rpa_run_")  # a project never shadows a generic tool
     assert len({first[long_id], first[long_id + "b"]}) == 2
     assert all(len(name) <= 64 for name in first.values())
     assert all(re.fullmatch(r"[A-Za-z0-9_-]+", name) for name in first.values())
-    make_project(projects, "x-z", 'print(\'{"event": "result", "data": {}}\')')
+    # A project never shadows a generic tool: rpa_run is the generic tool, still.
+    assert first["rpa_run"].startswith("rpa_run_")
+    # A folder named like another project's tool takes nothing from it.
+    make_project(projects, "x_y", result)
     again = names()
-    assert {title: again[title] for title in first} == first  # a new folder renames nothing
+    assert {title: again[title] for title in first} == first
+    assert again["x_y"] == "x_y"

@@ -34,12 +34,13 @@ from rpa_gateway.poll_schedule import MIN_SAMPLES, backoff_schedule
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
+    McpSession,
     Renewal,
     Store,
     StoreError,
     Subscription,
 )
-from rpa_gateway.store.hub import ChangeSubscription
+from rpa_gateway.store.hub import ChangeSubscription, MessageSubscription
 from rpa_gateway.store.redis import RedisStore
 from rpa_gateway.store.sqlite import SqliteStore
 from tests.redis_servers import (
@@ -1039,5 +1040,89 @@ def test_replicas_learn_from_each_other_s_runs(shared_stores: Stores) -> None:
         assert learned.catches(10.0)[1] == 1
         fresh = DurationModels(there, policy)  # a process started later
         assert (await fresh.schedule_for("p")).learned
+
+    shared_stores.run(scenario, instances=2)
+
+
+# --- MCP sessions and messages ------------------------------------------------------------
+def test_an_mcp_session_round_trips_changes_ends_and_expires(stores: Stores) -> None:
+    async def scenario(store: Store) -> None:
+        now = time.time()
+        session = McpSession("s-1", "owner-a", "2024-11-05", now + 60, "sse")
+        await store.put_mcp_session(session)
+        found = await store.mcp_session("s-1")
+        assert found is not None
+        assert (found.owner, found.protocol_version, found.transport) == (
+            "owner-a",
+            "2024-11-05",
+            "sse",
+        )
+        assert found.expires_at == pytest.approx(now + 60, abs=1)
+        assert await store.update_mcp_session("s-1", protocol_version="2025-03-26")
+        assert await store.update_mcp_session("s-1", expires_at=now + 600)
+        changed = await store.mcp_session("s-1")
+        assert changed is not None and changed.protocol_version == "2025-03-26"
+        assert changed.expires_at == pytest.approx(now + 600, abs=1)
+        assert await store.end_mcp_session("s-1") is True
+        assert await store.mcp_session("s-1") is None
+        # Ended is ended: a late renewal or version change does not bring it back.
+        assert await store.update_mcp_session("s-1", expires_at=now + 600) is False
+        assert await store.update_mcp_session("s-1", protocol_version="2025-03-26") is False
+        assert await store.mcp_session("s-1") is None
+        assert await store.end_mcp_session("s-1") is False
+        await store.put_mcp_session(McpSession("s-2", "owner-a", "2025-11-25", now + 0.3))
+        await asyncio.sleep(0.5)
+        assert await store.mcp_session("s-2") is None
+        assert await store.update_mcp_session("s-2", expires_at=now + 600) is False
+        await store.purge_mcp_sessions(time.time())
+        assert await store.mcp_session("s-2") is None
+
+    stores.run(scenario)
+
+
+def test_an_mcp_session_is_known_to_every_process(shared_stores: Stores) -> None:
+    async def scenario(opener: Store, other: Store) -> None:
+        await opener.put_mcp_session(McpSession("s-9", "owner-b", "2025-11-25", time.time() + 60))
+        seen = await other.mcp_session("s-9")
+        assert seen is not None and seen.owner == "owner-b"
+        assert await other.end_mcp_session("s-9")
+        assert await opener.mcp_session("s-9") is None
+        assert await opener.update_mcp_session("s-9", expires_at=time.time() + 60) is False
+
+    shared_stores.run(scenario, instances=2)
+
+
+async def next_message(subscription: MessageSubscription) -> str | None:
+    async with asyncio.timeout(WAIT):
+        return await subscription.get()
+
+
+def test_messages_reach_the_subscribers_of_their_channel(stores: Stores) -> None:
+    async def scenario(store: Store) -> None:
+        async with (
+            store.subscribe_messages("c-1") as one,
+            store.subscribe_messages("c-2") as two,
+        ):
+            await store.send_message("c-1", "first")
+            await store.send_message("c-1", "second")
+            await store.send_message("c-3", "to nobody")
+            assert [await next_message(one), await next_message(one)] == ["first", "second"]
+            store.drain()
+            assert await next_message(two) is None  # only the end: nothing sent to c-2
+            assert await next_message(one) is None
+
+    stores.run(scenario)
+
+
+def test_messages_sent_by_one_process_reach_another(shared_stores: Stores) -> None:
+    async def scenario(sender: Store, holder: Store) -> None:
+        async with holder.subscribe_messages("stream-7") as held:
+            for n in range(5):
+                await sender.send_message("stream-7", f"answer {n}")
+            assert [await next_message(held) for _ in range(5)] == [f"answer {n}" for n in range(5)]
+        await sender.send_message("stream-7", "after the stream ended")  # nobody: not kept
+        async with holder.subscribe_messages("stream-7") as again:
+            await sender.send_message("stream-7", "new")
+            assert await next_message(again) == "new"
 
     shared_stores.run(scenario, instances=2)

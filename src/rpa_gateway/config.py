@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -290,8 +291,10 @@ class Settings(BaseSettings):
         if self.rpa_mcp_allowed_hosts is not None:
             hosts = tuple(_listed(self.rpa_mcp_allowed_hosts.lower()))
             return None if "*" in hosts else hosts
-        if self.listen_host in ("127.0.0.1", "localhost", "::1"):
-            return ("127.0.0.1:*", "localhost:*", "[::1]:*")
+        if _is_loopback(self.listen_host):
+            names = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+            host = self.listen_host
+            return names if ":" in host or f"{host}:*" in names else (*names, f"{host}:*")
         return None
 
     @model_validator(mode="after")
@@ -329,6 +332,15 @@ class Settings(BaseSettings):
                 "XIAOWU_RPA_TASK_QUERY_URL: must be set when XIAOWU_RPA_TASK_CREATE_URL is set"
             )
         return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _listed(text: str) -> list[str]:

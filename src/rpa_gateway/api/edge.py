@@ -86,12 +86,17 @@ class Edge:
             await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
 
 
+# In the scope when the path as sent ended in "/" (a URL the client will resolve against).
+TRAILING_SLASH = "rpa.trailing_slash"
+
+
 def normalised(scope: Scope) -> Scope:
     """The scope with repeated and trailing slashes dropped from its path (itself when none)."""
     path: str = scope["path"]
     if "//" not in path and not (path.endswith("/") and path != "/"):
         return scope
     scope = dict(scope)
+    scope[TRAILING_SLASH] = path.endswith("/") and path != "/"
     scope["path"] = _SLASHES.sub("/", scope["path"]).rstrip("/") or "/"
     raw_path = scope.get("raw_path")  # the path as sent, without the query string
     if raw_path is not None:

@@ -1,16 +1,17 @@
 """Which tools there are: the generic execution tools, and one per local project.
 
-A project's tool name is its id made fit for every client: MCP allows letters, digits,
-``_``, ``-`` and ``.`` up to 128 characters, but the models' own function-calling
-APIs take no ``.`` and at most 64, so ``.`` becomes ``_`` and long ids are cut.  When
-two projects (or a project and a generic tool) end up with one name, the one whose id
-is that name keeps it and the others get ``_`` and eight hex digits of their id's
-SHA-256: the same name for the same project however the folder changes around it.
+A project's tool name comes from its id alone, so it never changes or moves to another
+project as folders come and go: the id itself when it is a name every client takes (MCP
+allows letters, digits, ``_``, ``-`` and ``.`` up to 128 characters, but the models' own
+function-calling APIs take no ``.`` and at most 64) and not a generic tool's name; else
+the id with ``.`` made ``_``, cut to 55 characters, then ``_`` and eight hex digits of the
+id's SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from jsonschema import Draft202012Validator
 
 from rpa_gateway.backends.base import ProjectInfo
 from rpa_gateway.executions import Status
+
+log = logging.getLogger(__name__)
 
 RUN, GET, WAIT, CANCEL, LIST, LOGS = (
     "rpa_run",
@@ -35,6 +38,7 @@ GENERIC_TOOLS = (RUN, GET, WAIT, CANCEL, LIST, LOGS)
 MAX_NAME = 64
 REREAD_SECONDS = 1.0  # the projects folder is read again at most this often
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_NAME}}}")
 _EXECUTION_ID = {"type": "string", "minLength": 1, "maxLength": 256}
 
 
@@ -46,21 +50,12 @@ class Tool:
     project_id: str | None = None  # a project's own tool
 
 
-def tool_names(project_ids: list[str]) -> dict[str, str]:
-    """Each project's tool name (see the module's docstring)."""
-    bases = {pid: _NOT_IN_NAME.sub("_", pid)[:MAX_NAME] for pid in project_ids}
-    taken: dict[str, int] = {}
-    for base in bases.values():
-        taken[base] = taken.get(base, 0) + 1
-    names = {}
-    for pid, base in bases.items():
-        clash = taken[base] > 1 or base in GENERIC_TOOLS
-        if clash and not (pid == base and base not in GENERIC_TOOLS):
-            digest = hashlib.sha256(pid.encode()).hexdigest()[:8]
-            names[pid] = f"{base[: MAX_NAME - 9]}_{digest}"
-        else:
-            names[pid] = base
-    return names
+def tool_name(project_id: str) -> str:
+    """The project's tool name (see the module's docstring)."""
+    if _NAME.fullmatch(project_id) and project_id not in GENERIC_TOOLS:
+        return project_id
+    base = _NOT_IN_NAME.sub("_", project_id)[: MAX_NAME - 9]
+    return f"{base}_{hashlib.sha256(project_id.encode()).hexdigest()[:8]}"
 
 
 def outcome_schema(result_schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -117,9 +112,18 @@ class ToolCatalog:
         self._read_at = now
         projects = tuple(self._projects() or ())
         if made is None or made[0] != projects:
-            names = tool_names([p.id for p in projects])
-            tools = [*self._generic, *(self._project_tool(names[p.id], p) for p in projects)]
-            made = self._made = (projects, tools, {t.name: t for t in tools})
+            tools = list(self._generic)
+            for project in projects:
+                tools.append(self._project_tool(tool_name(project.id), project))
+            by_name: dict[str, Tool] = {}
+            for tool in tools:  # a hashed name taken by a folder so named: the folder's
+                if by_name.setdefault(tool.name, tool) is not tool:
+                    log.warning(
+                        "two projects would be the tool %s: %s is left out",
+                        tool.name,
+                        tool.project_id,
+                    )
+            made = self._made = (projects, list(by_name.values()), by_name)
         return made
 
     def _project_tool(self, name: str, project: ProjectInfo) -> Tool:

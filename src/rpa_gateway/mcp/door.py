@@ -1,36 +1,22 @@
-"""The MCP door's parts, built once at start-up and shared by its transports."""
+"""The MCP door's parts, built once at start-up and shared by its transports, and the shape
+of their ASGI endpoints."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rpa_gateway import sse
 from rpa_gateway.config import Settings
-from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.lifecycle import Lifecycle
-from rpa_gateway.mcp.call_scope import Emit
-from rpa_gateway.mcp.gate import Refusal
-from rpa_gateway.mcp.jsonrpc import RpcError, error_response
+from rpa_gateway.mcp.gate import Refusal, check_host_and_origin, cors_headers
 from rpa_gateway.mcp.messages import McpMessages
-from rpa_gateway.mcp.results import dumps
+from rpa_gateway.mcp.responses import refusal_response
 from rpa_gateway.mcp.sessions import McpSessions
 from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.store.base import Store
-
-log = logging.getLogger(__name__)
-
-JSON = "application/json"
-# A request answered within this many seconds, with nothing sent before, is answered as JSON
-# (its HTTP status can then say how it went); one that takes longer, as an event stream.
-STREAM_AFTER = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,146 +28,31 @@ class McpDoor:
     lifecycle: Lifecycle
     pings: PingSweep
 
-    async def read_body(self, request: Request) -> bytes:
-        """The request body, at most ``RPA_MAX_BODY_BYTES`` (413 beyond), within
-        ``RPA_BODY_TIMEOUT``.  Raises Refusal."""
-        limit = self.settings.rpa_max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Refusal(413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.settings.rpa_body_timeout):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise Refusal(
-                            413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)"
-                        )
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise Refusal(408, "the body did not arrive in time") from None
-        return b"".join(chunks)
-
-    async def answer(
-        self,
-        answer: Callable[[Emit], Awaitable[dict[str, Any] | None]],
-        json_status: Callable[[dict[str, Any]], int],
-        cancelled: dict[str, Any],
-        *,
-        json_ok: bool = True,
-    ) -> Response:
-        """``answer``'s response: as JSON when it comes at once (within
-        :data:`STREAM_AFTER` s, with nothing to send before it), else as an event stream of
-        what it emits while it works (progress, and pings), then the response.  The client
-        leaving ends ``answer`` (never the run it waits for).  ``answer`` gives ``None``
-        when its client cancelled the request: the stream then ends without a response (as
-        the spec asks), a JSON answer is ``cancelled``."""
-        frames = _Frames()
-
-        def emit(notification: dict[str, Any]) -> None:
-            frames.put(message_frame(notification))
-
-        async def run() -> dict[str, Any] | None:
-            try:
-                return await answer(emit)
-            finally:
-                frames.put(None)
-
-        task = asyncio.create_task(run())
-        first = frames.get()
-        try:
-            await asyncio.wait((first,), timeout=STREAM_AFTER)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if first.done() and first.result() is None and json_ok:  # the answer, and nothing else
-            response = task.result() or cancelled
-            return json_response(response, json_status(response))
-        return EventStreamResponse(
-            _stream(first, frames, task), counter=self.lifecycle, pings=self.pings
-        )
-
-
-class _Frames:
-    """What an answer emits, in order, for its one reader (``None``: the answer is there).
-
-    A list and a future, not an ``asyncio.Queue``: every waiting call holds one, and a queue
-    brings four deques (3 KB) where this holds two slots."""
-
-    __slots__ = ("_ready", "_waiter")
-
-    def __init__(self) -> None:
-        self._ready: list[bytes | None] = []
-        self._waiter: asyncio.Future[bytes | None] | None = None
-
-    def put(self, frame: bytes | None) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(frame)
-        else:
-            self._ready.append(frame)
-
-    def get(self) -> asyncio.Future[bytes | None]:
-        taken: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        if self._ready:
-            taken.set_result(self._ready.pop(0))
-        else:
-            self._waiter = taken
-        return taken
-
 
 class McpAsgiEndpoint:
-    """An MCP endpoint as an ASGI app: its parts from ``app.state.mcp``, a refusal (raised
-    before any message is read) answered as a JSON-RPC error without id."""
+    """An MCP endpoint as an ASGI app: its parts from ``app.state.mcp``; a refusal (raised
+    before any message is read) answered as a JSON-RPC error without id; the CORS headers
+    of an allowed browser origin on whatever it answers."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        door: McpDoor = request.app.state.mcp
+        preflight = request.method == "OPTIONS"
         try:
-            response = await self.respond(request, request.app.state.mcp)
+            if preflight:  # a browser asking first: only an allowed origin is told yes
+                check_host_and_origin(request, door.settings)
+                response = Response(status_code=204)
+            else:
+                response = await self.respond(request, door)
         except Refusal as refusal:
             response = refusal_response(refusal)
+        cors = cors_headers(request, door.settings, preflight=preflight)
+        if cors:
+            response.raw_headers = [
+                *response.raw_headers,
+                *((name.encode(), value.encode()) for name, value in cors.items()),
+            ]
         await response(scope, receive, send)
 
     async def respond(self, request: Request, door: McpDoor) -> Response:
         raise NotImplementedError
-
-
-def json_response(
-    body: dict[str, Any] | list[dict[str, Any]],
-    status: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    return Response(dumps(body).encode(), status, headers=headers, media_type=JSON)
-
-
-def refusal_response(refusal: Refusal) -> Response:
-    body = error_response(None, refusal.code, refusal.message)
-    return json_response(body, refusal.status, refusal.headers)
-
-
-def rpc_error_response(error: RpcError, status: int = 400) -> Response:
-    return json_response(error.response(), status)
-
-
-def message_frame(message: dict[str, Any]) -> bytes:
-    return sse.frame(event="message", data=sse.json_data(message))
-
-
-async def _stream(
-    first: asyncio.Future[bytes | None],
-    frames: _Frames,
-    task: asyncio.Task[dict[str, Any] | None],
-) -> AsyncGenerator[bytes, None]:
-    try:
-        frame = await first
-        while frame is not None:
-            yield frame
-            frame = await frames.get()
-        response = task.result()
-        if response is not None:
-            yield message_frame(response)
-    finally:
-        if not task.done():
-            task.cancel()  # the client left: stop answering (the run goes on)

@@ -4,7 +4,8 @@
   loopback answers only loopback names, any name otherwise.  ``name`` or ``name:*``
   allows that name on any port, ``name:port`` on that port only.
 - A browser's ``Origin`` must be one of ``RPA_MCP_ALLOWED_ORIGINS`` (403 otherwise);
-  requests without one (every non-browser client) pass.
+  requests without one (every non-browser client) pass.  An allowed origin gets the CORS
+  headers a browser needs to read the answers (and its preflight ``OPTIONS`` a 204).
 - The key: ``Authorization`` as on the REST API, or ``?key=`` where the operator allows it
   (``RPA_MCP_ALLOW_QUERY_KEY``) for clients that cannot send headers.  401 with
   ``WWW-Authenticate: Bearer`` otherwise.
@@ -64,6 +65,32 @@ def _split(host: str) -> tuple[str, str]:
         return host[: end + 1], host[end + 2 :] if end >= 0 else ""
     name, _, port = host.partition(":")
     return name, port
+
+
+_EXPOSED = "Mcp-Session-Id, WWW-Authenticate"
+_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        "Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Session-Id, "
+        "Mcp-Method, Mcp-Name, Last-Event-ID, traceparent"
+    ),
+    "Access-Control-Max-Age": "600",
+}
+
+
+def cors_headers(
+    request: Request, settings: Settings, *, preflight: bool = False
+) -> dict[str, str]:
+    """The CORS headers for a request from an allowed browser origin (none otherwise)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin not in settings.mcp_allowed_origins:
+        return {}
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": _EXPOSED,
+        "Vary": "Origin",
+    }
+    return {**headers, **_PREFLIGHT} if preflight else headers
 
 
 def caller(request: Request, settings: Settings) -> tuple[str, bool]:

@@ -1,17 +1,19 @@
 """``/mcp``: the Streamable HTTP transport, both protocol generations on one endpoint.
 
 - ``2026-07-28`` (a request whose ``MCP-Protocol-Version`` or ``_meta`` says so):
-  stateless; the ``MCP-Protocol-Version``, ``Mcp-Method`` and ``Mcp-Name`` headers must
-  match the body (400, ``-32020`` otherwise), an unsupported version is 400 ``-32022``
-  naming the supported ones, an unknown method 404 ``-32601``, GET and DELETE 405.
+  stateless; the ``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name`` and ``Mcp-Param-*``
+  headers must match the body (400, ``-32020`` otherwise), an unsupported version is 400
+  ``-32022`` naming the supported ones, an unknown method 404 ``-32601``, GET and DELETE 405.
+  Closing the response stream cancels the request.
 - ``2024-11-05`` to ``2025-11-25``: ``initialize`` issues an ``Mcp-Session-Id`` kept in
   the store (valid on every replica; DELETE ends it, 404 after); requests without one are
   served too, as ``MCP-Protocol-Version`` says (``2025-03-26`` without it).  Batches
-  only at ``2025-03-26``.  GET is 405: the server sends nothing unasked.
+  only at ``2025-03-26``.  ``notifications/cancelled`` works within a session.  GET is
+  405: the server sends nothing unasked.
 
-A ``tools/call`` or ``tasks/result`` is answered as an event stream (progress, pings
-while it waits, then its response) when the client accepts one; everything else as
-JSON.  Nothing here knows executions: the kernel and the tools do.
+A ``tools/call`` or ``tasks/result`` answered within a quarter of a second is answered as
+JSON, a longer one as an event stream (progress, pings, then the answer) when the client
+takes one.  Nothing here knows executions: the kernel and the tools do.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     decode_header_value,
     find_duplicated_routing_header,
+    validate_mcp_param_headers,
 )
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,7 +35,7 @@ from starlette.responses import Response
 from rpa_gateway.api.body import trace_parent
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope, Emit
-from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor, json_response, rpc_error_response
+from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor
 from rpa_gateway.mcp.gate import Refusal, caller, check_host_and_origin
 from rpa_gateway.mcp.jsonrpc import RpcError
 from rpa_gateway.mcp.protocol import (
@@ -50,6 +53,8 @@ from rpa_gateway.mcp.protocol import (
     SUPPORTED_VERSIONS,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from rpa_gateway.mcp.responses import answered, json_response, read_body, rpc_error_response
+from rpa_gateway.mcp.sessions import HTTP
 from rpa_gateway.store.base import McpSession, StoreError
 
 log = logging.getLogger(__name__)
@@ -86,11 +91,9 @@ class McpEndpoint(McpAsgiEndpoint):
         if not session_id:
             raise Refusal(400, "DELETE ends a session: Mcp-Session-Id is missing")
         try:
-            ended = await door.sessions.end(session_id, token)
+            ended = await door.sessions.end(session_id, token, HTTP)
         except StoreError as exc:
-            raise Refusal(
-                503, f"sessions cannot be read now: {exc}", {"Retry-After": "1"}
-            ) from None
+            raise _unavailable(exc) from None
         if not ended:
             raise Refusal(404, "Session not found")
         return Response(status_code=204)
@@ -115,8 +118,10 @@ class _Post:
         content_type = self.headers.get("content-type")
         if content_type is not None and not _is_json(content_type):
             raise Refusal(415, "Content-Type must be application/json")
+        settings = self.door.settings
+        body = await read_body(self.request, settings.rpa_max_body_bytes, settings.rpa_body_timeout)
         try:
-            value = jsonrpc.decode(await self.door.read_body(self.request))
+            value = jsonrpc.decode(body)
         except RpcError as error:
             return rpc_error_response(error)
         version = self.headers.get(PROTOCOL_VERSION_HEADER)
@@ -149,21 +154,33 @@ class _Post:
             return json_response(
                 jsonrpc.error_response(message.id, route.code, route.message, route.data), status
             )
-        task_id = (message.params or {}).get("taskId")
-        if message.method in _TASK_METHODS and isinstance(task_id, str):
-            named = decode_header_value(self.headers.get(NAME_HEADER))
-            if named != task_id:
-                return _mismatch(message, "the Mcp-Name header does not match params.taskId")
-        meta = (message.params or {}).get("_meta")
-        scope = self._scope(route.protocol_version, meta)
+        params = message.params or {}
+        task_id = params.get("taskId")
+        named = decode_header_value(self.headers.get(NAME_HEADER))
+        if message.method in _TASK_METHODS and isinstance(task_id, str) and named != task_id:
+            return _mismatch(message, "the Mcp-Name header does not match params.taskId")
+        if message.method == "tools/call":
+            mismatch = self._param_headers(params)
+            if mismatch is not None:
+                return _mismatch(message, mismatch)
+        scope = self._scope(route.protocol_version, params.get("_meta"))
         return await self._answer(
             message,
             scope,
-            conversation=f"key {self.door.sessions.owner(self.token)}",
+            conversation=None,  # cancelled by closing the stream, not by notification
             modern=True,
             client_info=route.client_info,
             client_capabilities=route.client_capabilities,
         )
+
+    def _param_headers(self, params: dict[str, Any]) -> str | None:
+        """What is wrong with the ``Mcp-Param-*`` headers a tool's schema asks for."""
+        name, arguments = params.get("name"), params.get("arguments")
+        tool = self.door.messages.tool_schema(name) if isinstance(name, str) else None
+        if tool is None or not isinstance(arguments, dict):
+            return None  # the kernel says what is wrong with the call itself
+        rejection = validate_mcp_param_headers(tool, arguments, self.request.headers)
+        return rejection.message if rejection is not None else None
 
     # --- 2024-11-05 to 2025-11-25 --------------------------------------------------------------
     async def _handshake(self, value: Any, version: str | None) -> Response:
@@ -171,15 +188,14 @@ class _Post:
         session_id = self.headers.get(SESSION_HEADER)
         if session_id:
             try:
-                session = await self.door.sessions.find(session_id, self.token)
+                session = await self.door.sessions.find(session_id, self.token, HTTP)
             except StoreError as exc:
                 raise _unavailable(exc) from None
             if session is None:
                 raise Refusal(404, "Session not found: initialize a new one")
         version = version or (session.protocol_version if session else DEFAULT_HANDSHAKE_VERSION)
-        conversation = (
-            f"session {session.id}" if session else f"key {self.door.sessions.owner(self.token)}"
-        )
+        # A client's request ids are its own only within a session: cancels need one.
+        conversation = f"session {session.id}" if session else None
         if isinstance(value, list):
             return await self._batch(value, version, conversation)
         try:
@@ -197,20 +213,19 @@ class _Post:
         return await self._answer(message, scope, conversation=conversation, modern=False)
 
     async def _initialize(self, message: jsonrpc.Request, scope: CallScope) -> Response:
-        response = await self.door.messages.answer(scope, message, "initialize")
-        if response is None or "result" not in response:
-            return json_response(response or {}, 200 if response is not None else 202)
-        negotiated = str(response["result"].get("protocolVersion", scope.protocol_version))
+        response = await self.door.messages.answer(scope, message, None)
+        result = response.get("result") if response is not None else None
+        if response is None or not isinstance(result, dict):
+            return json_response(response or _cancelled(message))
+        negotiated = str(result.get("protocolVersion", scope.protocol_version))
         try:
-            session = await self.door.sessions.open(self.token, negotiated)
+            session = await self.door.sessions.open(self.token, negotiated, HTTP)
         except StoreError as exc:
-            raise Refusal(
-                503, f"sessions cannot be stored now: {exc}", {"Retry-After": "1"}
-            ) from None
+            raise _unavailable(exc) from None
         log.info("MCP session opened at %s", negotiated)
         return json_response(response, headers={"Mcp-Session-Id": session.id})
 
-    async def _batch(self, values: list[Any], version: str, conversation: str) -> Response:
+    async def _batch(self, values: list[Any], version: str, conversation: str | None) -> Response:
         if version not in BATCH_VERSIONS:
             return rpc_error_response(
                 RpcError(INVALID_REQUEST, f"Invalid Request: no batches at protocol {version}")
@@ -258,7 +273,7 @@ class _Post:
         message: jsonrpc.Request,
         scope: CallScope,
         *,
-        conversation: str,
+        conversation: str | None,
         modern: bool,
         client_info: Any = None,
         client_capabilities: Any = None,
@@ -282,8 +297,13 @@ class _Post:
             return 200
 
         if message.method in STREAMED and self.takes_stream:
-            return await self.door.answer(
-                answer, status_of, _cancelled(message), json_ok=self.takes_json
+            return await answered(
+                answer,
+                status_of,
+                _cancelled(message),
+                json_ok=self.takes_json,
+                counter=self.door.lifecycle,
+                pings=self.door.pings,
             )
         response = await answer(None) or _cancelled(message)
         return json_response(response, status_of(response))

@@ -32,6 +32,7 @@ from mcp_types import (
     PaginatedRequestParams,
     RequestParams,
     ServerTasksCapability,
+    TaskMetadata,
 )
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -154,6 +155,11 @@ class McpKernel:
         server.middleware.append(self._guard)
         self._server = server
 
+    def tool_schema(self, name: str) -> dict[str, Any] | None:
+        """The tool's input schema (its ``Mcp-Param-*`` headers are checked by it)."""
+        tool = self._tools.find(name)
+        return tool.definition["inputSchema"] if tool is not None else None
+
     async def request(
         self,
         scope: CallScope,
@@ -167,7 +173,7 @@ class McpKernel:
         """The request's result.  Raises MCPError (the JSON-RPC error to answer)."""
         reset = current_scope.set(scope)
         try:
-            return await serve_one(
+            result = await serve_one(
                 self._server,
                 _Request(request_id, _TRANSPORT),
                 method,
@@ -177,6 +183,12 @@ class McpKernel:
                 ),
                 lifespan_state={},
             )
+            if method == "initialize" and result.get("protocolVersion") != TASKS_VERSION:
+                # The tasks utility belongs to 2025-11-25 alone.
+                capabilities = result.get("capabilities")
+                if isinstance(capabilities, dict):
+                    capabilities.pop("tasks", None)
+            return result
         except ValidationError as exc:  # raised before our middleware saw the request
             raise MCPError(INVALID_PARAMS, _describe(exc)) from None
         finally:
@@ -281,6 +293,7 @@ class McpKernel:
         name = params.get("name")
         if not isinstance(name, str) or not isinstance(arguments, dict):
             raise MCPError(INVALID_PARAMS, "tools/call needs a name and an arguments object")
+        TaskMetadata.model_validate(params["task"])  # {"ttl"?: int}: else -32602, nothing runs
         tool = self._calls.tool(name, arguments)
         if not self._calls.runs(tool):
             raise MCPError(METHOD_NOT_FOUND, f"{name} does not run as a task (taskSupport)")
@@ -362,7 +375,8 @@ def _describe(exc: ValidationError) -> str:
     """Which parameters are wrong and how, without echoing their values."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in ("params", *error["loc"]))
+        loc = [str(part) for part in error["loc"]]
+        where = ".".join(loc if loc[:1] == ["params"] else ["params", *loc])
         problems.append(f"{where}: {error['msg']}")
     return "Invalid params: " + "; ".join(problems[:5])
 

@@ -49,19 +49,25 @@ class McpMessages:
         self._answering: dict[str, _Answering] = {}
         store.add_notice_listener(self._on_notice)
 
+    def tool_schema(self, name: str) -> dict[str, Any] | None:
+        return self._kernel.tool_schema(name)
+
     async def answer(
         self,
         scope: CallScope,
         request: Request,
-        conversation: str,
+        conversation: str | None,
         *,
         client_info: Any = None,
         client_capabilities: Any = None,
     ) -> dict[str, Any] | None:
         """The response to the request; ``None`` when its client cancelled it.
 
-        ``conversation`` scopes the client's request ids (its session, or its key)."""
-        with self._track(_key(conversation, request.id)) as answering:
+        ``conversation`` scopes the client's request ids (its session): a
+        ``notifications/cancelled`` naming this id in it ends the answer.  Without one,
+        nothing can be cancelled that way (ids are only a client's own within a session).
+        """
+        with self._track(conversation, request.id) as answering:
             try:
                 result = await self._kernel.request(
                     scope,
@@ -75,16 +81,16 @@ class McpMessages:
                 return error_response(request.id, exc.code, exc.message, exc.data)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if not answering.cancelled or task is None:
+                if answering is None or not answering.cancelled or task is None:
                     raise
                 task.uncancel()
                 log.info("MCP %s %s: cancelled by its client", request.method, request.id)
                 return None
         return result_message(request.id, result)
 
-    async def notified(self, notification: Notification, conversation: str) -> None:
-        """What a notification asks: only ``notifications/cancelled`` asks anything here."""
-        if notification.method != "notifications/cancelled":
+    async def notified(self, notification: Notification, conversation: str | None) -> None:
+        """What a notification asks: only ``notifications/cancelled``, within a session."""
+        if notification.method != "notifications/cancelled" or conversation is None:
             return
         request_id = (notification.params or {}).get("requestId")
         if isinstance(request_id, bool) or not isinstance(request_id, str | int):
@@ -96,7 +102,13 @@ class McpMessages:
             log.warning("MCP cancel of %s reached this process only: %s", request_id, exc)
 
     @contextmanager
-    def _track(self, key: str) -> Iterator[_Answering]:
+    def _track(
+        self, conversation: str | None, request_id: RequestId
+    ) -> Iterator[_Answering | None]:
+        if conversation is None:
+            yield None
+            return
+        key = _key(conversation, request_id)
         answering = _Answering(asyncio.current_task())
         self._answering[key] = answering
         try:

@@ -31,21 +31,28 @@ __all__ = [
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
     "INVALID_REQUEST",
+    "METHOD_HEADER",
     "METHOD_NOT_FOUND",
     "MISSING_REQUIRED_CLIENT_CAPABILITY",
     "MODERN_VERSIONS",
+    "NAME_HEADER",
     "PARSE_ERROR",
+    "PROTOCOL_VERSION_HEADER",
     "PROTOCOL_VERSION_META_KEY",
+    "RELATED_TASK_META_KEY",
     "REQUEST_CANCELLED",
+    "SESSION_HEADER",
     "SUPPORTED_VERSIONS",
     "TASKS_EXTENSION",
+    "TASKS_VERSION",
     "UNSUPPORTED_PROTOCOL_VERSION",
 ]
 
 HANDSHAKE_VERSIONS: Final = tuple(HANDSHAKE_PROTOCOL_VERSIONS)  # 2024-11-05 … 2025-11-25
 MODERN_VERSIONS: Final = tuple(MODERN_PROTOCOL_VERSIONS)  # 2026-07-28: stateless
 SUPPORTED_VERSIONS: Final = (*HANDSHAKE_VERSIONS, *MODERN_VERSIONS)
-# What a request without MCP-Protocol-Version speaks, when nothing else says (2025-06-18).
+# What a request without MCP-Protocol-Version speaks, when nothing else says (the rule of
+# 2025-06-18 and later).
 DEFAULT_HANDSHAKE_VERSION: Final = "2025-03-26"
 # Only 2025-03-26 lets a POST carry a JSON-RPC batch; later versions forbid it.
 BATCH_VERSIONS: Final = frozenset({"2025-03-26"})

@@ -12,6 +12,9 @@ from typing import Any
 
 from rpa_gateway.executions import Execution, JsonObject, Status
 
+# What an unfinished execution is doing, in a word.
+STATE_WORDS = {"ACCEPTED": "accepted", "PENDING": "queued", "RUNNING": "running"}
+
 _ENDED_STATUS = {
     Status.SUCCEEDED: "succeeded",
     Status.FAILED: "failed",

@@ -7,7 +7,11 @@ caller's ``?key=`` when that is how it came, as such clients send no headers), t
 answer as a ``message`` event.  ``POST /mcp/messages/?session_id=…`` is answered 202 at
 once; its answer reaches the stream through the store, so the POST may land on another
 replica than the stream (nginx spreads them).  The session lives in the store while its
-stream is open.
+stream is open.  An ``initialize`` asking for a later version is answered ``2025-03-26``,
+the newest this transport belongs to.
+
+An idle stream does not hold up a shutdown: the drain waits for the answers under way,
+then the streams end (their clients connect again).
 """
 
 from __future__ import annotations
@@ -23,20 +27,23 @@ from starlette.responses import Response
 
 from rpa_gateway import sse
 from rpa_gateway.api.body import trace_parent
+from rpa_gateway.api.edge import TRAILING_SLASH
 from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope
-from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor, rpc_error_response
+from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor
 from rpa_gateway.mcp.gate import QUERY_KEY, Refusal, caller, check_host_and_origin, key_in_query
 from rpa_gateway.mcp.jsonrpc import RpcError
 from rpa_gateway.mcp.protocol import BATCH_VERSIONS, INVALID_REQUEST
+from rpa_gateway.mcp.responses import read_body, rpc_error_response
 from rpa_gateway.mcp.results import dumps
-from rpa_gateway.mcp.sessions import RENEW_AFTER
+from rpa_gateway.mcp.sessions import RENEW_AFTER, SSE
 from rpa_gateway.store.base import McpSession, StoreError
 
 log = logging.getLogger(__name__)
 
 FIRST_VERSION = "2024-11-05"  # until the session's initialize says otherwise
+VERSIONS = ("2024-11-05", "2025-03-26")  # what this transport negotiates
 
 
 def channel(session_id: str) -> str:
@@ -54,16 +61,17 @@ class SseStreamEndpoint(McpAsgiEndpoint):
         if door.lifecycle.draining:
             raise Refusal(503, "the service is restarting; connect again", {"Retry-After": "1"})
         try:
-            session = await door.sessions.open(token, FIRST_VERSION)
+            session = await door.sessions.open(token, FIRST_VERSION, SSE)
         except StoreError as exc:
             raise Refusal(503, f"sessions unavailable now ({exc})", {"Retry-After": "1"}) from None
-        endpoint = f"messages/?session_id={session.id}"
+        # Relative to the stream's URL as the client wrote it (a proxy's prefix kept).
+        base = "../messages/" if request.scope.get(TRAILING_SLASH) else "messages/"
+        endpoint = f"{base}?session_id={session.id}"
         if key_in_query(request, door.settings):
             endpoint += f"&{QUERY_KEY}={quote(request.query_params[QUERY_KEY], safe='')}"
         log.info("MCP event stream opened (HTTP+SSE)")
-        return EventStreamResponse(
-            _stream(door, session, endpoint), counter=door.lifecycle, pings=door.pings
-        )
+        # Not counted among the streams a drain waits for: see the module's docstring.
+        return EventStreamResponse(_stream(door, session, endpoint), pings=door.pings)
 
 
 async def _stream(door: McpDoor, session: McpSession, endpoint: str) -> AsyncGenerator[bytes, None]:
@@ -75,7 +83,7 @@ async def _stream(door: McpDoor, session: McpSession, endpoint: str) -> AsyncGen
                     async with asyncio.timeout(RENEW_AFTER):
                         message = await messages.get()
                 except TimeoutError:  # a long-lived stream keeps its session
-                    await _renew(door, session)
+                    await _renew(door, session.id)
                     continue
                 if message is None:  # shutting down: the client connects again
                     return
@@ -87,9 +95,9 @@ async def _stream(door: McpDoor, session: McpSession, endpoint: str) -> AsyncGen
             log.warning("MCP session not forgotten (it expires by itself): %s", exc)
 
 
-async def _renew(door: McpDoor, session: McpSession) -> None:
+async def _renew(door: McpDoor, session_id: str) -> None:
     try:
-        await door.sessions.renew(session)
+        await door.sessions.renew(session_id)
     except StoreError as exc:
         log.warning("MCP session not renewed: %s", exc)
 
@@ -109,23 +117,25 @@ class SseMessagesEndpoint(McpAsgiEndpoint):
         if not session_id:
             raise Refusal(400, "session_id is missing: use the endpoint the stream announced")
         try:
-            session = await door.sessions.find(session_id, token)
+            session = await door.sessions.find(session_id, token, SSE)
         except StoreError as exc:
             raise Refusal(503, f"sessions unavailable now ({exc})", {"Retry-After": "1"}) from None
         if session is None:
             raise Refusal(404, "Session not found: open a new event stream")
+        settings = door.settings
+        body = await read_body(request, settings.rpa_max_body_bytes, settings.rpa_body_timeout)
         try:
-            value = jsonrpc.decode(await door.read_body(request))
+            value = jsonrpc.decode(body)
             messages = _messages(value, session.protocol_version)
         except RpcError as error:
             return rpc_error_response(error)
-        scope = CallScope(
-            token=token,
-            admin=admin,
-            protocol_version=session.protocol_version,
-            traceparent=trace_parent(request),
-        )
-        task = asyncio.create_task(self._answer(door, session, scope, messages))
+        traceparent = trace_parent(request)
+        scopes = [
+            CallScope(token, admin, session.protocol_version, traceparent=traceparent)
+            for _ in messages
+        ]
+        batch = isinstance(value, list)
+        task = asyncio.create_task(self._answer(door, session, scopes, messages, batch))
         self._answering.add(task)
         door.lifecycle.opened()  # a drain waits for the answer, as for an open stream
         task.add_done_callback(self._answered(door))
@@ -144,15 +154,15 @@ class SseMessagesEndpoint(McpAsgiEndpoint):
         self,
         door: McpDoor,
         session: McpSession,
-        scope: CallScope,
+        scopes: list[CallScope],
         messages: list[jsonrpc.Message | RpcError],
+        batch: bool,
     ) -> None:
         to = channel(session.id)
         outbox = _Outbox(door, to)
-        scope.emit = outbox.put
         conversation = f"session {session.id}"
         answers: list[dict[str, Any]] = []
-        for message in messages:
+        for scope, message in zip(scopes, messages, strict=True):
             if isinstance(message, RpcError):
                 answers.append(message.response())
             elif isinstance(message, jsonrpc.Notification):
@@ -161,24 +171,37 @@ class SseMessagesEndpoint(McpAsgiEndpoint):
                 params = message.params or {}
                 meta = params.get("_meta")
                 scope.meta = meta if isinstance(meta, dict) else {}
+                scope.emit = outbox.put
+                if message.method == "initialize":
+                    message = _capped(message)
                 answer = await door.messages.answer(scope, message, conversation)
                 if answer is None:
                     continue  # cancelled by its client: no answer
-                if message.method == "initialize" and "result" in answer:
-                    version = str(answer["result"].get("protocolVersion", scope.protocol_version))
+                result = answer.get("result")
+                if message.method == "initialize" and isinstance(result, dict):
+                    version = str(result.get("protocolVersion", scope.protocol_version))
                     try:
-                        session = await door.sessions.negotiated(session, version)
+                        await door.sessions.negotiated(session.id, version)
                     except StoreError as exc:
                         log.warning("MCP session's version not stored: %s", exc)
                 answers.append(answer)
         await outbox.flush()
         if not answers:
             return
-        body = answers if len(messages) > 1 else answers[0]
+        body: Any = answers if batch else answers[0]
         try:
             await door.store.send_message(to, dumps(body))
         except StoreError as exc:
             log.error("MCP answer not delivered to its stream: %s", exc)
+
+
+def _capped(message: jsonrpc.Request) -> jsonrpc.Request:
+    """An ``initialize`` asking for a version past this transport's asks for its newest."""
+    params = dict(message.params or {})
+    if params.get("protocolVersion") in VERSIONS:
+        return message
+    params["protocolVersion"] = VERSIONS[-1]
+    return jsonrpc.Request(message.id, message.method, params)
 
 
 def _messages(value: Any, version: str) -> list[jsonrpc.Message | RpcError]:

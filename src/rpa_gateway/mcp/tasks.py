@@ -27,13 +27,14 @@ from rpa_gateway.cursors import decode_cursor, encode_cursor
 from rpa_gateway.executions import Execution, Status
 from rpa_gateway.mcp.call_scope import CallScope
 from rpa_gateway.mcp.protocol import (
+    CLIENT_CAPABILITIES_META_KEY,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     RELATED_TASK_META_KEY,
     TASKS_EXTENSION,
 )
-from rpa_gateway.mcp.results import execution_outcome
+from rpa_gateway.mcp.results import STATE_WORDS, execution_outcome
 from rpa_gateway.mcp.tool_calls import RunRequest, ToolCalls
 from rpa_gateway.service import AlreadyFinished, ExecutionNotFound
 from rpa_gateway.store.base import ListQuery
@@ -42,12 +43,10 @@ TASK_GRACE = 1.0  # seconds a 2026 task-capable call waits before it answers wit
 POLL_INTERVAL_MS = 2000
 TASKS_PAGE = 50
 
-_STATE_WORDS = {Status.ACCEPTED: "accepted", Status.PENDING: "queued", Status.RUNNING: "running"}
-
 
 def declares_tasks(scope: CallScope) -> bool:
     """A 2026 request whose client takes tasks (the extension in its capabilities)."""
-    capabilities = scope.meta.get("io.modelcontextprotocol/clientCapabilities")
+    capabilities = scope.meta.get(CLIENT_CAPABILITIES_META_KEY)
     extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
     return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
 
@@ -61,8 +60,9 @@ class Tasks:
     async def start(self, run: RunRequest, scope: CallScope) -> dict[str, Any]:
         """``CreateTaskResult`` for a task-augmented ``tools/call``: the run, begun."""
         started = await self._calls.start(run, scope)
-        if not isinstance(started, tuple):
-            raise MCPError(INVALID_PARAMS, started.text.removeprefix("ERROR: "))
+        if not isinstance(started, tuple):  # refused: busy, restarting, a key reused
+            code = INVALID_PARAMS if started.status == "conflict" else INTERNAL_ERROR
+            raise MCPError(code, started.text.removeprefix("ERROR: "))
         execution, _ = started
         return {"task": self.task(execution)}
 
@@ -70,7 +70,7 @@ class Tasks:
         """The execution as a task (the 2026 extension's field names when ``modern``)."""
         outcome = execution.outcome
         if execution.finished_at is None or outcome is None:
-            status, message = "working", _STATE_WORDS.get(execution.status, "running")
+            status, message = "working", STATE_WORDS.get(execution.status.value, "running")
         elif execution.status is Status.SUCCEEDED:
             status, message = "completed", outcome.message
         elif execution.status is Status.CANCELLED:
@@ -145,7 +145,15 @@ class Tasks:
             ) from None
         if modern:
             return {"resultType": "complete"}
-        return self.task(execution)
+        if execution.finished_at is not None and execution.status is not Status.CANCELLED:
+            raise MCPError(
+                INVALID_PARAMS,
+                f"task {task_id} ended ({self.task(execution)['status']}) before it was cancelled",
+            )
+        cancelled = self.task(execution)
+        if cancelled["status"] == "working":  # recorded: its robot is being stopped
+            cancelled.update(status="cancelled", statusMessage="cancelled: the robot is stopping")
+        return cancelled
 
     async def update(self, task_id: str, scope: CallScope) -> dict[str, Any]:
         """A run never asks for input, so there is nothing to update: acknowledged."""

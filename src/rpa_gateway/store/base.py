@@ -62,6 +62,7 @@ class McpSession:
     owner: str  # keyed fingerprint of the token that opened it
     protocol_version: str
     expires_at: float  # epoch seconds
+    transport: str = "http"  # the transport that opened it: "http" (/mcp) or "sse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,18 @@ class Store(Protocol):
 
     # --- MCP sessions, and messages to the process holding a session's stream ------------
     async def put_mcp_session(self, session: McpSession) -> None:
-        """Record the session (or extend it: the same id with a later ``expires_at``)."""
+        """Record a new session."""
+        ...
+
+    async def update_mcp_session(
+        self,
+        session_id: str,
+        *,
+        protocol_version: str | None = None,
+        expires_at: float | None = None,
+    ) -> bool:
+        """Change a session that still exists (never bring back one ended meanwhile);
+        False when there is none."""
         ...
 
     async def mcp_session(self, session_id: str) -> McpSession | None:

@@ -1065,23 +1065,51 @@ class RedisStore:
         self._notice_listeners.append(listener)
 
     # --- MCP sessions, and messages between processes ----------------------------------
+    # A session's expiry is its key's: extended or changed only while the key exists, so a
+    # session ended meanwhile (by any process) never comes back.
     async def put_mcp_session(self, session: McpSession) -> None:
-        ttl_ms = max(1, math.ceil((session.expires_at - time.time()) * 1000))
         value = _dumps(
-            {"owner": session.owner, "v": session.protocol_version, "exp": session.expires_at}
+            {"owner": session.owner, "v": session.protocol_version, "t": session.transport}
         )
         async with self._redis("store an MCP session"):
-            await self._client.set(self._keys.mcp_session(session.id), value, px=ttl_ms)
+            await self._client.set(
+                self._keys.mcp_session(session.id), value, pxat=_epoch_ms(session.expires_at)
+            )
+
+    async def update_mcp_session(
+        self,
+        session_id: str,
+        *,
+        protocol_version: str | None = None,
+        expires_at: float | None = None,
+    ) -> bool:
+        key = self._keys.mcp_session(session_id)
+        async with self._redis("update an MCP session"):
+            if protocol_version is not None:
+                stored = await self._client.get(key)
+                if stored is None:
+                    return False
+                record = {**json.loads(stored), "v": protocol_version}
+                if not await self._client.set(key, _dumps(record), xx=True, keepttl=True):
+                    return False
+            if expires_at is not None:
+                return bool(await self._client.pexpireat(key, _epoch_ms(expires_at)))
+        return True
 
     async def mcp_session(self, session_id: str) -> McpSession | None:
+        key = self._keys.mcp_session(session_id)
         async with self._redis("read an MCP session"):
-            stored = await self._client.get(self._keys.mcp_session(session_id))
-        if stored is None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            stored, left_ms = await pipe.execute()
+        if stored is None or left_ms is None or left_ms < 0:
             return None
         record = json.loads(stored)
-        if record["exp"] <= time.time():
-            return None
-        return McpSession(session_id, record["owner"], record["v"], record["exp"])
+        expires_at = time.time() + left_ms / 1000
+        return McpSession(
+            session_id, record["owner"], record["v"], expires_at, record.get("t", "http")
+        )
 
     async def end_mcp_session(self, session_id: str) -> bool:
         async with self._redis("end an MCP session"):
@@ -1237,6 +1265,10 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isascii() or not port.isdigit():
         raise ValueError(f"not a host:port address: {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _epoch_ms(epoch: float) -> int:
+    return math.ceil(epoch * 1000)
 
 
 def _ms(seconds: float) -> str:

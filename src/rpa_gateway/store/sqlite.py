@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS mcp_sessions (
     id               TEXT PRIMARY KEY,
     owner            TEXT NOT NULL,
     protocol_version TEXT NOT NULL,
-    expires_at       REAL NOT NULL
+    expires_at       REAL NOT NULL,
+    transport        TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -482,24 +483,48 @@ class SqliteStore:
     async def put_mcp_session(self, session: McpSession) -> None:
         try:
             self._db.execute(
-                "INSERT OR REPLACE INTO mcp_sessions (id, owner, protocol_version, expires_at)"
-                " VALUES (?,?,?,?)",
-                (session.id, session.owner, session.protocol_version, session.expires_at),
+                "INSERT INTO mcp_sessions (id, owner, protocol_version, expires_at, transport)"
+                " VALUES (?,?,?,?,?)",
+                (
+                    session.id,
+                    session.owner,
+                    session.protocol_version,
+                    session.expires_at,
+                    session.transport,
+                ),
             )
         except sqlite3.Error as exc:
             raise self._write_failed("store an MCP session", exc) from exc
 
+    async def update_mcp_session(
+        self,
+        session_id: str,
+        *,
+        protocol_version: str | None = None,
+        expires_at: float | None = None,
+    ) -> bool:
+        try:
+            updated = self._db.execute(
+                "UPDATE mcp_sessions SET protocol_version=coalesce(?, protocol_version),"
+                " expires_at=coalesce(?, expires_at) WHERE id=? AND expires_at > ?",
+                (protocol_version, expires_at, session_id, time.time()),
+            ).rowcount
+        except sqlite3.Error as exc:
+            raise self._write_failed("update an MCP session", exc) from exc
+        return updated > 0
+
     async def mcp_session(self, session_id: str) -> McpSession | None:
         try:
             row = self._db.execute(
-                "SELECT owner, protocol_version, expires_at FROM mcp_sessions WHERE id=?",
+                "SELECT owner, protocol_version, expires_at, transport FROM mcp_sessions"
+                " WHERE id=?",
                 (session_id,),
             ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read an MCP session: {exc}") from exc
         if row is None or row[2] <= time.time():
             return None
-        return McpSession(session_id, row[0], row[1], row[2])
+        return McpSession(session_id, row[0], row[1], row[2], row[3])
 
     async def end_mcp_session(self, session_id: str) -> bool:
         try:
