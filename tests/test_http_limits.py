@@ -131,3 +131,47 @@ def test_the_connection_is_closed_after_a_413(gateway: GatewayProcess) -> None:
     reply = read_reply(sock)  # returns only once the service has closed the connection
     assert reply.startswith(b"HTTP/1.1 413 ")
     assert b"connection: close" in reply.lower()
+
+
+def head_of(size: int, project: str, body: bytes) -> bytes:
+    """A request head of exactly ``size`` bytes (request line, headers, blank line) that
+    creates an execution of ``project``."""
+    lines = [
+        b"POST /rpa/v1/executions HTTP/1.1",
+        b"Host: x",
+        b"Authorization: Bearer head-limit-caller",
+        b"Content-Type: application/json",
+        b"Content-Length: " + str(len(body)).encode(),
+    ]
+    fixed = sum(len(line) + 2 for line in lines) + len(b"X-Pad: \r\n") + 2
+    lines.append(b"X-Pad: " + b"p" * (size - fixed))
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    assert len(head) == size
+    return head
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 5], ids=["whole", "in-two", "in-five"])
+def test_a_head_over_the_limit_is_431_however_it_arrives(
+    start_gateway: GatewayFactory, pieces: int
+) -> None:
+    gateway = start_gateway(RPA_MAX_HEADER_BYTES="2048")
+    outcomes = {}
+    for size in (2048, 2049, 3000):
+        project = f"head-{size}-{pieces}-{time.time_ns()}"
+        body = f'{{"project_id": "{project}"}}'.encode()
+        request = head_of(size, project, body) + body
+        sock = raw(gateway)
+        step = -(-len(request) // pieces)
+        for start in range(0, len(request), step):
+            sock.sendall(request[start : start + step])
+            time.sleep(0.05)  # separate reads on the server
+        reply = read_reply(sock)
+        sock.close()
+        listed = httpx.get(
+            gateway.base_url + "/rpa/v1/executions",
+            params={"project_id": project},
+            headers={"Authorization": "Bearer head-limit-caller"},
+            timeout=10,
+        ).json()["items"]
+        outcomes[size] = (reply.split(b" ", 2)[1], len(listed))
+    assert outcomes == {2048: (b"202", 1), 2049: (b"431", 0), 3000: (b"431", 0)}

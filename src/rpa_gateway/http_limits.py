@@ -1,8 +1,10 @@
 """The limits uvicorn's httptools protocol lacks, added to it (no parser of our own).
 
-- Request headers larger than ``max_header_bytes`` get a 431 and the connection
-  closes: httptools buffers a header line whole, so ten clients sending 32 MB
-  lines grew the process by 380 MB.
+- A request head (request line and headers) larger than ``max_header_bytes`` gets a
+  431 and the connection closes, however its bytes arrive: a head still incomplete
+  past the limit is refused as it comes (httptools buffers a header line whole, so
+  ten clients sending 32 MB lines grew the process by 380 MB), a complete one is
+  measured before the app sees it.
 - A connection that has not sent a complete request head within
   ``header_timeout`` seconds of opening (or of its previous response) is closed
   with a 408: idle sockets were held forever, and enough of them exhausted the
@@ -91,6 +93,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_received()
+        size = self._head_size()
+        if size > self._limits.max_header_bytes:
+            self.logger.info("a request head of %d bytes is refused", size)
+            self._answer_with(_headers_too_large(self._limits.max_header_bytes))
+            return
         if len(self.connections) <= self._limits.max_connections:
             super().on_headers_complete()
             # The request's task is scheduled, not begun: it sees the scope with this.
@@ -99,11 +106,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.scope[SCOPE_KEY] = self._connection  # type: ignore[literal-required]
             return
         self.logger.warning("%d connections open: a request is refused", len(self.connections))
-        app, self.app = self.app, _too_many_connections
+        self._answer_with(_too_many_connections)
+
+    def _answer_with(self, refusal: Any) -> None:
+        """The request, answered by ``refusal`` (an ASGI app) instead of the service."""
+        app, self.app = self.app, refusal
         try:
             super().on_headers_complete()
         finally:
             self.app = app
+
+    def _head_size(self) -> int:
+        """The request head's bytes as sent in the usual form: the request line, each
+        header as ``name: value``, the lines' ends and the blank line."""
+        line = len(self.parser.get_method()) + len(self.url) + len(" HTTP/1.1\r\n") + 1
+        return line + sum(len(n) + len(v) + 4 for n, v in self.headers) + 2
 
     def _await_head(self) -> None:
         self._head_bytes = 0
@@ -145,25 +162,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
-async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
-    error, message = "too_many_connections", "the service has too many open connections"
-    request = Request(normalised(scope))
-    if reads_data_lines(request):
-        body = compat_wire.refusal_frame(503, error, message + "; retry shortly", "", [], 4096)
-        content_type = f"{sse.MEDIA_TYPE}; charset=utf-8"
-    else:
-        body = json.dumps({"error": error, "message": message + "; retry shortly"}).encode()
-        content_type = "application/json"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-                (b"connection", b"close"),
-            ],
-        }
+def _refusal_app(status: int, error: str, message: str, extra: list[tuple[bytes, bytes]]) -> Any:
+    """An ASGI app that refuses the request in the form its caller reads, and closes."""
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(normalised(scope))
+        if reads_data_lines(request):
+            body = compat_wire.refusal_frame(status, error, message, "", [], 4096)
+            content_type = f"{sse.MEDIA_TYPE}; charset=utf-8"
+        else:
+            body = json.dumps({"error": error, "message": message}).encode()
+            content_type = "application/json"
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
+
+
+_too_many_connections = _refusal_app(
+    503,
+    "too_many_connections",
+    "the service has too many open connections; retry shortly",
+    [(b"retry-after", b"1")],
+)
+
+
+def _headers_too_large(limit: int) -> Any:
+    return _refusal_app(
+        431, "headers_too_large", f"request headers are larger than {limit} bytes", []
     )
-    await send({"type": "http.response.body", "body": body})
