@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 
 from tests.conftest import GatewayFactory
@@ -82,3 +83,32 @@ def test_the_data_directory_is_private(start_gateway: GatewayFactory, fake: Fake
     assert {f.name for f in files} >= {"rpa-gateway.db", "rpa-gateway.db-wal"}
     for file in files:
         assert file.stat().st_mode & 0o777 == 0o600, file
+
+
+@pytest.mark.parametrize("token", ["t", "k"])
+def test_a_short_token_is_scrubbed_as_itself_never_out_of_words(
+    start_gateway: GatewayFactory, fake: FakeUpstream, token: str
+) -> None:
+    """The Quickstart's token is "t", make cluster's "k": messages stay readable, and the
+    token still appears nowhere as itself."""
+    gateway = start_gateway(XIAOWU_RPA_TIMEOUT="1.5")
+    scenarios = {
+        "failed": {"steps": [{"status": "FAILED", "error": "the task went wrong at step 2"}]},
+        "echoed": {"steps": [{"status": "FAILED", "error": f"robot saw {token} and gave up"}]},
+        "timeout": {"steps": [{"status": "RUNNING"}] * 1000},
+    }
+    messages = {}
+    for name, scenario in scenarios.items():
+        pid = f"p-{uuid.uuid4().hex[:8]}"
+        fake.script(pid, steps=scenario["steps"])
+        result = exec_stream(gateway.base_url, {"project_id": pid, "sid": "s"}, token=token)
+        stored = httpx.get(
+            f"{gateway.base_url}/rpa/v1/executions/{result.ids[0].rsplit(':', 1)[0]}",
+            headers={"Authorization": token},
+            timeout=10,
+        ).json()["result"]["message"]
+        assert stored == result.terminal["message"]  # what is stored is what was sent
+        messages[name] = stored
+    assert messages["failed"] == "Query task error: the task went wrong at step 2"
+    assert messages["echoed"] == "Query task error: robot saw [redacted] and gave up"
+    assert messages["timeout"] == "Timeout error"

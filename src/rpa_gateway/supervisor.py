@@ -45,6 +45,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.poll_schedule import Schedule, backoff_schedule
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.telemetry.context import current_execution
+from rpa_gateway.telemetry.redaction import scrub
 
 log = logging.getLogger(__name__)
 
@@ -550,7 +551,7 @@ def _outcome_of(state: TaskState) -> Outcome | None:
 
 
 def _redact(text: str, token: str) -> str:
-    return text.replace(token, "[redacted]") if token and token in text else text
+    return scrub(text, token)
 
 
 def _redact_outcome(outcome: Outcome, token: str) -> Outcome:
