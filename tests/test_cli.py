@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -282,3 +283,41 @@ def test_watch_re_attaches_across_a_dropped_connection(
     resumed = [h for h in proxy.heads[1:] if b"last-event-id" in h.lower()]
     assert resumed, proxy.heads
     assert f"{counted}:{seen[-1]['seq']}".encode() in resumed[0]
+
+
+def test_the_cli_finds_the_service_its_config_env_names(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """A newcomer's folder: config.env sets the port; the Quickstart's curl token is the
+    command line's default, so each sees the other's executions."""
+    folder = tmp_path / "newcomer"
+    folder.mkdir()
+    (folder / "config.env").write_text(f"SERVICE_PORT={gateway.port}\n")
+    execution_id = start_execution(gateway.base_url, "local-cli", "hello", {"name": "Nu"})
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("SERVICE_PORT", "RPA_GATEWAY_URL", "RPA_GATEWAY_TOKEN")
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=folder,
+        env=environment,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert execution_id in listed.stdout
+    # The environment still comes first, as for serve.
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "rpa_gateway", "ls", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=folder,
+        env={**environment, "SERVICE_PORT": "1"},
+    )
+    assert elsewhere.returncode == 2

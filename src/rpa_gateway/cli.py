@@ -116,20 +116,35 @@ def _console(args: argparse.Namespace) -> int:
         return 130
 
 
+# Not a secret: the caller name of the README's examples, so they see each other's runs.
+DEFAULT_TOKEN = "local-cli"  # noqa: S105
+
+
+def _setting(name: str, default: str) -> str:
+    """A setting as ``serve`` reads it: the environment, then ``config.env`` here."""
+    if name in os.environ:
+        return os.environ[name]
+    from dotenv import dotenv_values
+
+    found = dotenv_values("config.env").get(name) if os.path.isfile("config.env") else None
+    return found if found else default
+
+
 def _service_options() -> argparse.ArgumentParser:
     """--url and --token (and their environment variables), shared by the client commands."""
     options = argparse.ArgumentParser(add_help=False)
+    port = _setting("SERVICE_PORT", "19999")
     options.add_argument(
         "--url",
-        default=os.environ.get(
-            "RPA_GATEWAY_URL", f"http://127.0.0.1:{os.environ.get('SERVICE_PORT', '19999')}"
-        ),
-        help="the service (default: RPA_GATEWAY_URL or http://127.0.0.1:SERVICE_PORT)",
+        default=_setting("RPA_GATEWAY_URL", f"http://127.0.0.1:{port}"),
+        help="the service (default: RPA_GATEWAY_URL, else http://127.0.0.1:SERVICE_PORT; both"
+        " read from the environment, then config.env, as serve reads its settings)",
     )
     options.add_argument(
         "--token",
-        default=os.environ.get("RPA_GATEWAY_TOKEN", "local-cli"),
-        help="the caller token (default: RPA_GATEWAY_TOKEN or 'local-cli')",
+        default=_setting("RPA_GATEWAY_TOKEN", DEFAULT_TOKEN),
+        help=f"the caller token (default: RPA_GATEWAY_TOKEN, else {DEFAULT_TOKEN!r}, the token"
+        " of the README's examples); give a key that starts with '-' as --token=KEY",
     )
     return options
 
