@@ -415,3 +415,24 @@ def test_a_burst_from_one_caller_queues_and_every_run_finishes(local) -> None:  
     failures = [(row["code"], row["message"]) for row in rows if row["code"] != 0]
     assert failures == []
     assert [json.loads(row["data"]) for row in rows] == [{"n": n} for n in range(runs)]
+
+
+def test_a_missing_or_empty_projects_folder_is_named_at_start_up(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere"
+    gateway = start_gateway(upstream=False, RPA_BACKEND="local", RPA_PROJECTS_DIR=str(missing))
+    assert f"the projects folder {missing} (RPA_PROJECTS_DIR) does not exist" in (
+        gateway.log_text()
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = start_gateway(upstream=False, RPA_BACKEND="local", RPA_PROJECTS_DIR=str(empty))
+    assert f"the projects folder {empty} (RPA_PROJECTS_DIR) holds no folder" in other.log_text()
+    assert "WARNING" in other.log_text().split("holds no folder")[0].splitlines()[-1]
+
+
+def test_a_folder_with_projects_starts_without_a_warning(local) -> None:  # type: ignore[no-untyped-def]
+    make_project(local.projects, "one", 'print(\'{"event": "result", "data": {}}\')')
+    gateway = local()
+    assert "no projects" not in gateway.log_text()

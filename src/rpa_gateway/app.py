@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -76,6 +77,20 @@ def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
     )
 
 
+def warn_without_projects(folder: Path, backend: Backend) -> None:
+    """A service with nothing to run says so, naming where it looked (a relative
+    RPA_PROJECTS_DIR is taken from the folder it was started in)."""
+    where = folder.resolve()
+    if not where.is_dir():
+        log.warning("no projects: the projects folder %s (RPA_PROJECTS_DIR) does not exist", where)
+    elif not backend.projects():
+        log.warning(
+            "no projects: the projects folder %s (RPA_PROJECTS_DIR) holds no folder with a"
+            " project.toml",
+            where,
+        )
+
+
 def build_vault(settings: Settings) -> TokenVault:
     key = settings.rpa_token_key
     return TokenVault.from_settings(
@@ -143,6 +158,8 @@ def create_app(settings: Settings) -> FastAPI:
             settings, store, service, backend, vault, lifecycle, telemetry, pings
         )
         log.info("backend %s serves: %s; store %s", backend.name, backend.describe(), where)
+        if settings.backend == "local":
+            warn_without_projects(settings.rpa_projects_dir, backend)
         # With Redis, the stewardship takes them over in batches, renewing in between.
         resumed, waiting = (0, 0) if settings.redis_seeds else await service.resume_unfinished()
         if resumed or waiting:
