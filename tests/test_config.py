@@ -56,6 +56,10 @@ def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[st
             "XIAOWU_RPA_TASK_CREATE_URL: must be set when RPA_BACKEND is astron",
         ),
         ({"RPA_BACKEND": "cloud"}, "RPA_BACKEND: Input should be 'local' or 'astron'"),
+        (
+            {"RPA_STORE_MAX_MB": "0.05"},
+            "RPA_STORE_MAX_MB: Input should be greater than or equal to 1",
+        ),
         ({"RPA_TOKEN_KEY": "not-a-valid-key-value"}, "RPA_TOKEN_KEY: must be 32 bytes"),
         (
             {"REDIS_ADDR": "127.0.0.1:6379"},

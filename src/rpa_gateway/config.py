@@ -95,9 +95,10 @@ class Settings(BaseSettings):
     rpa_max_unfinished_per_token: Annotated[int, Field(ge=1)] = 1000
     rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")
-    # Largest the execution store may grow (MB); at the bound creates are refused (503) until
-    # retention frees room, as on a full disk.  Unset: bounded by the disk only.
-    rpa_store_max_mb: Annotated[float, Field(gt=0)] | None = None
+    # Largest the execution store (the database and its WAL) may grow (MB); at the bound
+    # creates are refused (503) until retention frees room, as on a full disk.  At least 1:
+    # the empty store takes about 0.2 MB.  Unset: bounded by the disk only.
+    rpa_store_max_mb: Annotated[float, Field(ge=1)] | None = None
     rpa_poll_first_delay: PositiveSeconds = 1.0
     rpa_poll_backoff: Annotated[float, Field(ge=1.0)] = 2.0
     # Seconds from a run's end to its result aimed for by the schedules learned from each

@@ -166,8 +166,7 @@ class SqliteStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
             if max_bytes is not None:
-                page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-                self._db.execute(f"PRAGMA max_page_count={max(1, max_bytes // page_size)}")
+                self._bound(max_bytes)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version} is not {SCHEMA_VERSION}")
@@ -175,6 +174,19 @@ class SqliteStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
+
+    def _bound(self, max_bytes: int) -> None:
+        """The database and its WAL together within ``max_bytes``: a quarter is kept for the
+        WAL, which is checkpointed once it holds half of that (a write committed past that
+        point still lands whole, so it has the other half) and cut back to the quarter; the
+        rest is the database's (its page count capped: a write beyond fails as on a full
+        disk).  One write larger than an eighth of the bound can overstep it by its size."""
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = max_bytes // page_size
+        wal_pages = max(16, pages // 4)
+        self._db.execute(f"PRAGMA wal_autocheckpoint={wal_pages // 2}")
+        self._db.execute(f"PRAGMA journal_size_limit={wal_pages * page_size}")
+        self._db.execute(f"PRAGMA max_page_count={max(1, pages - wal_pages)}")
 
     # --- writes ---------------------------------------------------------------
     async def create(

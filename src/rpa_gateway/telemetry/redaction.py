@@ -40,4 +40,3 @@ def scrub(text: str, secret: str) -> str:
         return text.replace(secret, REDACTED)
     alone = re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
     return alone.sub(REDACTED, text)
-
