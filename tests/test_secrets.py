@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import GatewayFactory
+from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream
+from tests.gateway_process import GatewayProcess
 from tests.sse_client import exec_stream
 
 TOKEN = "sk-LEAKCANARY-0123456789abcdef"
@@ -112,3 +114,16 @@ def test_a_short_token_is_scrubbed_as_itself_never_out_of_words(
     assert messages["failed"] == "Query task error: the task went wrong at step 2"
     assert messages["echoed"] == "Query task error: robot saw [redacted] and gave up"
     assert messages["timeout"] == "Timeout error"
+
+
+def test_an_existing_data_directory_is_made_private(tmp_path: Path, fake: FakeUpstream) -> None:
+    workdir = tmp_path / "gw"
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    data.chmod(0o755)  # made by hand, or by a deployment, before the first start
+    gateway = GatewayProcess({**FAST, **fake.env(), "RPA_DATA_DIR": str(data)}, workdir)
+    gateway.start()
+    try:
+        assert data.stat().st_mode & 0o777 == 0o700
+    finally:
+        gateway.stop()

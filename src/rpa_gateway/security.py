@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _NONCE_BYTES = 12
 FINGERPRINT_KEY_FILE = "fingerprint.key"
+
+log = logging.getLogger(__name__)
 
 
 class TokenVault:
@@ -67,10 +70,28 @@ def _derive(key: bytes, label: bytes) -> bytes:
     return hmac.new(key, label, hashlib.sha256).digest()
 
 
+def private_directory(path: Path) -> None:
+    """``path`` as a directory only this user can enter: made 0700, or an existing one
+    (made by hand, or by an older version) tightened to it; one it cannot tighten is
+    named in a warning."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except OSError as exc:
+            log.warning(
+                "%s is open to other users (mode %o) and cannot be made private: %s",
+                path,
+                mode,
+                exc.strerror,
+            )
+
+
 def _local_fingerprint_key(data_dir: Path) -> bytes:
     """A random key kept beside the store (mode 0600), made on first start."""
     path = data_dir / FINGERPRINT_KEY_FILE
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(data_dir)
     try:
         key = path.read_bytes()
         if len(key) == 32:

@@ -28,6 +28,7 @@ from rpa_gateway.executions import (
     Status,
     terminal_data,
 )
+from rpa_gateway.security import private_directory
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
@@ -117,7 +118,7 @@ def _exclusive_lock(path: Path) -> int:
     """One service per data directory: a second would supervise the same executions (and,
     starting, kill the runs it takes for a dead predecessor's).  Released when the process
     ends, however it ends."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(path.parent)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,7 +134,7 @@ def _exclusive_lock(path: Path) -> int:
 def _private_file(path: Path) -> None:
     """The database readable by this user only (SQLite gives its WAL the same mode); a
     directory made for it is 0700."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(path.parent)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
