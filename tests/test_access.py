@@ -14,6 +14,7 @@ from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.feed_client import Feed
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, events, get
+from tests.sse_client import exec_stream
 
 
 def new_key() -> tuple[str, str]:
@@ -149,3 +150,36 @@ def test_an_operator_key_sees_every_caller_s_executions_and_may_cancel_them(
     _, frames, _ = events(base, bobs, admin)
     assert frames[-1]["event"] == "terminal" and frames[-1]["code"] == 0
     assert get(base, alices, alice).json()["status"] == "CANCELLED"
+
+
+def test_a_keys_file_takes_comments_after_keys(
+    start_gateway: GatewayFactory, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    (node, node_entry), (cli, _) = new_key(), new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(f"# callers\n{node_entry}  # astron-agent's node\n{cli}\t# the CLI, in clear\n")
+    gateway = start_gateway(RPA_API_KEYS_FILE=str(keys))
+    pid = new_project_id()
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {}}])
+    for token in (node, cli):
+        assert create(gateway.base_url, {"project_id": pid}, token).status_code == 202
+    assert create(gateway.base_url, {"project_id": pid}, "stranger").status_code == 401
+
+
+def test_an_operator_resumes_any_caller_s_stream_and_replays_are_marked(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    (alice, alice_entry), (admin, admin_entry) = new_key(), new_key()
+    gateway = start_gateway(RPA_API_KEYS=alice_entry, RPA_ADMIN_KEYS=admin_entry)
+    pid = new_project_id()
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {"ok": 1}}}])
+    key = {"Idempotency-Key": f"k-{pid}"}
+    first = exec_stream(gateway.base_url, {"project_id": pid}, token=alice, headers=key)
+    again = exec_stream(gateway.base_url, {"project_id": pid}, token=alice, headers=key)
+    assert first.terminal["code"] == again.terminal["code"] == 0
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers.get("idempotent-replayed") == "true"
+    resumed = exec_stream(
+        gateway.base_url, {}, token=admin, headers={"Last-Event-ID": f"{first.ids[0]}"}
+    )
+    assert resumed.status_code == 200 and resumed.terminal == first.terminal

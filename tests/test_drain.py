@@ -144,3 +144,33 @@ def test_a_second_sigterm_cuts_the_drain_short(tmp_path: Path, fake: FakeUpstrea
     assert all("reconnect with Last-Event-ID" in str(outputs) for outputs, _ in results)
     assert max(at for _, at in results) - cut < 5
     assert _exit_time(gateway).result(timeout=30) - cut < 10
+
+
+def test_a_local_run_s_reconnect_frame_says_the_run_stops_with_the_service(
+    tmp_path: Path,
+) -> None:
+    projects = Path(__file__).resolve().parent.parent / "projects"
+    env = {
+        **FAST,
+        "RPA_BACKEND": "local",
+        "RPA_PROJECTS_DIR": str(projects),
+        "RPA_DRAIN_SECONDS": "1",
+        "RPA_LOCAL_KILL_GRACE": "0.5",
+    }
+    gateway = GatewayProcess(env, tmp_path).start()
+    with ThreadPoolExecutor(1) as pool:
+        stream = pool.submit(
+            node_call,
+            gateway.base_url,
+            "drain-key",
+            {"project_id": "countdown", "params": {"seconds": 30}},
+        )
+        wait_until_all_running(gateway.database, 1)
+        assert gateway.process is not None
+        gateway.process.send_signal(signal.SIGTERM)
+        with pytest.raises(NodeFailed) as ended:
+            stream.result(timeout=30)
+    message = str(ended.value)
+    assert "55005" in message or "Service restarting" in message, message
+    assert "this run stops with it" in message and "goes on" not in message
+    _exit_time(gateway).result(timeout=30)

@@ -22,11 +22,12 @@ def digest(token: str) -> bytes:
 
 
 def parse_entries(entries: Iterable[str], source: str) -> list[bytes]:
-    """Digests of the entries (blanks and ``#`` comments skipped); ValueError names a bad one."""
+    """Digests of the entries (blanks skipped; a ``#`` starts a comment, on a line of its own
+    or after a key); ValueError names a bad one."""
     digests = []
-    for number, entry in enumerate(entries, 1):
-        entry = entry.strip()
-        if not entry or entry.startswith("#"):
+    for number, line in enumerate(entries, 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
             continue
         if entry.lower().startswith("sha256:"):
             match = _DIGEST.fullmatch(entry)

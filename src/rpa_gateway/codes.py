@@ -48,7 +48,12 @@ def cancelled_message(detail: str = "") -> str:
     return f"Task cancelled: {detail}" if detail else "Task cancelled"
 
 
-def reconnect_message(event_id: str) -> str:
+def reconnect_message(event_id: str, *, run_outlives_service: bool = True) -> str:
+    if not run_outlives_service:  # a local run is a process of this service
+        return (
+            "Service restarting: this run stops with it and its execution ends with 55002;"
+            f" reconnect with Last-Event-ID: {event_id} to get that end"
+        )
     return (
         "Service restarting: the execution goes on; reconnect with"
         f" Last-Event-ID: {event_id} to get its result"

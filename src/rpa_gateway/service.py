@@ -185,6 +185,11 @@ class ExecutionService:
         events = await self._store.events_after(execution.id, execution.last_seq - 1)
         return events[-1] if events else None
 
+    @property
+    def runs_outlive_the_service(self) -> bool:
+        """False for local runs: processes of this service, they stop with it."""
+        return not self._backend.runs_here
+
     def run_info(self, execution: Execution) -> TaskInfo | None:
         """Live details of a running execution's run (queue position, logs so far)."""
         if execution.finished_at is not None or execution.upstream_id is None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rpa_gateway.api import compat_wire
-from rpa_gateway.api.auth import TOKEN_SECURITY, caller_token
+from rpa_gateway.api.auth import TOKEN_SECURITY, caller_token, is_admin
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
@@ -49,11 +49,15 @@ async def exec_rpa(request: Request) -> Response:
     parts = components(request)
     cursor = last_event_id(request)
     first: Event | None = None
+    replayed = False
     if cursor is not None:
-        execution = await parts.executions.attach(cursor[0], token, after=cursor[1])
+        execution = await parts.executions.attach(
+            cursor[0], token, after=cursor[1], every_owner=is_admin(request, token)
+        )
         after = cursor[1]
     else:
         execution, first = await create_execution(request, parts, token)
+        replayed = first is None  # the execution its Idempotency-Key made before
         after = 0
     settings = parts.settings
     events = parts.executions.follow(execution.id, after, known=first)
@@ -64,5 +68,9 @@ async def exec_rpa(request: Request) -> Response:
         retry_ms=settings.rpa_reconnect_delay_ms,
         last_event_id=f"{execution.id}:{after}",
         max_line=settings.rpa_max_frame_bytes,
+        run_outlives_service=parts.executions.runs_outlive_the_service,
     )
-    return EventStreamResponse(body_stream, counter=parts.lifecycle, pings=parts.pings)
+    response = EventStreamResponse(body_stream, counter=parts.lifecycle, pings=parts.pings)
+    if replayed:
+        response.raw_headers = [*response.raw_headers, (b"idempotent-replayed", b"true")]
+    return response

@@ -100,10 +100,14 @@ def _printable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
-def reconnect_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
+def reconnect_frame(
+    last_event_id: str, sid: str, retry_ms: int, *, run_outlives_service: bool = True
+) -> bytes:
     payload = {
         "code": Code.RECONNECT.value,
-        "message": codes.reconnect_message(last_event_id),
+        "message": codes.reconnect_message(
+            last_event_id, run_outlives_service=run_outlives_service
+        ),
         "sid": sid,
         "data": None,
     }
@@ -132,10 +136,13 @@ async def render(
     retry_ms: int,
     last_event_id: str,
     max_line: int,
+    run_outlives_service: bool = True,
 ) -> AsyncGenerator[bytes, None]:
     async for event in events:
         if event is Signal.RECONNECT:
-            yield reconnect_frame(last_event_id, sid, retry_ms)
+            yield reconnect_frame(
+                last_event_id, sid, retry_ms, run_outlives_service=run_outlives_service
+            )
             return
         elif event is Signal.STORE_FAILED:
             yield store_failed_frame(last_event_id, sid, retry_ms)
