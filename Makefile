@@ -26,7 +26,8 @@ run: $(STAMP)
 	$(BIN)/rpa-gateway serve
 
 # Redis, three replicas and nginx on this machine (see deploy/cluster.py).
-cluster: $(STAMP) system-packages
+cluster: $(STAMP)
+	deploy/system-packages.sh redis-server nginx
 	$(BIN)/python deploy/cluster.py
 
 test: lint typecheck pytest
