@@ -89,17 +89,24 @@ def test_ls_and_show_list_the_caller_s_executions_as_tables_and_json(
     assert [i["id"] for i in only_hello] == [greeted]
     assert json.loads(cli(gateway, "ls", "--json", "--status", "failed").stdout) == []
 
-    table = cli(gateway, "ls")
+    table = cli(gateway, "ls")  # piped: tab-separated lines a script can cut, no box
     assert table.returncode == 0
-    assert greeted in table.stdout and counted in table.stdout and others not in table.stdout
-    assert "SUCCEEDED 2" in table.stdout  # counts per status
-    assert "\x1b[" not in table.stdout  # no colour when not on a terminal
+    lines = table.stdout.splitlines()
+    assert lines[0].split("\t") == ["ID", "STATUS", "PROJECT", "SID", "STARTED", "DURATION", "CODE"]
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [(r[0], r[1], r[2], r[6]) for r in rows] == [
+        (counted, "SUCCEEDED", "countdown", "0"),
+        (greeted, "SUCCEEDED", "hello", "0"),
+    ]
+    assert others not in table.stdout
+    assert not any(box in table.stdout for box in "│┃━─┏") and "\x1b[" not in table.stdout
 
     shown = json.loads(cli(gateway, "show", greeted, "--json").stdout)
     api = httpx.get(f"{gateway.base_url}/rpa/v1/executions/{greeted}", headers=auth(TOKEN))
     assert shown == api.json()
     detail = cli(gateway, "show", greeted).stdout
-    assert "SUCCEEDED" in detail and "Hello, Ada!" in detail
+    fields = dict(line.split("\t", 1) for line in detail.splitlines() if "\t" in line)
+    assert fields["status"] == "SUCCEEDED" and "Hello, Ada!" in fields["data"]
 
     hidden = cli(gateway, "show", others)
     assert hidden.returncode == 2 and "404" in hidden.stderr
@@ -184,7 +191,9 @@ def test_projects_lists_what_the_service_can_run(gateway: GatewayProcess) -> Non
     listed = json.loads(cli(gateway, "projects", "--json").stdout)
     assert sorted(p["id"] for p in listed) == ["chatty", "countdown", "hello", "page-title"]
     table = cli(gateway, "projects").stdout
-    assert "countdown" in table and "Reports progress" in table
+    rows = {line.split("\t")[0]: line.split("\t") for line in table.splitlines()[1:]}
+    assert rows["countdown"][3].startswith("Reports progress")
+    assert table.splitlines()[0] == "PROJECT\tNAME\tTIMEOUT\tDESCRIPTION"
 
 
 class CuttingProxy:

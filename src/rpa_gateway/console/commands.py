@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from rpa_gateway.console.client import TERMINAL, GatewayClient, JsonObject, StreamEvent
 
@@ -58,6 +59,28 @@ class Output:
         self.console = Console(file=self.out, highlight=False, width=_width(self.out))
         self.messages = Console(file=self.err, highlight=False, width=_width(self.err))
 
+    @property
+    def on_terminal(self) -> bool:
+        return self.out.isatty()
+
+    def table(
+        self,
+        columns: tuple[str, ...],
+        rows: list[list[str]],
+        *,
+        caption: str | None = None,
+        header: bool = True,
+    ) -> None:
+        """A table on a terminal; piped, tab-separated lines (a header line first) that
+        scripts can cut."""
+        if self.on_terminal:
+            self.console.print(rich_table(columns, rows, caption=caption, header=header))
+            return
+        lines = [columns] if header else []
+        lines += [tuple(_cell(value) for value in row) for row in rows]
+        self.out.write("".join("\t".join(line) + "\n" for line in lines))
+        self.out.flush()
+
     def json(self, value: Any) -> None:
         self.out.write(json.dumps(value, ensure_ascii=False) + "\n")
         self.out.flush()
@@ -83,7 +106,8 @@ def list_executions(
         if output.as_json:
             output.json(items)
         else:
-            output.console.print(executions_table(items))
+            rows, caption = executions_rows(items)
+            output.table(_EXECUTION_COLUMNS, rows, caption=caption)
         return EXIT_OK
     if output.as_json:  # every change as it happens, one JSON object a line
         for change in client.changes(time.time()):
@@ -122,25 +146,49 @@ def _as_item(change: JsonObject) -> JsonObject:
     return item
 
 
-def executions_table(items: list[JsonObject]) -> Table:
+_EXECUTION_COLUMNS = ("ID", "STATUS", "PROJECT", "SID", "STARTED", "DURATION", "CODE")
+
+
+def executions_rows(items: list[JsonObject]) -> tuple[list[list[str]], str]:
+    """The list's rows, and its caption: the count of each status."""
     counts: dict[str, int] = {}
+    rows = []
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
-    caption = "  ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "none"
-    table = Table(caption=caption, caption_justify="left")
-    for column in ("ID", "STATUS", "PROJECT", "SID", "STARTED", "DURATION", "CODE"):
-        table.add_column(column, no_wrap=column in ("ID", "STATUS"))
-    for item in items:
         result = item.get("result") or {}
-        table.add_row(
-            item["id"],
-            f"[{_STYLE.get(item['status'], '')}]{item['status']}[/]",
-            _plain(item["project_id"]),
-            _plain(item["sid"]),
-            _when(item["created_at"]),
-            _duration(item),
-            str(result.get("code", "")),
+        rows.append(
+            [
+                item["id"],
+                item["status"],
+                item["project_id"],
+                item["sid"],
+                _when(item["created_at"]),
+                _duration(item),
+                str(result.get("code", "")),
+            ]
         )
+    caption = "  ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "none"
+    return rows, caption
+
+
+def executions_table(items: list[JsonObject]) -> Table:
+    rows, caption = executions_rows(items)
+    return rich_table(_EXECUTION_COLUMNS, rows, caption=caption)
+
+
+def rich_table(
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    *,
+    caption: str | None = None,
+    header: bool = True,
+) -> Table:
+    """Cells as text, never markup (a caller's sid may hold brackets); statuses coloured."""
+    table = Table(caption=caption, caption_justify="left", show_header=header)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("ID", "STATUS"))
+    for row in rows:
+        table.add_row(*(Text(value, style=_STYLE.get(value, "")) for value in row))
     return table
 
 
@@ -149,34 +197,32 @@ def show(client: GatewayClient, output: Output, execution_id: str) -> int:
     if output.as_json:
         output.json(view)
         return EXIT_OK
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
     status = view["status"]
     rows = [
-        ("id", view["id"]),
-        ("status", f"[{_STYLE.get(status, '')}]{status}[/]"),
-        ("project", _plain(view["project_id"])),
-        ("sid", _plain(view["sid"])),
-        ("params", _plain(json.dumps(view["params"], ensure_ascii=False))),
-        ("started", _when(view["created_at"])),
-        ("duration", _duration(view)),
-        ("upstream id", _plain(view.get("upstream_id") or "-")),
+        ["id", view["id"]],
+        ["status", status],
+        ["project", view["project_id"]],
+        ["sid", view["sid"]],
+        ["params", json.dumps(view["params"], ensure_ascii=False)],
+        ["started", _when(view["created_at"])],
+        ["duration", _duration(view)],
+        ["upstream id", view.get("upstream_id") or "-"],
     ]
     if view.get("queue_position") is not None:
-        rows.append(("queue position", str(view["queue_position"])))
+        rows.append(["queue position", str(view["queue_position"])])
     result = view.get("result")
     if result is not None:
-        rows.append(("code", str(result["code"])))
-        rows.append(("message", _plain(result["message"])))
-        rows.append(("data", _plain(json.dumps(result.get("data"), ensure_ascii=False))))
-    for name, value in rows:
-        table.add_row(name, value)
-    output.console.print(table)
+        rows.append(["code", str(result["code"])])
+        rows.append(["message", result["message"]])
+        rows.append(["data", json.dumps(result.get("data"), ensure_ascii=False)])
+    output.table(("FIELD", "VALUE"), rows, header=False)
     if view.get("logs"):
-        output.console.print("[bold]logs[/]")
-        for line in view["logs"]:
-            output.console.print(line, markup=False)
+        if output.on_terminal:
+            output.console.print("[bold]logs[/]")
+            for line in view["logs"]:
+                output.console.print(line, markup=False)
+        else:
+            output.out.write("logs\n" + "".join(f"{line}\n" for line in view["logs"]))
     return EXIT_OK
 
 
@@ -281,18 +327,18 @@ def projects(client: GatewayClient, output: Output) -> int:
     if output.as_json:
         output.json(found)
         return EXIT_OK
-    table = Table()
-    for column in ("PROJECT", "NAME", "TIMEOUT", "DESCRIPTION"):
-        table.add_column(column)
+    rows = []
     for project in found:
         timeout = project.get("timeout")
-        table.add_row(
-            _plain(project["id"]),
-            _plain(project["name"]),
-            "-" if timeout is None else f"{timeout:g} s",
-            _plain(project["description"]),
+        rows.append(
+            [
+                project["id"],
+                project["name"],
+                "-" if timeout is None else f"{timeout:g} s",
+                project["description"],
+            ]
         )
-    output.console.print(table)
+    output.table(("PROJECT", "NAME", "TIMEOUT", "DESCRIPTION"), rows)
     return EXIT_OK
 
 
@@ -313,6 +359,11 @@ def _new_lines(before: list[str], now: list[str]) -> list[str]:
 
 def _width(stream: TextIO) -> int | None:
     return None if stream.isatty() else 200
+
+
+def _cell(value: str) -> str:
+    """One field of a tab-separated line: no tab or line break inside it."""
+    return " ".join(value.split("\t")).replace("\r", " ").replace("\n", " ")
 
 
 def _plain(text: str) -> str:
