@@ -157,6 +157,9 @@ def test_cli_run_fails_with_the_message(gateway: GatewayProcess) -> None:
     assert "failed (55002)" in failed.stderr and "not a public address" in failed.stderr
     refused = cli("no-such-project", "--url", gateway.base_url)
     assert refused.returncode == 2
-    assert "refused (HTTP 422)" in refused.stderr
+    assert refused.stderr.startswith(
+        "refused (HTTP 422): Create task error, detail: no project 'no-such-project'"
+    ), refused.stderr  # the message, not the raw frame it came in
+    assert "data:" not in refused.stderr
     unreachable = cli("hello", "--url", "http://127.0.0.1:9")
     assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr

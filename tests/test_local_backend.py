@@ -231,6 +231,11 @@ def test_capacity_queues_fifo_with_positions(local, tmp_path: Path) -> None:  # 
     views = [get(gateway.base_url, i).json() for i in ids]
     assert [v["queue_position"] for v in views] == [None, 1, 2]
     assert [v["status"] for v in views] == ["RUNNING", "PENDING", "PENDING"]
+    listed = httpx.get(
+        gateway.base_url + "/rpa/v1/executions", headers=auth("t-secret"), timeout=10
+    ).json()["items"]
+    positions = {item["id"]: item["queue_position"] for item in listed}
+    assert [positions[i] for i in ids] == [None, 1, 2]  # the list says it too
     release.write_text("go")
     for execution_id in ids:
         _, frames, _ = events(gateway.base_url, execution_id)

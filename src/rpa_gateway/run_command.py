@@ -97,7 +97,11 @@ def _show_progress(data: dict[str, Any], err: TextIO) -> None:
 
 
 def _error_message(raw: bytes) -> str:
+    """A refusal's message: from its JSON body, or from the one ``data:`` frame /exec
+    answers refusals with."""
+    text = raw.decode("utf-8", "replace")
+    framed = [line[5:] for line in text.splitlines() if line.startswith("data:")]
     try:
-        return str(json.loads(raw).get("message"))
+        return str(json.loads(framed[0] if framed else text).get("message"))
     except (ValueError, AttributeError):
-        return raw.decode("utf-8", "replace")[:200]
+        return text[:200]

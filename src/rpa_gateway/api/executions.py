@@ -80,8 +80,9 @@ async def list_executions(
         every_owner=is_admin(request, token),
     )
     page, more = items[:limit], len(items) > limit
+    executions = components(request).executions
     return ExecutionPage(
-        items=[ExecutionView.of(e) for e in page],
+        items=[ExecutionView.of(e, executions.run_info(e)) for e in page],
         next_cursor=encode_cursor(page[-1]) if more and page else None,
     )
 
