@@ -410,6 +410,10 @@ def test_a_dead_broker_never_touches_streams_and_drops_are_counted(
         time.sleep(0.2)
     assert dropped == 5
     assert metric(samples, "rpa_kafka_records_total", outcome="sent") == 1
+    # librdkafka's own complaints come through the service's log, in its format.
+    log = gateway.log_text()
+    assert [line for line in log.splitlines() if line.startswith("%")] == []
+    assert " rpa_gateway.kafka " in log
 
 
 def test_json_logs_carry_execution_and_sid_and_no_secrets(

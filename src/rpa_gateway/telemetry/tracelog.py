@@ -102,7 +102,10 @@ class KafkaTraceLog:
                 "message.timeout.ms": int(timeout * 1000),
                 "linger.ms": 20,
                 "log.connection.close": False,
-            }
+            },
+            # librdkafka's own lines (a broker down, ...) through our log handlers, in our
+            # format and redaction, not raw on stderr; served by the producer's poll.
+            logger=logging.getLogger("rpa_gateway.kafka"),
         )
 
     def send(self, record: dict[str, Any]) -> None:
