@@ -10,7 +10,7 @@ from rpa_gateway.api.auth import TOKEN_SECURITY, caller_token, is_admin
 from rpa_gateway.api.body import last_event_id
 from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution
-from rpa_gateway.api.openapi_docs import EXEC_BODY, compat_stream, errors
+from rpa_gateway.api.openapi_docs import EXEC_BODY, EXEC_PARAMETERS, compat_stream, errors
 from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.executions import Event
 
@@ -42,7 +42,7 @@ def wants_progress(request: Request) -> bool:
         **compat_stream(),
         **errors(400, 401, 404, 405, 413, 415, 422, 429, stream=True),
     },
-    openapi_extra={**EXEC_BODY, **TOKEN_SECURITY},
+    openapi_extra={**EXEC_BODY, **TOKEN_SECURITY, **EXEC_PARAMETERS},
 )
 async def exec_rpa(request: Request) -> Response:
     token = caller_token(request)

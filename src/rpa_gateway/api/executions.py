@@ -14,7 +14,11 @@ from rpa_gateway.api.components import components
 from rpa_gateway.api.create import create_execution as create
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import (
+    CREATED_HEADERS,
     EXEC_BODY,
+    IDEMPOTENCY_KEY,
+    LAST_EVENT_ID,
+    LAST_EVENT_ID_QUERY,
     errors,
     links_to_the_execution,
     native_stream,
@@ -34,10 +38,10 @@ router = APIRouter(prefix="/rpa/v1/executions", tags=["executions"])
     response_model=ExecutionView,
     operation_id="start_execution",
     responses={
-        202: {"links": links_to_the_execution()},
+        202: {"links": links_to_the_execution(), "headers": CREATED_HEADERS},
         **errors(400, 401, 413, 415, 422, 429),
     },
-    openapi_extra=EXEC_BODY,
+    openapi_extra={**EXEC_BODY, "parameters": [IDEMPOTENCY_KEY]},
     summary="Start an execution",
     description="Same body as `/rpa/v1/exec`. Answers at once; follow it with `/events`. "
     "An `Idempotency-Key` header returns the execution already made with that key.",
@@ -105,6 +109,7 @@ async def get_execution(request: Request, token: Caller, execution_id: str) -> E
     response_class=EventStreamResponse,
     operation_id="execution_events",
     responses={**native_stream(), **errors(400, 401, 404, 422)},
+    openapi_extra={"parameters": [LAST_EVENT_ID, LAST_EVENT_ID_QUERY]},
     summary="Every event of an execution as Server-Sent Events",
     description="Replays the log, then follows it to the terminal event. Resume with the "
     "`Last-Event-ID` header, or `?last_event_id=` / `?after=<seq>` where headers cannot be set.",

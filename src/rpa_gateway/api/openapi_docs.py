@@ -117,11 +117,21 @@ def change_stream() -> dict[int | str, dict[str, Any]]:
     }
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+}
+
+
 def errors(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, Any]]:
     """Error responses of a route; ``stream``: also as the compat stream's one data frame."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status in sorted({*statuses, *_ALWAYS}):
         response: dict[str, Any] = {"model": ErrorBody, "description": _WHY[status]}
+        if status in (429, 503):
+            response["headers"] = _RETRY_AFTER
         if stream:
             response["content"] = {
                 "text/event-stream": {"schema": _FRAME_EVENT, "example": _FRAME_EXAMPLE}
@@ -130,13 +140,64 @@ def errors(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, An
     return documented
 
 
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when the Idempotency-Key returned the execution it made before",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
 def compat_stream() -> dict[int | str, dict[str, Any]]:
     return {
         200: {
             "description": "id-only events, `: ping` comments, then exactly one `data:` frame",
             "content": {"text/event-stream": {"schema": _FRAME_EVENT}},
+            "headers": REPLAYED,
         }
     }
+
+
+def _parameter(where: str, name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "in": where,
+        "name": name,
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+IDEMPOTENCY_KEY = _parameter(
+    "header",
+    "Idempotency-Key",
+    "1-255 characters: the execution this token made with this key and this body is returned"
+    " instead of a new one; the same key with another body is a 422",
+    minLength=1,
+    maxLength=255,
+)
+LAST_EVENT_ID = _parameter(
+    "header",
+    "Last-Event-ID",
+    "`<execution id>:<seq>`: re-attach to that execution after that event (no new run)",
+)
+LAST_EVENT_ID_QUERY = _parameter(
+    "query", "last_event_id", "as the Last-Event-ID header, where headers cannot be set"
+)
+PROGRESS = _parameter(
+    "query", "progress", "`true`: progress frames too (off: clients take the first data frame)"
+)
+PROGRESS_HEADER = _parameter("header", "X-RPA-Progress", "as `?progress=true`")
+EXEC_PARAMETERS: dict[str, Any] = {
+    "parameters": [IDEMPOTENCY_KEY, LAST_EVENT_ID, LAST_EVENT_ID_QUERY, PROGRESS, PROGRESS_HEADER]
+}
+CREATED_HEADERS = {
+    "Location": {
+        "description": "the execution: GET it, or its /events",
+        "schema": {"type": "string"},
+    },
+    **REPLAYED,
+}
 
 
 def native_stream() -> dict[int | str, dict[str, Any]]:
