@@ -137,6 +137,10 @@ def test_a_second_service_on_the_same_data_directory_refuses_to_start(tmp_path: 
         second = GatewayProcess({}, tmp_path)
         with pytest.raises(RuntimeError, match="another rpa-gateway process serves from"):
             second.start()
+        assert second.process is not None and second.process.returncode == 3
+        said = second.log_text().strip().splitlines()
+        assert said[-1].startswith("rpa-gateway: cannot start: another rpa-gateway process")
+        assert "Traceback" not in second.log_text()  # one line, not a stack
         assert httpx.get(first.base_url + "/rpa/v1/ready").status_code == 200
     finally:
         first.stop()

@@ -12,6 +12,9 @@ from typing import Any
 
 from rpa_gateway.config import ConfigError, load_settings
 
+EXIT_SETTINGS = 2  # serve: a setting is invalid (one line names it)
+EXIT_CANNOT_START = 3  # serve: the data directory is held, or the store cannot be opened
+
 
 def _serve(args: argparse.Namespace) -> int:
     from rpa_gateway.app import create_app
@@ -28,8 +31,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"rpa-gateway: configuration error: {line}", file=sys.stderr)
-        return 2
+        return EXIT_SETTINGS
     configure_logging(settings)
+    if not settings.redis_seeds:
+        from rpa_gateway.app import DATABASE_FILE
+        from rpa_gateway.store.base import StoreError
+        from rpa_gateway.store.sqlite import ensure_free
+
+        try:
+            ensure_free(settings.rpa_data_dir / DATABASE_FILE)
+        except StoreError as exc:
+            print(f"rpa-gateway: cannot start: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_START
     serve(create_app(settings), settings)
     return 0
 

@@ -131,6 +131,12 @@ def _exclusive_lock(path: Path) -> int:
     return descriptor
 
 
+def ensure_free(path: Path) -> None:
+    """Raise :class:`StoreError` (one line, naming the folder) when another process serves
+    from the data directory of the database at ``path``: checked before start-up."""
+    os.close(_exclusive_lock(path.with_name(path.name + ".lock")))
+
+
 def _private_file(path: Path) -> None:
     """The database readable by this user only (SQLite gives its WAL the same mode); a
     directory made for it is 0700."""
