@@ -198,3 +198,21 @@ def test_openapi_documents_the_native_api(gateway: GatewayProcess) -> None:
     assert {"ExecutionView", "ExecutionPage", "ErrorBody", "Result", "Attempts"} <= set(schemas)
     assert schemas["ExecutionView"]["description"]
     assert httpx.get(f"{gateway.base_url}/docs").status_code == 200
+
+
+def test_openapi_names_the_headers_and_parameters_callers_use(gateway: GatewayProcess) -> None:
+    paths = httpx.get(f"{gateway.base_url}/openapi.json").json()["paths"]
+
+    def parameters(path: str, method: str) -> set[str]:
+        return {p["name"] for p in paths[path][method].get("parameters", [])}
+
+    assert {"Idempotency-Key", "Last-Event-ID", "last_event_id", "progress", "X-RPA-Progress"} <= (
+        parameters("/rpa/v1/exec", "post")
+    )
+    assert "Idempotency-Key" in parameters("/rpa/v1/executions", "post")
+    events = "/rpa/v1/executions/{execution_id}/events"
+    assert {"Last-Event-ID", "last_event_id", "after"} <= parameters(events, "get")
+    created = paths["/rpa/v1/executions"]["post"]["responses"]
+    assert {"Location", "Idempotent-Replayed"} <= set(created["202"]["headers"])
+    assert "Retry-After" in created["429"]["headers"] and "Retry-After" in created["503"]["headers"]
+    assert "Idempotent-Replayed" in paths["/rpa/v1/exec"]["post"]["responses"]["200"]["headers"]
