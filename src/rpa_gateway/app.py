@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -119,6 +120,34 @@ async def open_store(settings: Settings) -> tuple[Store, str]:
     return sqlite, str(path)
 
 
+SHUTDOWN_STEP_SECONDS = 5.0
+
+
+async def _bounded(step: str, done: Awaitable[object]) -> None:
+    """One shutdown step, given at most :data:`SHUTDOWN_STEP_SECONDS`: a step that hangs
+    is named in the log (with what else is still running) and the shutdown goes on."""
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await done
+    except TimeoutError:
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        log.error(
+            "shutdown: %s took over %g s; going on without it. Still running: %s",
+            step,
+            SHUTDOWN_STEP_SECONDS,
+            "; ".join(f"{t.get_name()} at {_where(t)}" for t in others[:10]) or "nothing",
+        )
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    stack = task.get_stack(limit=1)
+    if not stack:
+        return "?"
+    code = stack[-1].f_code
+    return f"{code.co_filename.rsplit('/', 2)[-1]}:{stack[-1].f_lineno} ({code.co_name})"
+
+
 def create_app(settings: Settings) -> FastAPI:
     lifecycle = Lifecycle()
     telemetry = Telemetry(settings, open_streams=lambda: lifecycle.open_streams)
@@ -192,15 +221,15 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
-            await supervisor.stop()
+            await _bounded("stopping the supervisor", supervisor.stop())
             with contextlib.suppress(Exception):  # sync logs store faults; nothing stops shutdown
-                await schedules.sync()  # what was learned here is kept
+                await _bounded("keeping what was learned", schedules.sync())
             with contextlib.suppress(StoreError):
-                await stewardship.release(driven)  # the other replicas need not wait
-                await stewardship.retire()
-            await backend.aclose()
-            await telemetry.shutdown()
-            await store.close()
+                await _bounded("releasing leases", stewardship.release(driven))
+                await _bounded("retiring", stewardship.retire())
+            await _bounded("closing the backend", backend.aclose())
+            await _bounded("stopping telemetry", telemetry.shutdown())
+            await _bounded("closing the store", store.close())
 
     app = FastAPI(
         title="rpa-gateway",
