@@ -79,5 +79,7 @@ def test_the_platform_gets_no_more_requests_a_second_than_the_budget(
     # 40 creates and at least 40 polls at 20 a second, a second's worth at once: the
     # last create cannot come before (40 - 20) / 20 s have passed.
     assert created[-1] - created[0] >= 0.9
-    for i in range(len(created) - 25):  # never more than the burst and a bit in 0.25 s
-        assert created[i + 25] - created[i] > 0.25
+    # Any 31 creates: the burst of 20, then 11 at 20 a second take 0.55 s; bounded at 0.4 s,
+    # room for arrivals bunched by a loaded machine (without the budget: all within ~0.1 s).
+    for i in range(len(created) - 30):
+        assert created[i + 30] - created[i] > 0.4

@@ -228,7 +228,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await _bounded("releasing leases", stewardship.release(driven))
                 await _bounded("retiring", stewardship.retire())
             await _bounded("closing the backend", backend.aclose())
-            await _bounded("stopping telemetry", telemetry.shutdown())
+            await telemetry.shutdown()  # bounded by itself (it says when it gave up)
             await _bounded("closing the store", store.close())
 
     app = FastAPI(
