@@ -59,6 +59,18 @@ class TaskInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolHints:
+    """What a project's run does to the world, as MCP tool annotations say it.  The
+    defaults assume the worst (MCP's own defaults): it writes, destructively, not
+    idempotently, beyond this machine."""
+
+    read_only: bool = False
+    destructive: bool = True
+    idempotent: bool = False
+    open_world: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectInfo:
     id: str
     name: str
@@ -66,8 +78,7 @@ class ProjectInfo:
     timeout: float | None
     params_schema: dict[str, Any] | None
     output_schema: dict[str, Any] | None = None
-    # MCP tool annotations: read_only, destructive, idempotent, open_world.
-    hints: dict[str, bool] = field(default_factory=dict)
+    hints: ToolHints = field(default_factory=ToolHints)
 
 
 class CreateFailed(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import uuid
 from collections import Counter
@@ -108,7 +107,7 @@ class LocalBackend:
                 p.timeout,
                 p.params_schema,
                 p.output_schema,
-                dataclasses.asdict(p.hints),
+                p.hints,
             )
             for p in self._catalog.all()
         ]

@@ -32,12 +32,14 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
+
+from rpa_gateway.backends.base import ToolHints
 
 PROJECT_FILE = "project.toml"
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -50,18 +52,6 @@ class ProjectError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class ToolHints:
-    """What a project's run does to the world, as MCP tool annotations say it.  The
-    defaults assume the worst (MCP's own defaults): it writes, destructively, not
-    idempotently, beyond this machine."""
-
-    read_only: bool = False
-    destructive: bool = True
-    idempotent: bool = False
-    open_world: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +147,12 @@ def _load(project_id: str, folder: Path) -> Project:
     schema = spec.get("params_schema")
     validator = _validator(project_id, "params_schema", schema)
     output_schema = spec.get("output_schema")
+    if output_schema is not None and (
+        not isinstance(output_schema, dict) or output_schema.get("type", "object") != "object"
+    ):
+        raise ProjectError(
+            f"project {project_id!r}: output_schema must describe an object (a result is)"
+        )
     output_validator = _validator(project_id, "output_schema", output_schema)
     return Project(
         id=project_id,
@@ -191,10 +187,6 @@ def schema_error_path(error: ValidationError) -> list[str]:
 def _validator(project_id: str, key: str, schema: Any) -> Draft202012Validator | None:
     if schema is None:
         return None
-    if key == "output_schema" and (
-        not isinstance(schema, dict) or schema.get("type", "object") != "object"
-    ):
-        raise ProjectError(f"project {project_id!r}: {key} must describe an object (a result is)")
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -202,7 +194,7 @@ def _validator(project_id: str, key: str, schema: Any) -> Draft202012Validator |
     return Draft202012Validator(schema)
 
 
-_HINTS = ("read_only", "destructive", "idempotent", "open_world")
+_HINTS = tuple(hint.name for hint in fields(ToolHints))
 
 
 def _hints(project_id: str, table: Any) -> ToolHints:

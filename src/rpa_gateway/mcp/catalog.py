@@ -153,10 +153,10 @@ def _annotations(project: ProjectInfo) -> dict[str, Any]:
     hints = project.hints
     return {
         "title": project.name,
-        "readOnlyHint": hints.get("read_only", False),
-        "destructiveHint": hints.get("destructive", True),
-        "idempotentHint": hints.get("idempotent", False),
-        "openWorldHint": hints.get("open_world", True),
+        "readOnlyHint": hints.read_only,
+        "destructiveHint": hints.destructive,
+        "idempotentHint": hints.idempotent,
+        "openWorldHint": hints.open_world,
     }
 
 
