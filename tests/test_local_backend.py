@@ -206,6 +206,23 @@ def test_params_schema_mismatch_is_422_naming_the_field(local, tmp_path: Path) -
     assert not marker.exists()
 
 
+def test_a_result_breaking_the_output_schema_fails_naming_the_field(local) -> None:  # type: ignore[no-untyped-def]
+    make_project(
+        local.projects,
+        "greets",
+        'import json; print(json.dumps({"event": "result", "data": {"hello": "x"}}))',
+        output_schema={
+            "type": "object",
+            "required": ["greeting"],
+            "properties": {"greeting": {"type": "string"}},
+        },
+    )
+    gateway = local()
+    result = exec_stream(gateway.base_url, {"project_id": "greets", "params": {}})
+    assert result.terminal["code"] == 55002
+    assert "result.greeting" in result.terminal["message"]  # the missing property itself
+
+
 def test_capacity_queues_fifo_with_positions(local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     order = tmp_path / "order"
     release = tmp_path / "release"

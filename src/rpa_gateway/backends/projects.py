@@ -84,7 +84,7 @@ class Project:
         error = next(iter(self.output_validator.iter_errors(result)), None)
         if error is None:
             return None
-        where = ".".join(str(part) for part in ("result", *error.absolute_path))
+        where = ".".join(("result", *schema_error_path(error)))
         return f"{where}: {error.message}"
 
 
