@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from rpa_gateway.telemetry.metrics import Instruments
-from rpa_gateway.telemetry.spans import OpenSpan, SpanRecorder
+from rpa_gateway.telemetry.spans import OpenSpan, SpanRecorder, traceparent
 
 
 class McpCallRecord:
@@ -40,7 +40,7 @@ class McpCallRecord:
         if span is None:
             return None
         context = span.context
-        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+        return traceparent(context.trace_id, context.span_id, context.trace_flags)
 
     def end(self, outcome: str, execution_id: str | None = None) -> None:
         if self._instruments is not None:

@@ -33,6 +33,11 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _UNSET = Status(StatusCode.UNSET)
 
 
+def traceparent(trace_id: int, span_id: int, trace_flags: int) -> str:
+    """A W3C ``traceparent`` line (version 00)."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{trace_flags:02x}"
+
+
 @dataclass(slots=True)
 class OpenSpan:
     """An execution's span until its terminal event."""
@@ -64,11 +69,7 @@ class CallSpan:
         call in the service for the same fixed-format line.
         """
         context = self.parent.context
-        headers = {
-            "traceparent": (
-                f"00-{context.trace_id:032x}-{self.span_id:016x}-{context.trace_flags:02x}"
-            )
-        }
+        headers = {"traceparent": traceparent(context.trace_id, self.span_id, context.trace_flags)}
         if context.trace_state:
             headers["tracestate"] = context.trace_state.to_header()
         return headers
