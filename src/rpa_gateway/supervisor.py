@@ -238,7 +238,7 @@ class Supervisor:
             outcome = await self._cancelled_anyway(execution, token)
         except Exception as exc:
             log.exception("execution %s failed inside the service", execution.id)
-            detail = _redact(f"{type(exc).__name__}: {exc}", token)
+            detail = scrub(f"{type(exc).__name__}: {exc}", token)
             outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
         await self._finish(execution, _redact_outcome(outcome, token))
 
@@ -320,7 +320,7 @@ class Supervisor:
         try:
             execution.upstream_id = await self._create(execution, token)
         except CreateFailed as exc:
-            log.info("execution %s: create failed: %s", execution.id, _redact(exc.detail, token))
+            log.info("execution %s: create failed: %s", execution.id, scrub(exc.detail, token))
             return Outcome(Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail))
         await self._append(
             execution,
@@ -398,7 +398,7 @@ class Supervisor:
                     execution.id,
                     faults,
                     policy.max_consecutive_faults,
-                    _redact(exc.reason, token),
+                    scrub(exc.reason, token),
                 )
                 if faults >= policy.max_consecutive_faults:
                     return Outcome(
@@ -550,12 +550,8 @@ def _outcome_of(state: TaskState) -> Outcome | None:
     return None
 
 
-def _redact(text: str, token: str) -> str:
-    return scrub(text, token)
-
-
 def _redact_outcome(outcome: Outcome, token: str) -> Outcome:
-    message = _redact(outcome.message, token)
+    message = scrub(outcome.message, token)
     if message is outcome.message:
         return outcome
     return Outcome(outcome.status, outcome.code, message, outcome.data)
