@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -282,11 +283,12 @@ class Settings(BaseSettings):
         self._api_keys = ApiKeys(digests)
         return self
 
-    @property
+    # Cached: the MCP gate asks on every request.
+    @cached_property
     def mcp_allowed_origins(self) -> frozenset[str]:
         return frozenset(_listed(self.rpa_mcp_allowed_origins))
 
-    @property
+    @cached_property
     def mcp_allowed_hosts(self) -> tuple[str, ...] | None:
         """Host header patterns /mcp answers; ``None``: any."""
         if self.rpa_mcp_allowed_hosts is not None:
