@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -137,10 +138,15 @@ def _setting(name: str, default: str) -> str:
     """A setting as ``serve`` reads it: the environment, then ``config.env`` here."""
     if name in os.environ:
         return os.environ[name]
+    return _config_file().get(name) or default
+
+
+@functools.cache
+def _config_file() -> dict[str, str | None]:
+    """``config.env`` in this folder, read once; empty when there is none."""
     from dotenv import dotenv_values
 
-    found = dotenv_values("config.env").get(name) if os.path.isfile("config.env") else None
-    return found if found else default
+    return dotenv_values("config.env") if os.path.isfile("config.env") else {}
 
 
 def _service_options() -> argparse.ArgumentParser:
