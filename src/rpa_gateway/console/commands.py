@@ -197,10 +197,9 @@ def show(client: GatewayClient, output: Output, execution_id: str) -> int:
     if output.as_json:
         output.json(view)
         return EXIT_OK
-    status = view["status"]
     rows = [
         ["id", view["id"]],
-        ["status", status],
+        ["status", view["status"]],
         ["project", view["project_id"]],
         ["sid", view["sid"]],
         ["params", json.dumps(view["params"], ensure_ascii=False)],
@@ -363,7 +362,7 @@ def _width(stream: TextIO) -> int | None:
 
 def _cell(value: str) -> str:
     """One field of a tab-separated line: no tab or line break inside it."""
-    return " ".join(value.split("\t")).replace("\r", " ").replace("\n", " ")
+    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _plain(text: str) -> str:
