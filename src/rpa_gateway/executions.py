@@ -65,6 +65,18 @@ def terminal_data(outcome: Outcome) -> JsonObject:
     }
 
 
+def outcome_of(data: JsonObject) -> Outcome:
+    """The outcome a terminal event's data records (``terminal_data`` read back)."""
+    status = data.get("status")
+    result = data.get("data")
+    return Outcome(
+        Status(status) if isinstance(status, str) else Status.FAILED,
+        int(data.get("code", 0)),
+        str(data.get("message", "")),
+        result if isinstance(result, dict) else None,
+    )
+
+
 @dataclass(slots=True)
 class ExecutionRequest:
     """What the caller asked for, without any secret."""

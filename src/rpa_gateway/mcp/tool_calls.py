@@ -25,9 +25,9 @@ from rpa_gateway.executions import (
     Execution,
     ExecutionRequest,
     JsonObject,
-    Outcome,
     Status,
     new_execution_id,
+    outcome_of,
     request_hash,
 )
 from rpa_gateway.mcp import catalog
@@ -321,22 +321,17 @@ def _after(execution: Execution, event: Event) -> Execution:
     """The execution as this event leaves it (without reading the store again)."""
     if event.kind is EventKind.PROGRESS:
         return execution
-    status = event.data.get("status")
     if event.kind is EventKind.TERMINAL:
-        data = event.data.get("data")
+        outcome = outcome_of(event.data)
         return dataclasses.replace(
             execution,
-            status=Status(status) if isinstance(status, str) else Status.FAILED,
+            status=outcome.status,
             finished_at=event.at,
             updated_at=event.at,
             last_seq=event.seq,
-            outcome=Outcome(
-                Status(status) if isinstance(status, str) else Status.FAILED,
-                int(event.data.get("code", 0)),
-                str(event.data.get("message", "")),
-                data if isinstance(data, dict) else None,
-            ),
+            outcome=outcome,
         )
+    status = event.data.get("status")
     if isinstance(status, str) and status in Status.__members__:
         return dataclasses.replace(
             execution, status=Status(status), updated_at=event.at, last_seq=event.seq
