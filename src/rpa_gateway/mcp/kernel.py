@@ -38,7 +38,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from rpa_gateway import __version__
 from rpa_gateway.mcp.call_scope import CallScope, current_scope
-from rpa_gateway.mcp.catalog import ToolCatalog
+from rpa_gateway.mcp.catalog import Tool, ToolCatalog
 from rpa_gateway.mcp.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -50,6 +50,7 @@ from rpa_gateway.mcp.results import ToolOutcome
 from rpa_gateway.mcp.tasks import TASK_GRACE, Tasks, declares_tasks
 from rpa_gateway.mcp.tool_calls import InvalidArguments, ToolCalls, UnknownTool
 from rpa_gateway.telemetry import Telemetry
+from rpa_gateway.telemetry.mcp_calls import McpCallRecord
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +233,7 @@ class McpKernel:
     ) -> Any:
         scope = current_scope.get()
         known = self._tools.find(params.name)
-        record = self._telemetry.mcp_call(
-            known.name if known is not None else "unknown", scope.traceparent
-        )
-        if record.traceparent is not None:
-            scope.traceparent = record.traceparent
+        record = self._call_record(known.name if known is not None else "unknown", scope)
         outcome = "error"
         execution_id: str | None = None
         try:
@@ -269,8 +266,15 @@ class McpKernel:
         finally:
             record.end(outcome, execution_id)
 
+    def _call_record(self, tool_name: str, scope: CallScope) -> McpCallRecord:
+        """The call's span and count; what it starts becomes a child of its span."""
+        record = self._telemetry.mcp_call(tool_name, scope.traceparent)
+        if record.traceparent is not None:
+            scope.traceparent = record.traceparent
+        return record
+
     async def _call_as_task(
-        self, tool: Any, arguments: dict[str, Any], scope: CallScope
+        self, tool: Tool, arguments: dict[str, Any], scope: CallScope
     ) -> tuple[dict[str, Any], str, str | None]:
         """A 2026 client that takes tasks: the result if the run ends within the grace (or
         the wait it asked for), else the task to poll."""
@@ -297,9 +301,7 @@ class McpKernel:
         tool = self._calls.tool(name, arguments)
         if not self._calls.runs(tool):
             raise MCPError(METHOD_NOT_FOUND, f"{name} does not run as a task (taskSupport)")
-        record = self._telemetry.mcp_call(tool.name, scope.traceparent)
-        if record.traceparent is not None:
-            scope.traceparent = record.traceparent
+        record = self._call_record(tool.name, scope)
         try:
             created = await self._tasks.start(self._calls.run_request(tool, arguments), scope)
         except BaseException:
