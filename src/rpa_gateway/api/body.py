@@ -105,30 +105,14 @@ async def read_json_object(request: Request, limit: int, seconds: float = 30.0) 
     """
     request.scope[_SID_NOTE] = None
     content_type = request.headers.get("content-type")
-    if content_type is not None and not _is_json(content_type):
+    if content_type is not None and not is_json_media_type(content_type):
         raise RequestRejected(
             415,
             "unsupported_media_type",
             f"Content-Type must be application/json, not {content_type[:80]!r}",
             ["Content-Type"],
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(seconds):  # a body trickling in must not hold a connection
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestRejected(
-            408, "request_timeout", f"the request body did not arrive within {seconds:g} s"
-        ) from None
-    raw = b"".join(chunks)
+    raw = await read_bounded(request, limit, seconds)
     if not raw.strip():
         raise RequestRejected(400, "invalid_body", "request body is empty; send a JSON object")
     try:
@@ -143,7 +127,29 @@ async def read_json_object(request: Request, limit: int, seconds: float = 30.0) 
     return decoded
 
 
-def _is_json(content_type: str) -> bool:
+async def read_bounded(request: Request, limit: int, seconds: float) -> bytes:
+    """The body: 413 beyond ``limit`` bytes, 408 when it takes longer than ``seconds`` (a
+    body trickling in must not hold a connection).  Raises RequestRejected."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestRejected(
+            408, "request_timeout", f"the request body did not arrive within {seconds:g} s"
+        ) from None
+    return b"".join(chunks)
+
+
+def is_json_media_type(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
@@ -174,4 +180,6 @@ def parse_exec_body(payload: dict[str, Any]) -> ExecBody:
 
 
 def _too_large(limit: int) -> RequestRejected:
-    return RequestRejected(413, "body_too_large", f"request body is larger than {limit} bytes")
+    return RequestRejected(
+        413, "body_too_large", f"request body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)"
+    )

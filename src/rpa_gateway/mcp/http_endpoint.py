@@ -32,7 +32,7 @@ from mcp.shared.inbound import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rpa_gateway.api.body import trace_parent
+from rpa_gateway.api.body import is_json_media_type, trace_parent
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope, Emit
 from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor
@@ -116,7 +116,7 @@ class _Post:
         if not (self.takes_json or self.takes_stream):
             raise Refusal(406, "Accept must include application/json or text/event-stream")
         content_type = self.headers.get("content-type")
-        if content_type is not None and not _is_json(content_type):
+        if content_type is not None and not is_json_media_type(content_type):
             raise Refusal(415, "Content-Type must be application/json")
         settings = self.door.settings
         body = await read_body(self.request, settings.rpa_max_body_bytes, settings.rpa_body_timeout)
@@ -351,10 +351,3 @@ def _mismatch(message: jsonrpc.Request, text: str) -> Response:
 
 def _cancelled(message: jsonrpc.Request) -> dict[str, Any]:
     return jsonrpc.error_response(message.id, REQUEST_CANCELLED, "Request cancelled")
-
-
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rpa_gateway import sse
+from rpa_gateway.api.body import read_bounded
+from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.event_stream import EventStreamResponse, StreamCounter
 from rpa_gateway.mcp.call_scope import Emit
 from rpa_gateway.mcp.gate import Refusal
@@ -45,25 +47,11 @@ def message_frame(message: dict[str, Any] | list[dict[str, Any]]) -> bytes:
 
 
 async def read_body(request: Request, limit: int, seconds: float) -> bytes:
-    """The request body, at most ``limit`` bytes (413 beyond) within ``seconds`` (408 after).
-    Raises Refusal."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Refusal(413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)")
-    chunks: list[bytes] = []
-    size = 0
+    """The request body, as ``/rpa/v1/exec`` reads one (413, 408).  Raises Refusal."""
     try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise Refusal(
-                        413, f"the body is larger than {limit} bytes (RPA_MAX_BODY_BYTES)"
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refusal(408, "the body did not arrive in time") from None
-    return b"".join(chunks)
+        return await read_bounded(request, limit, seconds)
+    except RequestRejected as exc:
+        raise Refusal(exc.status_code, exc.message) from None
 
 
 async def answered(
