@@ -33,6 +33,11 @@ class Refusal(Exception):
         self.code = INVALID_REQUEST
 
 
+def sessions_unavailable(exc: Exception) -> Refusal:
+    """The store holding sessions failed: 503, try again."""
+    return Refusal(503, f"MCP sessions are unavailable now ({exc}); retry", {"Retry-After": "1"})
+
+
 def check_host_and_origin(request: Request, settings: Settings) -> None:
     allowed = settings.mcp_allowed_hosts
     if allowed is not None and not host_allowed(request.headers.get("host", ""), allowed):

@@ -36,10 +36,9 @@ from rpa_gateway.api.body import is_json_media_type, trace_parent
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope, Emit
 from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor
-from rpa_gateway.mcp.gate import Refusal, caller, check_host_and_origin
+from rpa_gateway.mcp.gate import Refusal, caller, check_host_and_origin, sessions_unavailable
 from rpa_gateway.mcp.jsonrpc import RpcError
 from rpa_gateway.mcp.protocol import (
-    BATCH_VERSIONS,
     DEFAULT_HANDSHAKE_VERSION,
     HANDSHAKE_VERSIONS,
     HEADER_MISMATCH,
@@ -93,7 +92,7 @@ class McpEndpoint(McpAsgiEndpoint):
         try:
             ended = await door.sessions.end(session_id, token, HTTP)
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise sessions_unavailable(exc) from None
         if not ended:
             raise Refusal(404, "Session not found")
         return Response(status_code=204)
@@ -190,7 +189,7 @@ class _Post:
             try:
                 session = await self.door.sessions.find(session_id, self.token, HTTP)
             except StoreError as exc:
-                raise _unavailable(exc) from None
+                raise sessions_unavailable(exc) from None
             if session is None:
                 raise Refusal(404, "Session not found: initialize a new one")
         version = version or (session.protocol_version if session else DEFAULT_HANDSHAKE_VERSION)
@@ -221,25 +220,20 @@ class _Post:
         try:
             session = await self.door.sessions.open(self.token, negotiated, HTTP)
         except StoreError as exc:
-            raise _unavailable(exc) from None
+            raise sessions_unavailable(exc) from None
         log.info("MCP session opened at %s", negotiated)
         return json_response(response, headers={"Mcp-Session-Id": session.id})
 
     async def _batch(self, values: list[Any], version: str, conversation: str | None) -> Response:
-        if version not in BATCH_VERSIONS:
-            return rpc_error_response(
-                RpcError(INVALID_REQUEST, f"Invalid Request: no batches at protocol {version}")
-            )
-        if not values:
-            return rpc_error_response(RpcError(INVALID_REQUEST, "Invalid Request: empty batch"))
+        try:
+            messages = jsonrpc.batch(values, version)
+        except RpcError as error:
+            return rpc_error_response(error)
         answers: list[dict[str, Any]] = []
-        for value in values:
-            try:
-                message = jsonrpc.message(value)
-            except RpcError as error:
-                answers.append(error.response())
-                continue
-            if isinstance(message, jsonrpc.Notification):
+        for message in messages:
+            if isinstance(message, RpcError):
+                answers.append(message.response())
+            elif isinstance(message, jsonrpc.Notification):
                 await self.door.messages.notified(message, conversation)
             elif isinstance(message, jsonrpc.Request):
                 if message.method == "initialize":
@@ -319,10 +313,6 @@ def _media_ranges(accept: str) -> set[str]:
         if media:
             taken.add(media)
     return taken
-
-
-def _unavailable(exc: StoreError) -> Refusal:
-    return Refusal(503, f"MCP sessions are unavailable now ({exc}); retry", {"Retry-After": "1"})
 
 
 def _modern_envelope(value: Any) -> bool:

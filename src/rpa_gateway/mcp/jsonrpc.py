@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpa_gateway import json_rules
-from rpa_gateway.mcp.protocol import INVALID_REQUEST, PARSE_ERROR
+from rpa_gateway.mcp.protocol import BATCH_VERSIONS, INVALID_REQUEST, PARSE_ERROR
 
 RequestId = str | int
 
@@ -91,6 +91,22 @@ def message(value: Any) -> Message:
     if "result" in value or "error" in value:
         return Response(request_id)
     raise RpcError(INVALID_REQUEST, "Invalid Request: no method", request_id=request_id)
+
+
+def batch(values: list[Any], version: str) -> list[Message | RpcError]:
+    """A batch's messages, each one or what is wrong with it.  Raises RpcError -32600 for
+    an empty batch or one at a version without batches."""
+    if version not in BATCH_VERSIONS:
+        raise RpcError(INVALID_REQUEST, f"Invalid Request: no batches at protocol {version}")
+    if not values:
+        raise RpcError(INVALID_REQUEST, "Invalid Request: empty batch")
+    found: list[Message | RpcError] = []
+    for value in values:
+        try:
+            found.append(message(value))
+        except RpcError as error:
+            found.append(error)
+    return found
 
 
 def result_response(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:

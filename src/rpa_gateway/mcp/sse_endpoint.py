@@ -32,9 +32,15 @@ from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.mcp import jsonrpc
 from rpa_gateway.mcp.call_scope import CallScope
 from rpa_gateway.mcp.door import McpAsgiEndpoint, McpDoor
-from rpa_gateway.mcp.gate import QUERY_KEY, Refusal, caller, check_host_and_origin, key_in_query
+from rpa_gateway.mcp.gate import (
+    QUERY_KEY,
+    Refusal,
+    caller,
+    check_host_and_origin,
+    key_in_query,
+    sessions_unavailable,
+)
 from rpa_gateway.mcp.jsonrpc import RpcError
-from rpa_gateway.mcp.protocol import BATCH_VERSIONS, INVALID_REQUEST
 from rpa_gateway.mcp.responses import read_body, rpc_error_response
 from rpa_gateway.mcp.results import dumps
 from rpa_gateway.mcp.sessions import RENEW_AFTER, SSE
@@ -63,7 +69,7 @@ class SseStreamEndpoint(McpAsgiEndpoint):
         try:
             session = await door.sessions.open(token, FIRST_VERSION, SSE)
         except StoreError as exc:
-            raise Refusal(503, f"sessions unavailable now ({exc})", {"Retry-After": "1"}) from None
+            raise sessions_unavailable(exc) from None
         # Relative to the stream's URL as the client wrote it (a proxy's prefix kept).
         base = "../messages/" if request.scope.get(TRAILING_SLASH) else "messages/"
         endpoint = f"{base}?session_id={session.id}"
@@ -119,7 +125,7 @@ class SseMessagesEndpoint(McpAsgiEndpoint):
         try:
             session = await door.sessions.find(session_id, token, SSE)
         except StoreError as exc:
-            raise Refusal(503, f"sessions unavailable now ({exc})", {"Retry-After": "1"}) from None
+            raise sessions_unavailable(exc) from None
         if session is None:
             raise Refusal(404, "Session not found: open a new event stream")
         settings = door.settings
@@ -205,19 +211,9 @@ def _capped(message: jsonrpc.Request) -> jsonrpc.Request:
 
 
 def _messages(value: Any, version: str) -> list[jsonrpc.Message | RpcError]:
-    if not isinstance(value, list):
-        return [jsonrpc.message(value)]
-    if version not in BATCH_VERSIONS:
-        raise RpcError(INVALID_REQUEST, f"Invalid Request: no batches at protocol {version}")
-    if not value:
-        raise RpcError(INVALID_REQUEST, "Invalid Request: empty batch")
-    found: list[jsonrpc.Message | RpcError] = []
-    for item in value:
-        try:
-            found.append(jsonrpc.message(item))
-        except RpcError as error:
-            found.append(error)
-    return found
+    if isinstance(value, list):
+        return jsonrpc.batch(value, version)
+    return [jsonrpc.message(value)]
 
 
 class _Outbox:
