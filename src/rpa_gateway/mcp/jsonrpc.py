@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from rpa_gateway import json_rules
 from rpa_gateway.mcp.protocol import BATCH_VERSIONS, INVALID_REQUEST, PARSE_ERROR
@@ -122,6 +122,6 @@ def error_response(
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-def is_id(value: Any) -> bool:
+def is_id(value: Any) -> TypeGuard[RequestId]:
     """A usable request id: a string or an integer (not a boolean)."""
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))

@@ -19,7 +19,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 
 from rpa_gateway.mcp.call_scope import CallScope
-from rpa_gateway.mcp.jsonrpc import Notification, Request, RequestId, error_response
+from rpa_gateway.mcp.jsonrpc import Notification, Request, RequestId, error_response, is_id
 from rpa_gateway.mcp.jsonrpc import result_response as result_message
 from rpa_gateway.mcp.kernel import McpKernel
 from rpa_gateway.store.base import Store, StoreError
@@ -93,7 +93,7 @@ class McpMessages:
         if notification.method != "notifications/cancelled" or conversation is None:
             return
         request_id = (notification.params or {}).get("requestId")
-        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        if not is_id(request_id):
             return  # the spec: an invalid cancel is ignored
         key = _key(conversation, request_id)
         try:

@@ -24,10 +24,6 @@ class McpSessions:
         self._store = store
         self._vault = vault
 
-    def owner(self, token: str) -> str:
-        """The caller, as sessions and executions record it (a keyed fingerprint)."""
-        return self._vault.fingerprint(token)
-
     async def open(self, token: str, protocol_version: str, transport: str) -> McpSession:
         session = McpSession(
             id=secrets.token_urlsafe(24),
