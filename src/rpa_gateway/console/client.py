@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import EventSource
 
 JsonObject = dict[str, Any]
 
@@ -115,15 +116,13 @@ class GatewayClient:
                     if response.status_code != 200:
                         response.read()
                         raise _refusal(response)
-                    for frame in _frames(response.iter_lines()):
+                    for frame in EventSource(response).iter_sse():
                         failing_since = None
-                        if "retry" in frame and frame["retry"].isdigit():
-                            retry = int(frame["retry"]) / 1000
-                        if "data" not in frame:
+                        if frame.retry is not None:
+                            retry = frame.retry / 1000
+                        if not frame.data:
                             continue
-                        event = StreamEvent(
-                            frame.get("id", ""), frame.get("event", "message"), _loads(frame)
-                        )
+                        event = StreamEvent(frame.id, frame.event, _loads(frame.data))
                         if event.id:
                             last_id = event.id
                         yield event
@@ -159,30 +158,11 @@ def _refusal(response: httpx.Response) -> GatewayError:
     return GatewayError(response.status_code, f"{response.status_code}: {message}")
 
 
-def _frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """SSE frames as field -> value (``data`` lines joined); comments skipped."""
-    frame: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            if frame:
-                yield frame
-            frame = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data" and "data" in frame:
-            frame["data"] += "\n" + value
-        else:
-            frame[name] = value
-
-
-def _loads(frame: dict[str, str]) -> JsonObject:
+def _loads(text: str) -> JsonObject:
     import json
 
     try:
-        data = json.loads(frame["data"])
+        data = json.loads(text)
     except ValueError:
-        return {"raw": frame["data"]}
+        return {"raw": text}
     return data if isinstance(data, dict) else {"value": data}

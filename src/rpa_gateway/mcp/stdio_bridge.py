@@ -21,12 +21,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 from mcp.shared.inbound import encode_header_value
 
+from rpa_gateway.mcp.jsonrpc import error_response
 from rpa_gateway.mcp.protocol import (
     METHOD_HEADER,
     MODERN_VERSIONS,
     NAME_HEADER,
+    PARSE_ERROR,
     PROTOCOL_VERSION_HEADER,
     PROTOCOL_VERSION_META_KEY,
     SESSION_HEADER,
@@ -69,7 +72,7 @@ class StdioBridge:
         try:
             message = json.loads(line)
         except ValueError as exc:
-            await self._write({"jsonrpc": "2.0", "id": None, "error": _error(-32700, str(exc))})
+            await self._write(error_response(None, PARSE_ERROR, f"Parse error: {exc}"))
             return
         request_id = message.get("id") if isinstance(message, dict) else None
         is_request = isinstance(message, dict) and "method" in message and "id" in message
@@ -84,7 +87,7 @@ class StdioBridge:
         except httpx.HTTPError as exc:
             if is_request:
                 text = f"cannot reach the service at {self._endpoint}: {type(exc).__name__}"
-                await self._write({"jsonrpc": "2.0", "id": request_id, "error": _error(text)})
+                await self._write(error_response(request_id, BRIDGE_ERROR, text))
 
     async def _post(self, http: httpx.AsyncClient, message: Any, *, echo: bool = True) -> int:
         request_id = message.get("id") if isinstance(message, dict) else None
@@ -95,16 +98,15 @@ class StdioBridge:
                 return 404
             kind = response.headers.get("content-type", "")
             if kind.startswith("text/event-stream"):
-                async for data in _data_lines(response):
-                    await self._answer(data, echo)
+                async for event in EventSource(response).aiter_sse():
+                    data = _json(event.data)
+                    if data is not None:
+                        await self._answer(data, echo)
                 return response.status_code
             body = await response.aread()
             if response.status_code == 202 or not body.strip():
                 return response.status_code
-            try:
-                answer = json.loads(body)
-            except ValueError:
-                answer = None
+            answer = _json(body)
             if isinstance(answer, dict | list) and answer:
                 if isinstance(answer, dict) and answer.get("id") is None and request_id is not None:
                     answer["id"] = request_id  # a refusal before the message was read
@@ -113,9 +115,7 @@ class StdioBridge:
                 await self._answer(answer, echo)
             elif request_id is not None:
                 text = f"the service answered HTTP {response.status_code}"
-                await self._answer(
-                    {"jsonrpc": "2.0", "id": request_id, "error": _error(text)}, echo
-                )
+                await self._answer(error_response(request_id, BRIDGE_ERROR, text), echo)
             return response.status_code
 
     async def _reopen(self, http: httpx.AsyncClient) -> None:
@@ -175,21 +175,12 @@ class StdioBridge:
                 sys.stdout.buffer.flush()
 
 
-async def _data_lines(response: httpx.Response) -> AsyncIterator[Any]:
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-        elif not line and data:
-            with contextlib.suppress(ValueError):
-                yield json.loads("\n".join(data))
-            data = []
-
-
-def _error(message: str | int, text: str | None = None) -> dict[str, Any]:
-    if isinstance(message, int):
-        return {"code": message, "message": f"Parse error: {text}"}
-    return {"code": BRIDGE_ERROR, "message": message}
+def _json(text: str | bytes) -> Any:
+    """The JSON in a body or an event's data; ``None`` when there is none."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 async def _stdin_lines() -> AsyncIterator[bytes]:
