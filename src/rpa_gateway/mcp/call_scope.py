@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from rpa_gateway.mcp.jsonrpc import is_id
 from rpa_gateway.mcp.progress import Emit, ProgressReporter
 
 
@@ -30,7 +31,7 @@ class CallScope:
     @property
     def progress_token(self) -> str | int | None:
         token = self.meta.get("progressToken")
-        return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+        return token if is_id(token) else None
 
     def progress_reporter(self) -> ProgressReporter | None:
         token = self.progress_token

@@ -10,17 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rpa_gateway.executions import Execution, JsonObject, Status
+from rpa_gateway.executions import Execution, JsonObject
 
 # What an unfinished execution is doing, in a word.
 STATE_WORDS = {"ACCEPTED": "accepted", "PENDING": "queued", "RUNNING": "running"}
-
-_ENDED_STATUS = {
-    Status.SUCCEEDED: "succeeded",
-    Status.FAILED: "failed",
-    Status.TIMED_OUT: "timed_out",
-    Status.CANCELLED: "cancelled",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +61,7 @@ def execution_outcome(
             f'execution_id "{execution.id}" to get its result.\n{dumps(running)}'
         )
         return ToolOutcome(running, text, status="running")
-    status = _ENDED_STATUS.get(execution.status, "failed")
+    status = execution.status.value.lower()  # finished: succeeded, failed, timed_out, cancelled
     ended: JsonObject = {
         "execution_id": execution.id,
         "project_id": execution.request.project_id,
