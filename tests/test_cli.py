@@ -330,3 +330,117 @@ def test_the_cli_finds_the_service_its_config_env_names(
         env={**environment, "SERVICE_PORT": "1"},
     )
     assert elsewhere.returncode == 2
+
+
+# What a robot or a caller can put in front of a terminal: a screen clear, a new window
+# title, a planted hyperlink, an 8-bit CSI, a right-to-left override, and rich markup
+# behind the backslash that defeats rich's own escaping.
+HOSTILE = (
+    "\x1b[2J",
+    "\x1b]0;owned\x07",
+    "\x1b]8;;http://evil.example/\x1b\\",
+    "\x9b31m",
+    "\u202e",
+)
+MARKUP = "\\[bold red]not markup"
+
+
+def hostile_gateway(start_gateway: GatewayFactory, tmp_path: Path) -> GatewayProcess:
+    projects = tmp_path / "projects"
+    text = "".join(HOSTILE) + MARKUP
+    make_project(
+        projects,
+        "hostile",
+        f"""
+        import json, sys
+        text = {text!r}
+        print("log " + text, flush=True)
+        print(json.dumps({{"event": "result", "data": {{"text": text}}}}))
+        """,
+        description=text,
+    )
+    return start_gateway(upstream=False, RPA_BACKEND="local", RPA_PROJECTS_DIR=str(projects))
+
+
+def raw_escapes(output: str) -> list[str]:
+    """The hostile sequences that reached the output unescaped."""
+    return [s for s in (*HOSTILE, "\x1b]", "\x9b", "\x07") if s in output]
+
+
+def on_a_terminal(gateway: GatewayProcess, *args: str) -> str:
+    """The command's stdout and stderr as a terminal receives them (a pseudo-terminal)."""
+    import pty
+
+    main_fd, terminal_fd = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rpa_gateway", *args, "--url", gateway.base_url, "--token", TOKEN],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal_fd,
+        stderr=terminal_fd,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "300"},
+    )
+    os.close(terminal_fd)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: the command exited and closed its side
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(main_fd)
+    assert process.wait(timeout=60) in (0, 1), received
+    return received.decode("utf-8", "replace")
+
+
+def test_untrusted_text_shows_its_control_characters_and_markup_as_text(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gateway = hostile_gateway(start_gateway, tmp_path)
+    sid = "sid\x1b[2J\u202e"
+    created = httpx.post(
+        f"{gateway.base_url}/rpa/v1/executions",
+        json={"project_id": "hostile", "params": {}, "sid": sid},
+        headers=auth(TOKEN),
+        timeout=10,
+    )
+    assert created.status_code == 202, created.text
+    execution_id = created.json()["id"]
+    text = "".join(HOSTILE) + MARKUP
+    assert finished(gateway, execution_id)["data"] == {"text": text}
+
+    piped = {
+        args[0]: cli(gateway, *args)
+        for args in (
+            ("ls",),
+            ("show", execution_id),
+            ("logs", execution_id),
+            ("projects",),
+            ("watch", execution_id),
+            ("run", "hostile"),
+        )
+    }
+    for command, done in piped.items():
+        assert done.returncode == 0, (command, done.stderr)
+        assert raw_escapes(done.stdout + done.stderr) == [], (command, done.stdout)
+    # Shown, not swallowed: the escape is there to read, the markup as typed.
+    assert "sid\\x1b[2J\\u202e" in piped["ls"].stdout
+    assert "log \\x1b[2J\\x1b]0;owned\\x07" in piped["logs"].stdout
+    assert MARKUP in piped["logs"].stdout and MARKUP in piped["projects"].stdout
+
+    for args in (("show", execution_id), ("logs", execution_id), ("ls",), ("projects",)):
+        shown = on_a_terminal(gateway, *args)
+        assert raw_escapes(shown) == [], (args, shown)
+        assert "\\x1b[2J" in shown, (args, shown)
+    assert MARKUP in on_a_terminal(gateway, "logs", execution_id)
+
+    # --json stays exact JSON: every string reads back as it was, escapes and all.
+    shown = cli(gateway, "show", execution_id, "--json").stdout
+    assert raw_escapes(shown) == []
+    view = json.loads(shown)
+    assert (view["sid"], view["result"]["data"]["text"]) == (sid, text)
+    ran = cli(gateway, "run", "hostile", "--json").stdout
+    assert raw_escapes(ran) == [] and json.loads(ran)["data"]["text"] == text
+    logged = cli(gateway, "logs", execution_id, "--json").stdout
+    assert json.loads(logged) == "log " + text

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Any, TextIO
 
+from rpa_gateway.console.untrusted import json_text, visible
+
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 2
 
@@ -68,22 +70,25 @@ def run_project(
                     _show_progress(frame.get("data") or {}, err)
                     continue
                 if as_json:
-                    print(json.dumps(frame, ensure_ascii=False), file=out)
+                    print(json_text(frame), file=out)
                 if frame.get("code") == 0:
                     if not as_json:
-                        print(json.dumps(frame.get("data"), ensure_ascii=False, indent=2), file=out)
+                        print(json_text(frame.get("data"), indent=2), file=out)
                     return 0
-                print(f"failed ({frame.get('code')}): {frame.get('message')}", file=err)
+                print(
+                    f"failed ({frame.get('code')}): {visible(str(frame.get('message')))}", file=err
+                )
                 return EXIT_FAILED
     except urllib.error.HTTPError as exc:
-        print(f"refused (HTTP {exc.code}): {_error_message(exc.read())}", file=err)
+        print(f"refused (HTTP {exc.code}): {visible(_error_message(exc.read()))}", file=err)
         return EXIT_UNREACHABLE
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach {url}: {getattr(exc, 'reason', exc)}", file=err)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         if last_id:
-            print(f"\nstopped watching; the execution goes on (Last-Event-ID: {last_id})", file=err)
+            resume = visible(last_id)
+            print(f"\nstopped watching; the execution goes on (Last-Event-ID: {resume})", file=err)
         return 130
     print("the stream ended without a result", file=err)
     return EXIT_FAILED
@@ -93,7 +98,7 @@ def _show_progress(data: dict[str, Any], err: TextIO) -> None:
     progress = data.get("progress") or {}
     percent = progress.get("percent")
     prefix = f"[{percent:5.1f}%] " if isinstance(percent, int | float) else "[ ... ] "
-    print(prefix + str(progress.get("message", "")), file=err, flush=True)
+    print(prefix + visible(str(progress.get("message", ""))), file=err, flush=True)
 
 
 def _error_message(raw: bytes) -> str:

@@ -8,7 +8,6 @@ refused the request, 3 cancelled, 4 timed out.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rpa_gateway.console.client import TERMINAL, GatewayClient, JsonObject, StreamEvent
+from rpa_gateway.console.untrusted import json_text, visible
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -77,16 +77,24 @@ class Output:
             self.console.print(rich_table(columns, rows, caption=caption, header=header))
             return
         lines = [columns] if header else []
-        lines += [tuple(_cell(value) for value in row) for row in rows]
+        lines += [tuple(visible(value) for value in row) for row in rows]  # no tab inside
         self.out.write("".join("\t".join(line) + "\n" for line in lines))
         self.out.flush()
 
     def json(self, value: Any) -> None:
-        self.out.write(json.dumps(value, ensure_ascii=False) + "\n")
+        self.out.write(json_text(value) + "\n")
         self.out.flush()
 
+    def line(self, text: str) -> None:
+        """One line of untrusted text on stdout (a log line, a status)."""
+        if self.on_terminal:
+            self.console.print(Text(visible(text)))
+        else:
+            self.out.write(visible(text) + "\n")
+            self.out.flush()
+
     def error(self, message: str) -> None:
-        self.messages.print(f"rpa-gateway: {message}", style="red", markup=False, soft_wrap=True)
+        self.messages.print(Text(f"rpa-gateway: {visible(message)}", style="red"), soft_wrap=True)
 
 
 def list_executions(
@@ -183,12 +191,13 @@ def rich_table(
     caption: str | None = None,
     header: bool = True,
 ) -> Table:
-    """Cells as text, never markup (a caller's sid may hold brackets); statuses coloured."""
+    """Cells as text, never markup (a caller's sid may hold brackets), control characters
+    as escapes; statuses coloured."""
     table = Table(caption=caption, caption_justify="left", show_header=header)
     for column in columns:
         table.add_column(column, no_wrap=column in ("ID", "STATUS"))
     for row in rows:
-        table.add_row(*(Text(value, style=_STYLE.get(value, "")) for value in row))
+        table.add_row(*(Text(visible(value), style=_STYLE.get(value, "")) for value in row))
     return table
 
 
@@ -202,7 +211,7 @@ def show(client: GatewayClient, output: Output, execution_id: str) -> int:
         ["status", view["status"]],
         ["project", view["project_id"]],
         ["sid", view["sid"]],
-        ["params", json.dumps(view["params"], ensure_ascii=False)],
+        ["params", json_text(view["params"])],
         ["started", _when(view["created_at"])],
         ["duration", _duration(view)],
         ["upstream id", view.get("upstream_id") or "-"],
@@ -213,15 +222,15 @@ def show(client: GatewayClient, output: Output, execution_id: str) -> int:
     if result is not None:
         rows.append(["code", str(result["code"])])
         rows.append(["message", result["message"]])
-        rows.append(["data", json.dumps(result.get("data"), ensure_ascii=False)])
+        rows.append(["data", json_text(result.get("data"))])
     output.table(("FIELD", "VALUE"), rows, header=False)
     if view.get("logs"):
         if output.on_terminal:
-            output.console.print("[bold]logs[/]")
-            for line in view["logs"]:
-                output.console.print(line, markup=False)
+            output.console.print(Text("logs", style="bold"))
         else:
-            output.out.write("logs\n" + "".join(f"{line}\n" for line in view["logs"]))
+            output.out.write("logs\n")
+        for line in view["logs"]:
+            output.line(line)
     return EXIT_OK
 
 
@@ -239,7 +248,7 @@ def watch(client: GatewayClient, output: Output, execution_id: str, reconnect_fo
     if not output.messages.is_terminal:
         return _watch_plainly(events, output, execution_id)
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TaskProgressColumn(),
         console=output.messages,
@@ -250,14 +259,16 @@ def watch(client: GatewayClient, output: Output, execution_id: str, reconnect_fo
     with progress:
         for event in events:
             if event.kind == "state":
-                progress.console.print(f"{execution_id}: {event.data.get('status')}", markup=False)
+                progress.console.print(
+                    Text(f"{execution_id}: {visible(str(event.data.get('status')))}")
+                )
             elif event.kind == "progress":
                 percent = event.data.get("percent")
                 progress.start_task(bar)
                 progress.update(
                     bar,
                     completed=percent if isinstance(percent, int | float) else None,
-                    description=_plain(str(event.data.get("message", execution_id)))[:60],
+                    description=visible(str(event.data.get("message", execution_id)))[:60],
                 )
             elif event.kind == TERMINAL:
                 terminal = event.data
@@ -271,11 +282,12 @@ def _watch_plainly(events: Iterator[StreamEvent], output: Output, execution_id: 
     terminal: JsonObject = {}
     for event in events:
         if event.kind == "state":
-            output.err.write(f"{execution_id}: {event.data.get('status')}\n")
+            output.err.write(f"{execution_id}: {visible(str(event.data.get('status')))}\n")
         elif event.kind == "progress":
             percent = event.data.get("percent")
             shown = f"[{percent:5.1f}%] " if isinstance(percent, int | float) else ""
-            output.err.write(f"{execution_id}: {shown}{event.data.get('message', '')}\n")
+            message = visible(str(event.data.get("message", "")))
+            output.err.write(f"{execution_id}: {shown}{message}\n")
         elif event.kind == TERMINAL:
             terminal = event.data
         output.err.flush()
@@ -304,7 +316,7 @@ def logs(
             if output.as_json:
                 output.json(line)
             else:
-                output.console.print(line, markup=False)
+                output.line(line)
         shown = view.get("logs") or []
         if not follow or view["status"] in _FINISHED:
             return EXIT_OK
@@ -317,7 +329,7 @@ def cancel(client: GatewayClient, output: Output, execution_id: str) -> int:
     if output.as_json:
         output.json(view)
     else:
-        output.console.print(f"{view['id']}: {view['status']}", markup=False)
+        output.line(f"{view['id']}: {view['status']}")
     return EXIT_OK
 
 
@@ -358,16 +370,6 @@ def _new_lines(before: list[str], now: list[str]) -> list[str]:
 
 def _width(stream: TextIO) -> int | None:
     return None if stream.isatty() else 200
-
-
-def _cell(value: str) -> str:
-    """One field of a tab-separated line: no tab or line break inside it."""
-    return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
-
-
-def _plain(text: str) -> str:
-    """Caller-supplied text kept out of rich's markup."""
-    return text.replace("[", "\\[")
 
 
 def _when(stamp: str) -> str:
