@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from tests.astron_node import NodeFailed, node_call
 from tests.conftest import FAST, GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.local_projects import rss_kb
 
@@ -175,3 +177,37 @@ def test_a_head_over_the_limit_is_431_however_it_arrives(
         ).json()["items"]
         outcomes[size] = (reply.split(b" ", 2)[1], len(listed))
     assert outcomes == {2048: (b"202", 1), 2049: (b"431", 0), 3000: (b"431", 0)}
+
+
+def test_an_http_1_0_client_gets_its_stream_close_delimited_not_chunked(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    """HTTP/1.0 has no chunked coding: a stream's body is the events themselves, ended by
+    the close (a chunk size line would be read as part of the body)."""
+    pid = new_project_id()
+    fake.script(
+        pid,
+        steps=[{"status": "PENDING"}] * 3 + [{"status": "COMPLETED", "result": {"data": {"n": 7}}}],
+    )
+    body = json.dumps({"project_id": pid, "sid": "old-client"}).encode()
+    sock = raw(gateway)
+    sock.sendall(
+        b"POST /rpa/v1/exec HTTP/1.0\r\nAuthorization: t-secret\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    reply = read_reply(sock)  # to the close: that is where an HTTP/1.0 body ends
+    head, _, stream = reply.partition(b"\r\n\r\n")
+    headers = head.lower().split(b"\r\n")
+    assert headers[0].startswith(b"http/1.1 200 "), head
+    assert not any(h.startswith(b"transfer-encoding") for h in headers), head
+    assert b"connection: close" in headers
+    frames = [json.loads(line[5:]) for line in stream.split(b"\n") if line.startswith(b"data:")]
+    assert [(f["code"], f["data"]) for f in frames] == [(0, {"n": 7})], stream
+    assert stream.startswith((b":", b"data:", b"id:", b"retry:")), stream[:40]
+    # A JSON answer keeps its length.
+    sock = raw(gateway)
+    sock.sendall(b"GET /rpa/v1/ping HTTP/1.0\r\n\r\n")
+    assert b"content-length: " in read_reply(sock).lower()

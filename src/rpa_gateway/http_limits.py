@@ -33,6 +33,7 @@ from rpa_gateway.api import compat_wire
 from rpa_gateway.api.edge import normalised
 from rpa_gateway.api.refusals import COMPAT_PATH, reads_data_lines
 from rpa_gateway.connection import SCOPE_KEY, Connection
+from rpa_gateway.http10 import CloseDelimitedCycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             # The request's task is scheduled, not begun: it sees the scope with this.
             if self.cycle is not None and self.cycle.scope is self.scope:
+                if self.scope["http_version"] == "1.0":
+                    self.cycle.__class__ = CloseDelimitedCycle
                 self._connection = Connection(self.cycle)
                 self.scope[SCOPE_KEY] = self._connection  # type: ignore[literal-required]
             return
