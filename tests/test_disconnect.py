@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -78,3 +79,30 @@ def _gauge(gateway: GatewayProcess, name: str) -> float:
         for sample in family.samples
         if sample.name == name
     )
+
+
+def test_a_client_gone_in_the_middle_of_its_body_is_one_info_line(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    """Not an ERROR with a traceback: a client going away is ordinary, and nothing was
+    created from half a body."""
+    gateway = start_gateway()
+    pid = f"p-{uuid.uuid4().hex[:8]}"
+    for path in ("/rpa/v1/executions", "/rpa/v1/exec"):
+        sock = socket.create_connection(("127.0.0.1", gateway.port))
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t-secret\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            f'{{"project_id": "{pid}", '.encode()
+        )
+        time.sleep(0.2)  # the service is waiting for the rest of the body
+        sock.close()
+    wanted = "the client disconnected before its request body arrived whole"
+    deadline = time.monotonic() + 10
+    while gateway.log_text().count(wanted) < 2:
+        assert time.monotonic() < deadline, gateway.log_text()[-3000:]
+        time.sleep(0.05)
+    lines = gateway.log_text().splitlines()
+    assert [line.split()[2] for line in lines if wanted in line] == ["INFO", "INFO"]
+    assert not [line for line in lines if " ERROR " in line or "Traceback" in line], lines
+    assert fake.creates_for(pid) == 0

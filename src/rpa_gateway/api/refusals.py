@@ -164,6 +164,15 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return await answer(request, _validation_refusal(exc))
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # Nobody is left to answer; nothing was created (the body was never whole).
+        log.info(
+            "the client disconnected before its request body arrived whole: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=400)
+
     async def internal(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return await answer(request, RequestRejected(500, "internal", "internal error"))
@@ -178,6 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreError, store_down)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_parameters)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, internal)
 
 
