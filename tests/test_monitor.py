@@ -54,9 +54,18 @@ def browser() -> Iterator[WebDriver]:
         "--window-size=1280,900",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     yield driver
+    # The page keeps to its own Content-Security-Policy (no inline style or script): a
+    # violation is a console error, whichever test's page caused it.
+    violations = [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+    ]
     driver.quit()
+    assert violations == []
 
 
 def screenshot(browser: WebDriver, name: str) -> None:
