@@ -37,6 +37,8 @@ class GatewayProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.launcher: list[str] = []  # a command to run the server under (e.g. prlimit)
+        self.command = [sys.executable, "-m", "rpa_gateway", "serve"]  # or ["make", "run"]
+        self.new_session = False  # its own process group, as an init system starts it
 
     @property
     def base_url(self) -> str:
@@ -50,11 +52,12 @@ class GatewayProcess:
         running.add(self)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [*self.launcher, sys.executable, "-m", "rpa_gateway", "serve"],
+                [*self.launcher, *self.command],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.new_session,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

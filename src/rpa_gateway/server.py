@@ -7,6 +7,7 @@ import gc
 import logging
 import resource
 import socket
+import time
 from types import FrameType
 
 import uvicorn
@@ -19,6 +20,9 @@ from rpa_gateway.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
+# A repeat of the stop signal this soon is the same request (see DrainingServer).
+SAME_REQUEST_SECONDS = 2.0
+
 
 class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, drain first (open streams finish), then shut down as usual.
@@ -28,8 +32,12 @@ class DrainingServer(uvicorn.Server):
     a load balancer): then it stops listening and closes idle keep-alive
     connections at once, so the balancer's next attempt fails to connect and goes
     to another replica (nginx resends a request only when it could not be sent).
-    A second signal cuts the drain short; one during uvicorn's own shutdown is
-    uvicorn's (SIGINT forces the exit).
+
+    A second signal cuts the drain short, unless it comes within
+    ``SAME_REQUEST_SECONDS`` of the first: a process-group signal (systemd's default
+    KillMode, a container runtime, Ctrl-C under ``make run``) reaches the service
+    twice, once directly and once forwarded by its parent, and that is one request
+    to stop.  One during uvicorn's own shutdown is uvicorn's (SIGINT forces the exit).
     """
 
     def __init__(
@@ -44,7 +52,7 @@ class DrainingServer(uvicorn.Server):
         self._lifecycle = lifecycle
         self._drain_seconds = drain_seconds
         self._leave_balancer = leave_balancer
-        self._signals = 0
+        self._first_signal_at: float | None = None
         self._drain: asyncio.Task[None] | None = None  # held: the loop keeps weak references
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -57,10 +65,13 @@ class DrainingServer(uvicorn.Server):
         if loop is None or self.should_exit:
             super().handle_exit(sig, frame)
             return
-        # A signal handler interrupts the loop anywhere; act from the loop itself.
-        self._signals += 1
-        if self._signals == 1:
+        # A signal handler interrupts the loop anywhere; act (and log) from the loop itself.
+        now = time.monotonic()
+        if self._first_signal_at is None:
+            self._first_signal_at = now
             loop.call_soon_threadsafe(self._start_drain, sig)
+        elif now - self._first_signal_at < SAME_REQUEST_SECONDS:
+            loop.call_soon_threadsafe(_repeat_ignored, sig)
         else:
             loop.call_soon_threadsafe(self._lifecycle.cut_short)
 
@@ -81,6 +92,15 @@ class DrainingServer(uvicorn.Server):
         # Idle keep-alive connections close now; busy ones (open streams) after their response.
         for connection in list(self.server_state.connections):
             connection.shutdown()
+
+
+def _repeat_ignored(sig: int) -> None:
+    log.info(
+        "signal %d again within %g s of the first: the same request to stop (a second one"
+        " later cuts the drain short)",
+        sig,
+        SAME_REQUEST_SECONDS,
+    )
 
 
 def tune_collector(threshold: int) -> None:
