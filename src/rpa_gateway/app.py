@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ from rpa_gateway.mcp.sse_endpoint import SseMessagesEndpoint, SseStreamEndpoint
 from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.security import TokenVault
 from rpa_gateway.service import ExecutionService
+from rpa_gateway.startup import CannotStart
 from rpa_gateway.stewardship import Stewardship, new_holder_id
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.store.sqlite import SqliteStore
@@ -100,23 +102,39 @@ def build_vault(settings: Settings) -> TokenVault:
 
 
 async def open_store(settings: Settings) -> tuple[Store, str]:
-    """The store the settings choose, and where it is (for the start-up log)."""
+    """The store the settings choose, and where it is (for the start-up log).  Raises
+    CannotStart, saying what to check, when it cannot be opened."""
     seeds = settings.redis_seeds
     if seeds:
         from rpa_gateway.store.redis import RedisStore
 
         password = settings.redis_password
-        redis = await RedisStore.connect(
-            addr=None if settings.redis_cluster_addr else seeds[0],
-            cluster_seeds=seeds if settings.redis_cluster_addr else None,
-            password=password.get_secret_value() if password is not None else None,
-            retention_seconds=settings.rpa_retention_seconds,
-        )
+        try:
+            redis = await RedisStore.connect(
+                addr=None if settings.redis_cluster_addr else seeds[0],
+                cluster_seeds=seeds if settings.redis_cluster_addr else None,
+                password=password.get_secret_value() if password is not None else None,
+                retention_seconds=settings.rpa_retention_seconds,
+            )
+        except StoreError as exc:
+            where = ", ".join(seeds)
+            raise CannotStart(
+                f"{str(exc).rstrip('.')}; check that Redis runs at {where} (REDIS_ADDR or"
+                " REDIS_CLUSTER_ADDR) and REDIS_PASSWORD"
+            ) from None
         kind = "Redis Cluster" if settings.redis_cluster_addr else "Redis"
         return redis, f"{kind} at {', '.join(seeds)}"
     max_mb = settings.rpa_store_max_mb
     path = settings.rpa_data_dir / DATABASE_FILE
-    sqlite = SqliteStore(path, max_bytes=int(max_mb * 1024 * 1024) if max_mb is not None else None)
+    try:
+        sqlite = SqliteStore(
+            path, max_bytes=int(max_mb * 1024 * 1024) if max_mb is not None else None
+        )
+    except (StoreError, OSError, sqlite3.Error) as exc:
+        raise CannotStart(
+            f"the store {path} cannot be opened ({exc}); check that RPA_DATA_DIR is a"
+            " writable folder that no other rpa-gateway process uses"
+        ) from None
     return sqlite, str(path)
 
 

@@ -9,6 +9,8 @@
   ``data:`` frame with a non-zero code: without one, the node reads success.
 - An event stream the app handed off (``event_stream``) is served here, after the
   app's call chain has returned.
+- A start-up failure the user can fix (:class:`CannotStart`) reaches uvicorn as its
+  one-line message, not as a traceback.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rpa_gateway import sse
 from rpa_gateway.api.refusals import COMPAT_PATH
 from rpa_gateway.codes import Code, unknown_error_message
 from rpa_gateway.connection import SCOPE_KEY, Connection
+from rpa_gateway.startup import CannotStart
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ class Edge:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _plain_startup_failure(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -84,6 +91,18 @@ class Edge:
                 raise exc from None
             log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
             await send({"type": "http.response.body", "body": _LAST_RESORT_FRAME})
+
+
+def _plain_startup_failure(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            # Sent while the lifespan handles the exception: it is the one being handled.
+            failure = sys.exc_info()[1]
+            if isinstance(failure, CannotStart):
+                message = {**message, "message": f"cannot start: {failure}"}
+        await send(message)
+
+    return sending
 
 
 # In the scope when the path as sent ended in "/" (a URL the client will resolve against).

@@ -118,8 +118,14 @@ def _exclusive_lock(path: Path) -> int:
     """One service per data directory: a second would supervise the same executions (and,
     starting, kill the runs it takes for a dead predecessor's).  Released when the process
     ends, however it ends."""
-    private_directory(path.parent)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        private_directory(path.parent)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"the data directory {path.parent} (RPA_DATA_DIR) cannot be used: {exc.strerror};"
+            " it must be a folder this user can write"
+        ) from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
