@@ -101,3 +101,18 @@ class GatewayProcess:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+def refused_start(gateway: GatewayProcess) -> str:
+    """What a service that cannot start said: exit status 3, one line, no traceback."""
+    try:
+        gateway.start()
+    except RuntimeError as exc:
+        assert "gateway exited at start" in str(exc), exc
+    else:
+        raise AssertionError("the gateway started")
+    assert gateway.process is not None and gateway.process.returncode == 3
+    said = gateway.log_text()
+    assert "Traceback" not in said and "  File " not in said, said
+    (line,) = [line for line in said.splitlines() if "cannot start: " in line]
+    return line

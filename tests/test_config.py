@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from rpa_gateway.security import new_key
-from tests.gateway_process import GatewayProcess, free_port
+from tests.gateway_process import GatewayProcess, free_port, refused_start
 
 
 def serve_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -147,28 +147,17 @@ def test_a_second_service_on_the_same_data_directory_refuses_to_start(tmp_path: 
         first.stop()
 
 
-def _refused_start(gateway: GatewayProcess) -> str:
-    """What a service that cannot start said: exit status 3, one line, no traceback."""
-    with pytest.raises(RuntimeError, match="gateway exited at start"):
-        gateway.start()
-    assert gateway.process is not None and gateway.process.returncode == 3
-    said = gateway.log_text()
-    assert "Traceback" not in said and "  File " not in said, said
-    (line,) = [line for line in said.splitlines() if "cannot start: " in line]
-    return line
-
-
 def test_start_up_failures_are_one_line_naming_the_problem_and_the_fix(tmp_path: Path) -> None:
     no_redis = GatewayProcess(
         {"REDIS_ADDR": f"127.0.0.1:{free_port()}", "RPA_TOKEN_KEY": new_key()}, tmp_path / "r"
     )
     no_redis.workdir.mkdir()
-    line = _refused_start(no_redis)
+    line = refused_start(no_redis)
     assert "cannot connect to Redis" in line and "REDIS_ADDR" in line, line
 
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    line = _refused_start(GatewayProcess({"RPA_DATA_DIR": str(not_a_folder)}, tmp_path))
+    line = refused_start(GatewayProcess({"RPA_DATA_DIR": str(not_a_folder)}, tmp_path))
     assert f"the data directory {not_a_folder} (RPA_DATA_DIR) cannot be used" in line, line
 
     # The lock is free but the database cannot open: refused from within the start-up.
@@ -176,6 +165,6 @@ def test_start_up_failures_are_one_line_naming_the_problem_and_the_fix(tmp_path:
     (data / "rpa-gateway.db").mkdir(parents=True)
     stuck = GatewayProcess({"RPA_DATA_DIR": str(data)}, tmp_path / "s")
     stuck.workdir.mkdir()
-    line = _refused_start(stuck)
+    line = refused_start(stuck)
     assert f"the store {data / 'rpa-gateway.db'} cannot be opened" in line, line
     assert "RPA_DATA_DIR" in line

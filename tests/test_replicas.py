@@ -21,7 +21,7 @@ from tests.astron_node import run_node
 from tests.conftest import FAST
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.feed_client import Feed
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, refused_start
 from tests.local_projects import make_project
 from tests.native_client import auth, events, get
 from tests.nginx_proxy import NginxProxy
@@ -421,3 +421,29 @@ def test_replicas_on_a_redis_cluster_with_a_password(tmp_path: Path, fake: FakeU
         finally:
             for replica in replicas:
                 replica.stop()
+
+
+def test_a_replica_with_another_token_key_refuses_to_start(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """It could not open the tokens the others sealed (404s, takeovers that cannot poll):
+    it says so in one line and does not start.  The store holds a fingerprint only."""
+    key, other_key = new_key(), new_key()
+    env = {**FAST, **fake.env(), "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": key}
+    first = GatewayProcess(env, tmp_path / "first")
+    first.workdir.mkdir()
+    first.start()
+    stranger = GatewayProcess({**env, "RPA_TOKEN_KEY": other_key}, tmp_path / "stranger")
+    stranger.workdir.mkdir()
+    line = refused_start(stranger)
+    assert "RPA_TOKEN_KEY is not the key the other replicas use" in line, line
+    twin = GatewayProcess(env, tmp_path / "twin")
+    twin.workdir.mkdir()
+    twin.start()  # the same key: welcome
+    recorded = redis.client().get("rpa:token-key")
+    assert recorded is not None and len(recorded) == 16
+    for secret in (key, other_key):
+        assert secret.encode() not in redis.client().dump("rpa:token-key")
+        assert secret not in stranger.log_text() + first.log_text() + twin.log_text()
+    for gateway in (first, twin):
+        gateway.stop()

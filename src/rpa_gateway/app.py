@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.routing import Route
@@ -30,7 +30,7 @@ from rpa_gateway.mcp.assembly import build_door
 from rpa_gateway.mcp.http_endpoint import McpEndpoint
 from rpa_gateway.mcp.sse_endpoint import SseMessagesEndpoint, SseStreamEndpoint
 from rpa_gateway.ping_sweep import PingSweep
-from rpa_gateway.security import TokenVault
+from rpa_gateway.security import TokenVault, key_fingerprint
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.startup import CannotStart
 from rpa_gateway.stewardship import Stewardship, new_holder_id
@@ -39,6 +39,9 @@ from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
 from rpa_gateway.telemetry import Telemetry
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls
+
+if TYPE_CHECKING:
+    from rpa_gateway.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,7 @@ async def open_store(settings: Settings) -> tuple[Store, str]:
                 f"{str(exc).rstrip('.')}; check that Redis runs at {where} (REDIS_ADDR or"
                 " REDIS_CLUSTER_ADDR) and REDIS_PASSWORD"
             ) from None
+        await _agree_on_token_key(redis, settings)
         kind = "Redis Cluster" if settings.redis_cluster_addr else "Redis"
         return redis, f"{kind} at {', '.join(seeds)}"
     max_mb = settings.rpa_store_max_mb
@@ -136,6 +140,25 @@ async def open_store(settings: Settings) -> tuple[Store, str]:
             " writable folder that no other rpa-gateway process uses"
         ) from None
     return sqlite, str(path)
+
+
+async def _agree_on_token_key(redis: RedisStore, settings: Settings) -> None:
+    """Every replica seals callers' tokens with the same RPA_TOKEN_KEY, or each fails to
+    open half the others' (404s, takeovers that cannot poll): the first replica records
+    the key's fingerprint, and one with another key refuses to start."""
+    assert settings.rpa_token_key is not None  # required with Redis (config)
+    ours = key_fingerprint(decode_key(settings.rpa_token_key.get_secret_value()))
+    try:
+        agreed = await redis.adopt_key_fingerprint(ours)
+    except StoreError as exc:
+        await redis.close()
+        raise CannotStart(f"{exc}; check Redis") from None
+    if agreed != ours:
+        await redis.close()
+        raise CannotStart(
+            f"RPA_TOKEN_KEY is not the key the other replicas use (Redis records key"
+            f" {agreed}, this one is {ours}); give every replica the same RPA_TOKEN_KEY"
+        )
 
 
 SHUTDOWN_STEP_SECONDS = 5.0

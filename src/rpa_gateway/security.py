@@ -66,6 +66,12 @@ class TokenVault:
         return plain.decode()
 
 
+def key_fingerprint(token_key: bytes) -> str:
+    """Names ``RPA_TOKEN_KEY`` without revealing it: replicas compare theirs through the
+    store (one with another key could not open the others' sealed tokens)."""
+    return _derive(token_key, b"key fingerprint").hex()[:16]
+
+
 def _derive(key: bytes, label: bytes) -> bytes:
     return hmac.new(key, label, hashlib.sha256).digest()
 

@@ -247,6 +247,7 @@ class _Keys:
         self.holders = f"{prefix}:replicas"
         self.notices_channel = f"{prefix}:notices"
         self.changes_channel = f"{prefix}:changes"
+        self.token_key = f"{prefix}:token-key"  # RPA_TOKEN_KEY's fingerprint, never the key
 
     def live(self, execution_id: str) -> str:
         return f"{self.prefix}:live:{execution_id}"
@@ -390,6 +391,14 @@ class RedisStore:
                 await self._listening.wait()
         except TimeoutError:
             raise StoreError("cannot subscribe to Redis events (no answer in time)") from None
+
+    async def adopt_key_fingerprint(self, fingerprint: str) -> str:
+        """The token key fingerprint the replicas agreed on: ``fingerprint`` when none was
+        recorded yet (it is now), else the one recorded first."""
+        async with self._redis("record the token key's fingerprint"):
+            await self._client.set(self._keys.token_key, fingerprint, nx=True)
+            recorded = await self._client.get(self._keys.token_key)
+        return recorded.decode() if isinstance(recorded, bytes) else str(recorded or fingerprint)
 
     # --- writes ---------------------------------------------------------------
     async def create(
