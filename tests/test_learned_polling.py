@@ -15,10 +15,19 @@ RUN_SECONDS = 0.6
 TOKEN = "Bearer learner"
 
 
-def run_many(base_url: str, project_id: str, count: int) -> list[dict[str, object]]:
+def run_many(
+    base_url: str,
+    project_id: str,
+    count: int,
+    *,
+    token: str = TOKEN,
+    version: int | None = None,
+) -> list[dict[str, object]]:
     async def all_of_them() -> list[dict[str, object]]:
-        body = {"project_id": project_id, "sid": "s", "params": {}}
-        return await asyncio.gather(*(run_node(base_url, TOKEN, body) for _ in range(count)))
+        body: dict[str, object] = {"project_id": project_id, "sid": "s", "params": {}}
+        if version is not None:
+            body["version"] = version
+        return await asyncio.gather(*(run_node(base_url, token, body) for _ in range(count)))
 
     return asyncio.run(all_of_them())
 
@@ -44,8 +53,11 @@ def until_one_poll(base_url: str, fake: FakeUpstream, project_id: str, within: f
 def test_a_project_s_runs_are_polled_once_when_they_end_even_after_a_restart(
     start_gateway: GatewayFactory, fake: FakeUpstream
 ) -> None:
-    project_id = new_project_id()
+    # A name that joined with a version would read as another project's ("x" version 1).
+    unversioned = new_project_id()
+    project_id = f"{unversioned}@v1"
     fake.script(project_id, duration=RUN_SECONDS)
+    fake.script(unversioned, duration=RUN_SECONDS)
     # A query every second at most: a budget of one poll per run, none left for early ones.
     gateway = start_gateway(XIAOWU_RPA_TASK_QUERY_INTERVAL="1")
     # Today's schedule (0.02 s, doubling) polls such a run at 0.02, 0.06, 0.14, 0.3, 0.62 s.
@@ -60,6 +72,14 @@ def test_a_project_s_runs_are_polled_once_when_they_end_even_after_a_restart(
     newest = sorted(fake.runs_for(project_id), key=lambda run: run.created_at)[-10:]
     assert [run.queries for run in newest] == [1] * 10
     assert took < RUN_SECONDS + 0.5, "seen ended soon after the end, not a poll later"
+
+    # What one caller learned is its own: another caller's project of the same id may be
+    # another robot (a project id belongs to a platform account), and "x" version 1 is
+    # not the project "x@v1".  Both start from today's schedule.
+    run_many(gateway.base_url, project_id, 1, token="Bearer another-account")
+    assert polls_of_the_newest_run(fake, project_id) >= 4
+    run_many(gateway.base_url, unversioned, 1, version=1)
+    assert polls_of_the_newest_run(fake, unversioned) >= 4
 
     gateway.stop()
     gateway.start()  # the same data directory: what was learned is in the store

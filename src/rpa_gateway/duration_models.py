@@ -1,4 +1,4 @@
-"""Each project's recent run durations and the poll schedule learned from them.
+"""Each caller's projects' recent run durations and the poll schedules learned from them.
 
 The durations live in the store (shared by replicas, kept across restarts); this
 process keeps a copy per project it polls for, adds what it observes at once, and
@@ -9,6 +9,7 @@ back what the other replicas added.  A run costs a dict lookup, not a store call
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -33,8 +34,12 @@ class DurationStore(Protocol):
     async def durations(self, keys: Sequence[str], keep: int) -> dict[str, list[float]]: ...
 
 
-def model_key(project_id: str, version: int | None) -> str:
-    return project_id if version is None else f"{project_id}@v{version}"
+def model_key(owner: str, project_id: str, version: int | None) -> str:
+    """Whose runs of which project these are.  Per caller: a project id belongs to a
+    platform account, so two callers' ``x`` may be different robots, and one caller's
+    runs must not shape another's schedule.  A JSON array: no two (caller, project,
+    version) share a key, whatever their text (``x@v1`` is not ``x`` version 1)."""
+    return json.dumps([owner, project_id, version], ensure_ascii=False, separators=(",", ":"))
 
 
 class Schedules(Protocol):

@@ -373,7 +373,8 @@ class Supervisor:
         the execution's creation.
         """
         policy = self._policy
-        project = model_key(execution.request.project_id, execution.request.version)
+        request = execution.request
+        project = model_key(execution.owner, request.project_id, request.version)
         await self._schedules.schedule_for(project)
         faults = 0
         upstream_status = "PENDING"  # what a freshly created upstream run reports
