@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -183,3 +187,58 @@ def test_an_operator_resumes_any_caller_s_stream_and_replays_are_marked(
         gateway.base_url, {}, token=admin, headers={"Last-Event-ID": f"{first.ids[0]}"}
     )
     assert resumed.status_code == 200 and resumed.terminal == first.terminal
+
+
+def test_the_keys_file_is_reloaded_on_change_and_on_sighup(
+    start_gateway: GatewayFactory, fake: FakeUpstream, tmp_path: Path
+) -> None:
+    """Revoking a key needs no restart; the log counts keys and never shows one."""
+    (kept, _), (revoked, _), (added, _), (later, _) = new_key(), new_key(), new_key(), new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(f"{kept}\n{revoked}\n")
+    gateway = start_gateway(RPA_API_KEYS_FILE=str(keys))
+    pid = new_project_id()
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {}}])
+
+    def admitted(token: str) -> bool:
+        status = create(gateway.base_url, {"project_id": pid}, token).status_code
+        assert status in (202, 401), status
+        return status == 202
+
+    def until(check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not check():
+            assert time.monotonic() < deadline, gateway.log_text()[-2000:]
+            time.sleep(0.05)
+
+    assert admitted(kept) and admitted(revoked) and not admitted(added)
+    # Replaced the way an operator should (a new file renamed over the old one).
+    replacement = tmp_path / "keys.new"
+    replacement.write_text(f"{kept}\n{added}\n")
+    replacement.rename(keys)
+    until(lambda: not admitted(revoked))
+    assert admitted(kept) and admitted(added)
+
+    # Half-written (empty) or broken: the keys stay as they were.
+    keys.write_text("")
+    until(lambda: "holds no key; the keys stay as they were" in gateway.log_text())
+    keys.write_text("sha256:not-hex\n")
+    until(lambda: "sha256: takes 64 hex digits" in gateway.log_text())
+    assert admitted(kept) and admitted(added)
+
+    # SIGHUP, with nothing for the check to notice: same size, same time, same file.
+    keys.write_text(f"{kept}\n{added}\n")
+    until(lambda: gateway.log_text().count("RPA_API_KEYS_FILE reloaded") == 2)
+    stamp = keys.stat()
+    keys.write_text(f"{kept}\n{later}\n")  # `later` is as long as `added`
+    os.utime(keys, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    time.sleep(1.5)  # a check or more: they see no change
+    assert admitted(added) and not admitted(later)
+    assert gateway.process is not None
+    gateway.process.send_signal(signal.SIGHUP)
+    until(lambda: admitted(later))
+    assert not admitted(added)
+    log = gateway.log_text()
+    assert "RPA_API_KEYS_FILE reloaded (SIGHUP): 2 keys admitted (2 before)" in log
+    for key in (kept, revoked, added, later):
+        assert key not in log

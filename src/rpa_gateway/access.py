@@ -51,6 +51,10 @@ class ApiKeys:
     def __init__(self, digests: Iterable[bytes]) -> None:
         self._digests = frozenset(digests)
 
+    def replace(self, digests: Iterable[bytes]) -> None:
+        """Admit these from now on (a reloaded ``RPA_API_KEYS_FILE``)."""
+        self._digests = frozenset(digests)
+
     def __len__(self) -> int:
         return len(self._digests)
 

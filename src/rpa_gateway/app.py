@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from rpa_gateway.backends.spawn import run_owner
 from rpa_gateway.config import Settings, decode_key
 from rpa_gateway.duration_models import DurationModels, SchedulePolicy
 from rpa_gateway.housekeeping import run_housekeeping
+from rpa_gateway.keys_file import KeysFile
 from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.mcp.assembly import build_door
 from rpa_gateway.mcp.http_endpoint import McpEndpoint
@@ -253,9 +255,15 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.redis_seeds:  # other replicas: renew leases, take over lapsed ones
             background.append(asyncio.create_task(stewardship.tend(service.take_over)))
             lifecycle.on_drain(stewardship.hand_over)
+        keys_file = KeysFile.of(settings)
+        if keys_file is not None:
+            background.append(asyncio.create_task(keys_file.watch(), name="keys-file"))
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys_file.reload, "SIGHUP")
         try:
             yield
         finally:
+            if keys_file is not None:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             lifecycle.release_streams()
             for task in background:
                 task.cancel()
