@@ -7,6 +7,7 @@ gateway processes and the scripted upstream; clients go through nginx only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -15,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import exceptions as redis_errors
 
 from rpa_gateway.security import new_key
-from tests.astron_node import run_node
+from tests.astron_node import NodeFailed, node_call, run_node
 from tests.conftest import FAST
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.feed_client import Feed
@@ -447,3 +449,54 @@ def test_a_replica_with_another_token_key_refuses_to_start(
         assert secret not in stranger.log_text() + first.log_text() + twin.log_text()
     for gateway in (first, twin):
         gateway.stop()
+
+
+def test_redis_at_maxmemory_turns_the_service_unready_and_refuses_creates(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """With ``noeviction`` a full Redis refuses writes: as with a full disk, readiness and
+    refusals follow the failed writes (never an accepted execution that cannot be kept),
+    and both recover once Redis has room again."""
+    gateway = GatewayProcess(
+        {**FAST, **fake.env(), "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}, tmp_path
+    ).start()
+    pid = new_project_id()
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {}}}])
+
+    def create() -> httpx.Response:
+        return httpx.post(
+            gateway.base_url + "/rpa/v1/executions",
+            json={"project_id": pid},
+            headers=auth(TOKEN),
+            timeout=10,
+        )
+
+    def ready() -> int:
+        return httpx.get(gateway.base_url + "/rpa/v1/ready", timeout=10).status_code
+
+    assert create().status_code == 202 and ready() == 200
+    filler = redis.client()
+    used = int(filler.info("memory")["used_memory"])
+    filler.config_set("maxmemory-policy", "noeviction")
+    filler.config_set("maxmemory", used + 2 * 1024 * 1024)
+    keys = itertools.count()
+    for size in (100_000, 10_000, 1_000, 100, 10):  # full to the last few bytes
+        with pytest.raises(redis_errors.OutOfMemoryError):
+            while True:
+                filler.set(f"filler:{next(keys)}", b"x" * size)
+    creates = fake.creates_for(pid)
+    refusals = [create() for _ in range(3)]
+    assert [r.status_code for r in refusals] == [503] * 3, [r.text for r in refusals]
+    assert all("store" in r.json()["message"] for r in refusals)
+    assert ready() == 503
+    with pytest.raises(NodeFailed, match=r"55006|store"):
+        node_call(gateway.base_url, TOKEN, {"project_id": pid, "sid": "full"})
+    assert fake.creates_for(pid) == creates, "nothing started that could not be kept"
+
+    filler.config_set("maxmemory", 0)
+    deadline = time.monotonic() + 10
+    while ready() != 200:
+        assert time.monotonic() < deadline, "still unready with room in Redis"
+        time.sleep(0.1)
+    assert create().status_code == 202
+    gateway.stop()

@@ -51,6 +51,7 @@ from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
     NoScriptError,
+    OutOfMemoryError,
     RedisClusterException,
     RedisError,
 )
@@ -88,6 +89,7 @@ _REDIS_ERRORS = (RedisError, RedisClusterException)
 # pointing at an execution that is still missing after this is a crash's leftover.
 _GRACE = 30.0
 _PROBE_INTERVAL = 1.0
+_WRITE_PROBE = 64 * 1024  # bytes a write probe asks Redis to hold (briefly)
 _RECONNECT_FIRST = 0.05
 _RECONNECT_MAX = 1.0
 _PUBSUB_IDLE = 5.0  # seconds without a message before the pub/sub connection is pinged
@@ -247,6 +249,7 @@ class _Keys:
         self.holders = f"{prefix}:replicas"
         self.notices_channel = f"{prefix}:notices"
         self.changes_channel = f"{prefix}:changes"
+        self.write_probe = f"{prefix}:write-probe"
         self.token_key = f"{prefix}:token-key"  # RPA_TOKEN_KEY's fingerprint, never the key
 
     def live(self, execution_id: str) -> str:
@@ -333,6 +336,8 @@ class RedisStore:
         self._notice_listeners: list[NoticeListener] = []
         # Why the last command failed, while Redis is known to be unreachable.
         self._unreachable: str | None = None
+        # Why a write failed for want of memory; None once a write probe works.
+        self._write_failure: str | None = None
         self._probed_at = 0.0
         self._listening = asyncio.Event()  # the pub/sub connection is subscribed
         self._lost = False  # the pub/sub connection failed and is not back yet
@@ -1152,19 +1157,31 @@ class RedisStore:
     async def check(self) -> None:
         async with self._redis("reach Redis"):
             await self._ping()
+        await self.writable()
 
     async def writable(self) -> None:
-        """After a command failed for want of Redis, a PING (at most once a second) says
-        when it is back."""
-        if self._unreachable is None:
+        """After a command failed for want of Redis, or a write for want of memory (at
+        ``maxmemory`` with ``noeviction``), a probe (at most once a second) says when
+        Redis takes writes again: a PING, or a write of a few pages."""
+        if self._unreachable is None and self._write_failure is None:
             return
         now = time.monotonic()
         if now - self._probed_at >= _PROBE_INTERVAL:
             self._probed_at = now
             with contextlib.suppress(StoreError):
-                await self.check()
-        if self._unreachable is not None:
-            raise StoreError(self._unreachable)
+                await self._probe()
+        failure = self._unreachable or self._write_failure
+        if failure is not None:
+            raise StoreError(failure)
+
+    async def _probe(self) -> None:
+        async with self._redis("reach Redis"):
+            await self._ping()
+        if self._write_failure is not None:
+            async with self._redis("write to Redis"):
+                await self._client.set(self._keys.write_probe, bytes(_WRITE_PROBE), px=1000)
+                await self._client.delete(self._keys.write_probe)
+            self._write_failure = None
 
     async def _ping(self) -> None:
         if isinstance(self._client, RedisCluster):
@@ -1212,6 +1229,8 @@ class RedisStore:
             message = f"cannot {what}: {self._describe(exc)}"
             if _unreachable(exc):
                 self._unreachable = message
+            elif _out_of_memory(exc):
+                self._write_failure = message
             raise StoreError(message) from None
         self._unreachable = None
 
@@ -1226,6 +1245,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Marks a failure seen: the reconnection makes up for a SUBSCRIBE that failed."""
     if not future.cancelled():
         future.exception()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Redis at ``maxmemory`` with ``noeviction``: it refuses writes (scripts too)."""
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM ")
 
 
 def _unreachable(exc: BaseException) -> bool:
