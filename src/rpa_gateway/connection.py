@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from rpa_gateway.http10 import CloseDelimitedCycle
+
 SCOPE_KEY = "rpa.connection"
 
 
@@ -60,4 +62,6 @@ class Connection:
             return True
         if cycle.chunked_encoding:  # as every response without a length (SSE) is sent
             cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        elif isinstance(cycle, CloseDelimitedCycle) and cycle.close_delimited:  # HTTP/1.0
+            cycle.transport.write(data)
         return True

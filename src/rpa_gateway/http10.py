@@ -25,15 +25,15 @@ class CloseDelimitedCycle(RequestResponseCycle):
     uvicorn builds its cycles itself; the protocol swaps an HTTP/1.0 request's cycle
     to this class before the cycle's task first runs."""
 
-    _close_delimited = False
+    close_delimited = False  # the response being sent ends at the close
 
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] == "http.response.start" and not self.response_started:
             names = {name.lower() for name, _ in message.get("headers", [])}
             if not names & set(_FRAMING_HEADERS):
                 self.chunked_encoding = False  # uvicorn would otherwise add chunked
-                self._close_delimited = True
-        elif message["type"] == "http.response.body" and self._close_delimited:
+                self.close_delimited = True
+        elif message["type"] == "http.response.body" and self.close_delimited:
             # uvicorn checks a body against a length; this one is as long as it is.
             self.expected_content_length = len(message.get("body", b""))
         await super().send(message)
