@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -65,3 +67,30 @@ def test_a_feed_cursor_that_is_not_a_change_id_is_refused(gateway: GatewayProces
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_last_event_id"
     assert httpx.get(f"{gateway.base_url}/rpa/v1/feed", timeout=10).status_code == 401
+
+
+def raw_feed(
+    gateway: GatewayProcess, token: str, receive_buffer: int | None = None
+) -> socket.socket:
+    sock = socket.socket()
+    if receive_buffer is not None:  # before connecting: the window stays that small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", gateway.port))
+    sock.settimeout(10)
+    sock.sendall(
+        f"GET /rpa/v1/feed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def test_an_idle_feed_is_pinged(gateway: GatewayProcess) -> None:
+    """Proxies and clients drop a silent connection: a feed with nothing to say pings
+    (every XIAOWU_RPA_PING_INTERVAL, 0.2 s here)."""
+    sock = raw_feed(gateway, "feed-pinged")
+    received = b""
+    deadline = time.monotonic() + 10
+    while received.count(b": ping") < 3:
+        assert time.monotonic() < deadline, received
+        received += sock.recv(4096)
+    sock.close()
+    assert b"event: change" not in received

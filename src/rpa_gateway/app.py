@@ -224,7 +224,11 @@ def create_app(settings: Settings) -> FastAPI:
             stewardship=stewardship,
             max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
         )
-        pings = PingSweep(settings.xiaowu_rpa_ping_interval)
+        pings = PingSweep(
+            settings.xiaowu_rpa_ping_interval,
+            stall_seconds=settings.rpa_stream_stall_seconds,
+            on_stalled=lambda: telemetry.slow_client("stalled"),
+        )
         app.state.components = Components(settings, store, service, lifecycle, telemetry, pings)
         app.state.mcp = build_door(
             settings, store, service, backend, vault, lifecycle, telemetry, pings

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     rpa_lease_seconds: Annotated[float, Field(ge=1)] = 10.0
     rpa_retention_sweep_seconds: PositiveSeconds = 60.0
     rpa_reconnect_delay_ms: Annotated[int, Field(ge=0)] = 1000
+    # A stream whose client takes no byte for this long (its socket full) is cut: it holds
+    # memory and a descriptor for nobody.  It resumes with Last-Event-ID.
+    rpa_stream_stall_seconds: PositiveSeconds = 60.0
     # --- MCP (/mcp) -------------------------------------------------------------------
     # Seconds a tool call waits for its run before it answers with the execution id (under
     # the 30-60 s that common MCP clients give a call); a call's wait_seconds may ask for

@@ -13,6 +13,8 @@ server) streams in place, without pings.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -50,6 +52,28 @@ class Connection:
         callback, self.on_lost = self.on_lost, None
         if callback is not None:
             callback()
+
+    @property
+    def write_paused(self) -> bool:
+        """The client takes no more for now: the socket's buffers are full."""
+        cycle = self._cycle()
+        return cycle is not None and cycle.flow.write_paused
+
+    def limit_send_buffer(self, size: int) -> None:
+        """At most about ``size`` bytes (the kernel doubles it) wait in the kernel for a
+        slow client, instead of the megabytes TCP autotuning allows: a stream's unread
+        backlog then shows as paused writes soon enough to act on (see ping_sweep)."""
+        cycle = self._cycle()
+        sock = cycle.transport.get_extra_info("socket") if cycle is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+    def abort(self) -> None:
+        """Close the connection now, dropping what is still unsent."""
+        cycle = self._cycle()
+        if cycle is not None:
+            cycle.transport.abort()
 
     def write_body(self, data: bytes) -> bool:
         """Write ``data`` into the started response's body now; False once the client is

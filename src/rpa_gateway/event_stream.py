@@ -29,6 +29,7 @@ def _headers() -> list[tuple[bytes, bytes]]:
 
 
 _HEADERS = _headers()  # made once: every stream sends them
+STREAM_SEND_BUFFER = 128 * 1024  # bytes of a stream the kernel may hold for its client
 
 
 class StreamCounter(Protocol):
@@ -69,6 +70,8 @@ class EventStreamResponse(Response):
         )
         if self._counter is not None:
             self._counter.opened()
+        if connection is not None:
+            connection.limit_send_buffer(STREAM_SEND_BUFFER)
         pings = self._pings if connection is not None else None
         swept = pings.add(connection) if pings is not None and connection is not None else None
         try:

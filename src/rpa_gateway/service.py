@@ -31,8 +31,10 @@ from rpa_gateway.telemetry.context import current_execution
 log = logging.getLogger(__name__)
 
 _CANCEL_WAIT = 10.0
-CHANGES_REPLAYED = 200  # executions, newest first, a resumed feed replays changes of
+CHANGES_REPLAYED = 10_000  # executions, at most, whose changes a resumed feed replays
+_REPLAY_PAGE = 500
 CHANGES_MARGIN = 2.0  # seconds before the resume point a replay starts
+_DEADLINE_SLACK = 60.0  # seconds an execution may take past its deadline to end
 CHANGES_BATCH = 0.2  # seconds a feed gathers changes before it writes them
 CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
@@ -63,6 +65,14 @@ class CursorBeyondEnd(Exception):
 class Signal(Enum):
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
     STORE_FAILED = "store_failed"  # its events cannot be read now; the execution goes on
+
+
+class FeedEnd(Enum):
+    """Why a feed of changes ends; its client resumes with its last change's id."""
+
+    RECONNECT = "reconnect"  # the service is shutting down
+    STORE_FAILED = "store_failed"  # the executions to resume from cannot be read now
+    FELL_BEHIND = "fell_behind"  # its client did not take its changes (hub.CHANGES_BACKLOG)
 
 
 class ExecutionService:
@@ -384,12 +394,13 @@ class ExecutionService:
 
     async def changes(
         self, token: str, since: float | None, *, every_owner: bool = False
-    ) -> AsyncIterator[list[Change] | Signal]:
+    ) -> AsyncIterator[list[Change] | FeedEnd]:
         """The caller's execution changes as they happen (:func:`executions.change_of`).
 
         ``since`` (epoch seconds, a previous change's ``updated_at``): first the state of
-        each of the caller's newest executions changed after it, less a margin (changes
-        of different executions may be written slightly out of order), oldest first.
+        each of the caller's executions changed after it, less a margin (changes of
+        different executions may be written slightly out of order), oldest first: every
+        one, up to CHANGES_REPLAYED (a client cut off for falling behind loses nothing).
         First an empty batch, once subscribed (a client that lists the executions after it
         misses nothing).  Changes come in batches: what arrived within CHANGES_BATCH s of the first
         (one write for many, as a busy service makes hundreds a second).  The end as
@@ -399,15 +410,11 @@ class ExecutionService:
             yield []  # subscribed: from here on nothing is missed
             if since is not None:
                 try:
-                    recent = await self._store.list_executions(
-                        ListQuery(owner=owner, limit=CHANGES_REPLAYED)
-                    )
+                    changed = await self._changed_since(owner, since - CHANGES_MARGIN)
                 except StoreError:
                     log.exception("the feed cannot read the executions it resumes")
-                    yield Signal.STORE_FAILED
+                    yield FeedEnd.STORE_FAILED
                     return
-                changed = [e for e in recent if e.updated_at > since - CHANGES_MARGIN]
-                changed.sort(key=lambda e: e.updated_at)
                 if changed:
                     yield [Change(snapshot_change(e)) for e in changed]
             while True:
@@ -419,8 +426,26 @@ class ExecutionService:
                 if changes:
                     yield changes
                 if len(changes) < len(batch):
-                    yield Signal.RECONNECT
+                    yield FeedEnd.FELL_BEHIND if subscription.fell_behind else FeedEnd.RECONNECT
                     return
+
+    async def _changed_since(self, owner: str | None, since: float) -> list[Execution]:
+        """The owner's executions changed after ``since``, oldest change first.  Newest
+        first by creation, page by page, back to the oldest creation that can still have
+        changed since then: an execution ends by its deadline, ``timeout`` after it began."""
+        oldest_possible = since - self._timeout - _DEADLINE_SLACK
+        changed: list[Execution] = []
+        before: tuple[float, str] | None = None
+        while len(changed) < CHANGES_REPLAYED:
+            page = await self._store.list_executions(
+                ListQuery(owner=owner, limit=_REPLAY_PAGE, before=before)
+            )
+            changed += [e for e in page if e.updated_at > since]
+            if len(page) < _REPLAY_PAGE or page[-1].created_at < oldest_possible:
+                break
+            before = (page[-1].created_at, page[-1].id)
+        changed.sort(key=lambda e: e.updated_at)
+        return changed[-CHANGES_REPLAYED:]
 
     async def _events_after(self, execution_id: str, cursor: int, live: Event) -> list[Event]:
         """The stored events between the cursor and a live one, and that one (which may be an

@@ -3,6 +3,7 @@ dashboards (the web monitor among them) and ``rpa-gateway ls --watch``."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -15,9 +16,11 @@ from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import change_stream, errors
 from rpa_gateway.event_stream import EventStreamResponse
-from rpa_gateway.service import Signal
-from rpa_gateway.store.hub import Change
+from rpa_gateway.service import FeedEnd
+from rpa_gateway.store.hub import CHANGES_BACKLOG, Change
+from rpa_gateway.telemetry import Telemetry
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["executions"])
 
 _MILLISECONDS = re.compile(r"[0-9]{1,16}")
@@ -32,15 +35,17 @@ _MILLISECONDS = re.compile(r"[0-9]{1,16}")
     description="One `change` event per change of any of the caller's executions: created, "
     "each state change, each progress report, the end. The event id is the change's "
     "`updated_at` in milliseconds: resuming with `Last-Event-ID` (or `?last_event_id=`) "
-    "first sends the current state of the caller's newest 200 executions changed since "
-    "(less 2 s, as changes of different executions may come slightly out of order), "
-    "then live changes. A client keeps the latest change of each execution by `id`.",
+    "first sends the current state of every execution of the caller's changed since "
+    "(less 2 s, as changes of different executions may come slightly out of order; at "
+    "most 10 000), then live changes. A client keeps the latest change of each execution "
+    "by `id`. A client that leaves 10 000 changes unread, or takes no byte for "
+    "`RPA_STREAM_STALL_SECONDS`, is disconnected: it resumes with `Last-Event-ID`.",
 )
 async def execution_feed(request: Request, token: Caller) -> Response:
     parts = components(request)
     since = _since(request)
     changes = parts.executions.changes(token, since, every_owner=is_admin(request, token))
-    body = _render(changes, parts.settings.rpa_reconnect_delay_ms)
+    body = _render(changes, parts.settings.rpa_reconnect_delay_ms, parts.telemetry)
     return EventStreamResponse(body, counter=parts.lifecycle, pings=parts.pings)
 
 
@@ -58,11 +63,18 @@ def _since(request: Request) -> float | None:
 
 
 async def _render(
-    changes: AsyncIterator[list[Change] | Signal], retry_ms: int
+    changes: AsyncIterator[list[Change] | FeedEnd], retry_ms: int, telemetry: Telemetry
 ) -> AsyncGenerator[bytes, None]:
     async for batch in changes:
-        if isinstance(batch, Signal):
-            yield sse.frame(retry_ms=retry_ms)  # shutting down: reconnect elsewhere
+        if isinstance(batch, FeedEnd):
+            if batch is FeedEnd.FELL_BEHIND:
+                log.warning(
+                    "a feed's client left %d changes unread: the feed ends (its client"
+                    " resumes with Last-Event-ID)",
+                    CHANGES_BACKLOG,
+                )
+                telemetry.slow_client("fell_behind")
+            yield sse.frame(retry_ms=retry_ms)  # reconnect (elsewhere, when shutting down)
             return
         elif not batch:  # the first bytes: the feed is subscribed
             yield sse.frame(retry_ms=retry_ms)

@@ -92,6 +92,8 @@ async def _stream(door: McpDoor, session: McpSession, endpoint: str) -> AsyncGen
                     await _renew(door, session.id)
                     continue
                 if message is None:  # shutting down: the client connects again
+                    if messages.fell_behind:
+                        log.warning("MCP session %s: its client left its stream unread", session.id)
                     return
                 yield sse.frame(event="message", data=message)
     finally:

@@ -1,5 +1,14 @@
 """In-process fan-out of new events to the streams following an execution, and of
-execution changes to the feeds following an owner's executions (or everyone's)."""
+execution changes to the feeds following an owner's executions (or everyone's).
+
+Every subscriber's backlog is bounded: a reader that stops reading (a client that
+does not read its socket stalls its stream's writes) must not grow the process.
+Past :data:`EVENTS_BACKLOG` events a stream's oldest are dropped (its reader reads
+them back from the store when the next one's sequence number jumps); past
+:data:`CHANGES_BACKLOG` changes a feed is told it fell behind and ends (its client
+resumes with Last-Event-ID); past :data:`MESSAGES_BACKLOG` messages a session's
+stream ends.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,10 @@ from rpa_gateway.executions import Event, Execution, JsonObject, change_of
 
 # Called with every new event and the execution as it stands after it.
 Listener = Callable[[Event, Execution], None]
+
+EVENTS_BACKLOG = 1_000
+CHANGES_BACKLOG = 10_000  # about ten seconds of a busy service's changes
+MESSAGES_BACKLOG = 1_000
 
 
 class QueueSubscription:
@@ -42,8 +55,11 @@ class QueueSubscription:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(event)
-        else:
-            self._ready.append(event)
+            return
+        if len(self._ready) >= EVENTS_BACKLOG and event is not None:
+            # The oldest goes; the reader reads the gap back from the store.
+            del self._ready[: len(self._ready) - EVENTS_BACKLOG + 1]
+        self._ready.append(event)
 
     def get(self) -> Awaitable[Event | None]:
         """The next event (awaited)."""
@@ -67,13 +83,22 @@ class Change:
 
 
 class ChangeSubscription:
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "fell_behind")
 
     def __init__(self) -> None:
-        # ``None`` in the queue means: the service is shutting down.
+        # ``None`` in the queue means: the feed ends (the service is shutting down, or
+        # ``fell_behind``).
         self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self.fell_behind = False  # CHANGES_BACKLOG changes were not taken: nothing more
 
     def deliver(self, change: Change | None) -> None:
+        if self.fell_behind:
+            return
+        if change is not None and self._queue.qsize() >= CHANGES_BACKLOG:
+            self.fell_behind = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            change = None
         self._queue.put_nowait(change)
 
     async def get(self) -> Change | None:
@@ -90,12 +115,20 @@ class ChangeSubscription:
 class MessageSubscription:
     """Messages sent to one channel, for one reader (``None``: the service is shutting down)."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_queue", "fell_behind")
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.fell_behind = False  # MESSAGES_BACKLOG messages were not taken: it ends
 
     def deliver(self, message: str | None) -> None:
+        if self.fell_behind:
+            return
+        if message is not None and self._queue.qsize() >= MESSAGES_BACKLOG:
+            self.fell_behind = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            message = None
         self._queue.put_nowait(message)
 
     async def get(self) -> str | None:

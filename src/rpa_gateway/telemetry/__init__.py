@@ -111,6 +111,11 @@ class Telemetry:
         """A tool call begins: its span and its count."""
         return McpCallRecord(tool, self._spans, self.instruments, traceparent)
 
+    def slow_client(self, reason: str) -> None:
+        """A stream ended because its client did not read (``fell_behind``, ``stalled``)."""
+        if self.instruments is not None:
+            self.instruments.slow_clients.add(reason)
+
     def _kafka_outcome(self, outcome: str, reason: str) -> None:
         if self.instruments is not None:
             self.instruments.kafka_records.add(outcome, reason)

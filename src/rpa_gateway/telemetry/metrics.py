@@ -51,6 +51,7 @@ class Instruments:
     upstream_errors: Tally
     kafka_records: Tally
     mcp_calls: Tally
+    slow_clients: Tally
 
     @classmethod
     def on(cls, meter: Meter, *, active_executions: Gauge, open_streams: Gauge) -> Instruments:
@@ -67,11 +68,19 @@ class Instruments:
         upstream_errors = Tally("operation", "kind")
         kafka_records = Tally("outcome", "reason")
         mcp_calls = Tally("tool", "outcome")
+        slow_clients = Tally("reason")
         for name, tally, description in (
             ("rpa_executions", executions, "finished executions by code, project, backend"),
             ("rpa_upstream_errors", upstream_errors, "failed backend calls by operation and kind"),
             ("rpa_kafka_records", kafka_records, "trace records by outcome: sent or dropped"),
             ("rpa_mcp_calls", mcp_calls, "MCP tool calls by tool and outcome"),
+            (
+                "rpa_slow_clients",
+                slow_clients,
+                "streams ended because their client did not read: fell_behind (a feed"
+                " CHANGES_BACKLOG changes behind), stalled (no byte taken for"
+                " RPA_STREAM_STALL_SECONDS)",
+            ),
         ):
             meter.create_observable_counter(name, [tally.observe], description=description)
         return cls(
@@ -87,6 +96,7 @@ class Instruments:
             upstream_errors=upstream_errors,
             kafka_records=kafka_records,
             mcp_calls=mcp_calls,
+            slow_clients=slow_clients,
         )
 
 
