@@ -52,8 +52,8 @@ def run(args: argparse.Namespace, feeds: int, workdir: Path) -> tuple[list[tuple
         for sock in sockets:
             sock.close()
         log = svc.gw_log.read_text(errors="replace")
-        cut = log.count("fell behind")
-        return samples, f"{failed} failed streams, {cut} feeds told they fell behind"
+        behind, stalled = log.count("changes unread: the feed ends"), log.count("took no byte")
+        return samples, f"{failed} failed streams; feeds ended: {behind} behind, {stalled} stalled"
 
 
 def slope_mb_per_s(samples: list[tuple[float, int]]) -> float:

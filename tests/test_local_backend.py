@@ -154,6 +154,44 @@ def test_cancel_kills_the_group_even_when_it_ignores_sigterm(local, tmp_path: Pa
     assert group_alive(pgid) == []
 
 
+CHILD_TRAPS_SIGTERM = r"""
+    import json, subprocess, sys, time
+    params = json.load(sys.stdin)
+    child = (
+        "import signal, sys, time\n"
+        "def leave(*_):\n"
+        "    open(sys.argv[1], 'w').write('child got SIGTERM')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, leave)\n"
+        "open(sys.argv[2], 'w').write('ready')\n"
+        "time.sleep(120)\n"
+    )
+    subprocess.Popen([sys.executable, "-c", child, params["marker"], params["ready"]])
+    time.sleep(120)
+"""
+
+
+def test_a_cancel_sends_sigterm_to_the_whole_group_before_it_kills(local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A child in the run's group gets SIGTERM first, so it can clean up (close a browser,
+    save its work): the SIGKILL that follows the grace period would hide a SIGTERM sent
+    to the leader alone."""
+    make_project(local.projects, "careful", CHILD_TRAPS_SIGTERM)
+    gateway = local()
+    marker, ready = tmp_path / "marker", tmp_path / "ready"
+    view = create(
+        gateway.base_url,
+        {"project_id": "careful", "params": {"marker": str(marker), "ready": str(ready)}},
+    ).json()
+    wait_for_file(ready)  # the child's handler is in place
+    cancelled = httpx.post(
+        f"{gateway.base_url}/rpa/v1/executions/{view['id']}/cancel",
+        headers=auth("t-secret"),
+        timeout=20,
+    )
+    assert cancelled.status_code == 200
+    assert wait_for_file(marker) == "child got SIGTERM"
+
+
 def test_deadline_cancels_the_run(local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     make_project(local.projects, "endless", SPAWNS_AND_WAITS)
     pid_file = tmp_path / "pgid"
