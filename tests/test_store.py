@@ -861,12 +861,16 @@ def test_a_finished_execution_goes_after_retention(stores: Stores) -> None:
         await store.create(unfinished, b"token")
         await store.finish(finished, SUCCEEDED)
 
+        purged = 0
+
         async def gone() -> bool:
             # What the housekeeping loop does, with the store's configured retention.
-            assert isinstance(await store.purge_finished(time.time() - RETENTION, 100), int)
+            nonlocal purged
+            purged += await store.purge_finished(time.time() - RETENTION, 100)
             return await store.get(finished.id) is None
 
         await eventually(gone)
+        assert purged == 1, "the count housekeeping logs: the one finished execution"
         assert await store.events_after(finished.id, 0) == []
         assert await store.find_idempotent("owner-a", "k") is None
         assert await store.list_executions(ListQuery(owner="owner-a")) == [unfinished]
