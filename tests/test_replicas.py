@@ -19,6 +19,7 @@ import pytest
 from redis import exceptions as redis_errors
 
 from rpa_gateway.security import new_key
+from rpa_gateway.store.redis import RedisStore
 from tests.astron_node import NodeFailed, node_call, run_node
 from tests.conftest import FAST
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
@@ -502,3 +503,84 @@ def test_redis_at_maxmemory_turns_the_service_unready_and_refuses_creates(
         time.sleep(0.1)
     assert create().status_code == 202
     gateway.stop()
+
+
+def _replicas(
+    count: int, tmp_path: Path, fake: FakeUpstream, redis: RedisServer, **env: str
+) -> list[GatewayProcess]:
+    """Replicas on one Redis, without a balancer (each addressed on its own)."""
+    shared = {**FAST, **fake.env(), "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": PAIR_KEY, **env}
+    replicas = []
+    for name in "abc"[:count]:
+        replica = GatewayProcess(shared, tmp_path / name)
+        replica.workdir.mkdir()
+        replicas.append(replica.start())
+    return replicas
+
+
+PAIR_KEY = new_key()
+
+
+def test_a_cancel_at_another_replica_reaches_the_driver_by_notice_at_once(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """The replica that took the cancel tells the driver at once (pub/sub): well before
+    the driver's next lease renewal, a third of RPA_LEASE_SECONDS (30 s here) away."""
+    driver, other = _replicas(2, tmp_path, fake, redis, RPA_LEASE_SECONDS="30")
+    project = new_project_id()
+    fake.script(project, gated=True, steps=[{"status": "COMPLETED", "result": {}}])
+    for n in range(3):  # three: a renewal could happen to fall soon after one cancel
+        created = httpx.post(
+            f"{driver.base_url}/rpa/v1/executions",
+            json={"project_id": project, "params": params(n)},
+            headers=auth(TOKEN),
+            timeout=10,
+        )
+        execution_id = created.json()["id"]
+        fake.wait_for_creates(project, n + 1)
+        asked = time.monotonic()
+        cancelled = httpx.post(
+            f"{other.base_url}/rpa/v1/executions/{execution_id}/cancel",
+            headers=auth(TOKEN),
+            timeout=40,
+        )
+        took = time.monotonic() - asked
+        assert cancelled.json()["status"] == "CANCELLED", cancelled.text
+        assert took < 3.0, f"cancel {n} took {took:.1f} s: it waited for a renewal"
+    for replica in (driver, other):
+        replica.stop()
+
+
+def test_a_recorded_cancel_reaches_the_driver_at_its_next_renewal_without_a_notice(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """A notice can be lost (the driver's pub/sub connection was reconnecting): the cancel
+    recorded with the execution reaches the driver when it renews its leases, every third
+    of RPA_LEASE_SECONDS (3 s here).  Recorded here the way a replica does, without the
+    notice."""
+    (driver,) = _replicas(1, tmp_path, fake, redis, RPA_LEASE_SECONDS="3")
+    project = new_project_id()
+    fake.script(project, gated=True, steps=[{"status": "COMPLETED", "result": {}}])
+    created = httpx.post(
+        f"{driver.base_url}/rpa/v1/executions",
+        json={"project_id": project, "params": params(1)},
+        headers=auth(TOKEN),
+        timeout=10,
+    )
+    execution_id = created.json()["id"]
+    fake.wait_for_creates(project, 1)
+
+    async def record_only() -> None:
+        store = await RedisStore.connect(redis.addr)
+        try:
+            await store.request_cancel(execution_id)
+        finally:
+            await store.close()
+
+    asked = time.monotonic()
+    asyncio.run(record_only())
+    while (status := get(driver.base_url, execution_id, TOKEN).json()["status"]) != "CANCELLED":
+        assert time.monotonic() - asked < 1.0 + 3.0, f"still {status}: the cancel was not seen"
+        time.sleep(0.05)
+    (run,) = fake.runs_for(project)
+    assert fake.cancels.count(run.id) == 1, "the run was cancelled upstream"
