@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ import httpx
 import pytest
 from redis import exceptions as redis_errors
 
-from rpa_gateway.security import new_key
+from rpa_gateway.config import decode_key
+from rpa_gateway.executions import Execution, ExecutionRequest, Status, new_execution_id
+from rpa_gateway.security import TokenVault, new_key
 from rpa_gateway.store.redis import RedisStore
 from tests.astron_node import NodeFailed, node_call, run_node
 from tests.conftest import FAST
@@ -584,3 +587,107 @@ def test_a_recorded_cancel_reaches_the_driver_at_its_next_renewal_without_a_noti
         time.sleep(0.05)
     (run,) = fake.runs_for(project)
     assert fake.cancels.count(run.id) == 1, "the run was cancelled upstream"
+
+
+async def _follow(
+    base_url: str, execution_id: str, opened: asyncio.Event
+) -> tuple[str, dict[str, Any]]:
+    """A native events stream to its last frame: (its event name, its data)."""
+    last: tuple[str, dict[str, Any]] = ("", {})
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=60.0)) as client,
+        client.stream(
+            "GET", f"{base_url}/rpa/v1/executions/{execution_id}/events", headers=auth(TOKEN)
+        ) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                last = (kind, json.loads(line[6:]))
+                opened.set()
+    return last
+
+
+def test_redis_losing_its_data_mid_run_ends_every_stream_truthfully(
+    tmp_path: Path, fake: FakeUpstream, redis: RedisServer
+) -> None:
+    """Redis flushed (or restarted empty) while runs go on: each replica notices (the
+    store's epoch changed), logs it as an error and writes back what it drives, which
+    then ends with its real outcome; a stream of an execution no replica drives ends
+    with a clear 'lost' frame within seconds, never with a success that did not happen."""
+    driver, follower = _replicas(2, tmp_path, fake, redis, RPA_LEASE_SECONDS="3")
+    ends_early, ends_late = new_project_id(), new_project_id()
+    for project in (ends_early, ends_late):
+        result = {"data": {"project": project}}
+        fake.script(project, gated=True, steps=[{"status": "COMPLETED", "result": result}])
+    vault = TokenVault.from_settings(decode_key(PAIR_KEY), tmp_path)
+    ghost = Execution(  # recorded by a replica that is gone, held under a lease nobody renews
+        id=new_execution_id(),
+        request=ExecutionRequest(project_id="ghost", sid="ghost"),
+        status=Status.RUNNING,
+        created_at=time.time(),
+        updated_at=time.time(),
+        deadline_at=time.time() + 600,
+        owner=vault.fingerprint(TOKEN),
+    )
+
+    async def record_ghost() -> None:
+        store = await RedisStore.connect(redis.addr)
+        try:
+            await store.create(ghost, None, holder="gone-replica", lease_seconds=3600)
+        finally:
+            await store.close()
+
+    asyncio.run(record_ghost())
+
+    async def scenario() -> dict[str, Any]:
+        early = asyncio.create_task(run_node(driver.base_url, TOKEN, {"project_id": ends_early}))
+        late = asyncio.create_task(run_node(driver.base_url, TOKEN, {"project_id": ends_late}))
+        await asyncio.to_thread(fake.wait_for_creates, ends_early, 1)
+        await asyncio.to_thread(fake.wait_for_creates, ends_late, 1)
+        async with httpx.AsyncClient(base_url=driver.base_url, headers=auth(TOKEN)) as client:
+            listed = (await client.get("/rpa/v1/executions")).json()
+        late_id = next(i["id"] for i in listed["items"] if i["project_id"] == ends_late)
+        opened = {"late": asyncio.Event(), "ghost": asyncio.Event()}
+        followers = {
+            "late": asyncio.create_task(_follow(follower.base_url, late_id, opened["late"])),
+            "ghost": asyncio.create_task(_follow(driver.base_url, ghost.id, opened["ghost"])),
+        }
+        for event in opened.values():  # both streams are open
+            await asyncio.wait_for(event.wait(), 10)
+        redis.client().flushall()
+        flushed = time.monotonic()
+        fake.open_gate(ends_early)  # ends before the loss is noticed: its end is kept
+        while "the execution store lost its data" not in driver.log_text():
+            assert time.monotonic() - flushed < 5, "the loss was never noticed"
+            await asyncio.sleep(0.05)
+        fake.open_gate(ends_late)  # ends after its record was written back
+        ghost_end = await asyncio.wait_for(followers["ghost"], 15)
+        ghost_took = time.monotonic() - flushed
+        return {
+            "early": await asyncio.wait_for(early, 15),
+            "late": await asyncio.wait_for(late, 15),
+            "late_followed": await asyncio.wait_for(followers["late"], 15),
+            "ghost": ghost_end,
+            "ghost_took": ghost_took,
+            "late_id": late_id,
+        }
+
+    ended = asyncio.run(scenario())
+    assert ended["early"]["project"] == ends_early  # the real outputs, through the node
+    assert ended["late"]["project"] == ends_late
+    kind, data = ended["late_followed"]  # at the other replica, too
+    assert (kind, data["code"]) == ("terminal", 0), ended["late_followed"]
+    kind, data = ended["ghost"]
+    assert kind == "lost" and "no replica still drove it" in data["message"], ended["ghost"]
+    assert ended["ghost_took"] < 1.0 + 1.5 + 3.0, "a lost stream ends within seconds"
+    for replica in (driver, follower):
+        assert "the execution store lost its data" in replica.log_text()
+    # Written back and finished: readable again, with its real outcome.
+    view = get(follower.base_url, ended["late_id"], TOKEN).json()
+    assert (view["status"], view["result"]["code"]) == ("SUCCEEDED", 0), view
+    for replica in (driver, follower):
+        replica.stop()

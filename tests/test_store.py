@@ -870,7 +870,9 @@ def test_a_finished_execution_goes_after_retention(stores: Stores) -> None:
             return await store.get(finished.id) is None
 
         await eventually(gone)
-        assert purged == 1, "the count housekeeping logs: the one finished execution"
+        # The count housekeeping logs: the one finished execution.  Redis may have expired
+        # it by itself, and a reader dropped its index entry, before a purge came to it.
+        assert purged == 1 if isinstance(store, SqliteStore) else purged in (0, 1), purged
         assert await store.events_after(finished.id, 0) == []
         assert await store.find_idempotent("owner-a", "k") is None
         assert await store.list_executions(ListQuery(owner="owner-a")) == [unfinished]

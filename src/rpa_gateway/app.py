@@ -257,7 +257,9 @@ def create_app(settings: Settings) -> FastAPI:
         if not backend.pushes:
             background.append(asyncio.create_task(schedules.run(), name="run-durations"))
         if settings.redis_seeds:  # other replicas: renew leases, take over lapsed ones
-            background.append(asyncio.create_task(stewardship.tend(service.take_over)))
+            background.append(
+                asyncio.create_task(stewardship.tend(service.take_over, service.recover_lost_store))
+            )
             lifecycle.on_drain(stewardship.hand_over)
         keys_file = KeysFile.of(settings)
         if keys_file is not None:

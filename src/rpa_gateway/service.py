@@ -24,7 +24,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.security import TokenVault
 from rpa_gateway.stewardship import Stewardship
 from rpa_gateway.store.base import DuplicateIdempotencyKey, ListQuery, Store, StoreError
-from rpa_gateway.store.hub import Change
+from rpa_gateway.store.hub import LOST, Change
 from rpa_gateway.supervisor import Supervisor
 from rpa_gateway.telemetry.context import current_execution
 
@@ -35,6 +35,9 @@ CHANGES_REPLAYED = 10_000  # executions, at most, whose changes a resumed feed r
 _REPLAY_PAGE = 500
 CHANGES_MARGIN = 2.0  # seconds before the resume point a replay starts
 _DEADLINE_SLACK = 60.0  # seconds an execution may take past its deadline to end
+# Seconds, past a third of the lease, that the other processes have to write back what
+# they drive after the store lost its data, before streams of what is missing end.
+_LOST_GRACE = 1.5
 CHANGES_BATCH = 0.2  # seconds a feed gathers changes before it writes them
 CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
@@ -65,6 +68,7 @@ class CursorBeyondEnd(Exception):
 class Signal(Enum):
     RECONNECT = "reconnect"  # the service is shutting down; the execution goes on
     STORE_FAILED = "store_failed"  # its events cannot be read now; the execution goes on
+    LOST = "lost"  # the store lost its data and nobody wrote the execution back
 
 
 class FeedEnd(Enum):
@@ -300,6 +304,50 @@ class ExecutionService:
         resumed, _ = await self.resume_unfinished(limit)
         return resumed
 
+    async def recover_lost_store(self) -> None:
+        """The store lost its data (Redis restarted empty, or flushed): write back what
+        this process drives, from memory, and carry on; a little later (once the other
+        processes have written back theirs), end the streams here that follow an
+        execution nobody wrote back, saying it was lost."""
+        stewardship = self._stewardship
+        restored = 0
+        for execution, token in self._supervisor.driven_executions():
+            sealed = self._vault.seal(token, execution.id) if token is not None else None
+            if await self._store.restore(
+                execution,
+                sealed,
+                holder=stewardship.holder,
+                lease_seconds=stewardship.lease_seconds,
+            ):
+                restored += 1
+        log.error(
+            "the store lost its data: %d executions this process drives are written back"
+            " and go on; finished executions and those no process drives are gone",
+            restored,
+        )
+        grace = stewardship.lease_seconds / 3 + _LOST_GRACE
+        task = asyncio.get_running_loop().create_task(self._end_lost_streams(after=grace))
+        self._notice_tasks.add(task)
+        task.add_done_callback(self._notice_tasks.discard)
+
+    async def _end_lost_streams(self, after: float) -> None:
+        await asyncio.sleep(after)
+        lost = []
+        for execution_id in self._store.followed():
+            try:
+                if await self._store.get(execution_id) is None:
+                    lost.append(execution_id)
+            except StoreError as exc:
+                log.warning("execution %s: cannot tell whether it was lost: %s", execution_id, exc)
+        for execution_id in lost:
+            self._store.end_lost(execution_id)
+        if lost:
+            log.error(
+                "%d executions followed here were lost with the store's data (no process"
+                " wrote them back): their streams end saying so",
+                len(lost),
+            )
+
     async def expire_waiting(self, now: float) -> int:
         """End executions past their deadline that nobody drives (no token to poll with)."""
         expired = 0
@@ -375,6 +423,9 @@ class ExecutionService:
                     event_or_drain = await subscription.get()
                     if event_or_drain is None:
                         yield Signal.RECONNECT
+                        return
+                    if event_or_drain is LOST:
+                        yield Signal.LOST
                         return
                     if event_or_drain.seq <= cursor:
                         continue

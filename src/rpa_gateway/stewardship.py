@@ -56,6 +56,7 @@ class Stewardship:
         self._runs_here = runs_here
         self._wake = asyncio.Event()
         self._draining = False
+        self._epoch: str | None = None  # the store's, as first seen
         store.add_notice_listener(self._on_notice)
 
     async def claim(self, execution_id: str) -> bool:
@@ -71,7 +72,11 @@ class Stewardship:
             await self._store.release(self.holder, execution_ids)
             await self._store.notify(RELEASED, execution_ids[0])  # one notice wakes them all
 
-    async def tend(self, take_over: Callable[[int], Awaitable[int]]) -> None:
+    async def tend(
+        self,
+        take_over: Callable[[int], Awaitable[int]],
+        recover_lost: Callable[[], Awaitable[None]],
+    ) -> None:
         """Forever (a task): announce this process twice a second, renew its leases every
         third of the lease, and take over lapsed executions - when another process was
         seen to depart or release one, at start, and every SWEEP_LEASES lease periods as a
@@ -79,7 +84,11 @@ class Stewardship:
 
         A departed process's leases lapse no later than its announcement (both last a
         lease; the announcement is refreshed more often), so a takeover follows a death
-        within about a lease and half a second, and a healthy cluster rarely scans."""
+        within about a lease and half a second, and a healthy cluster rarely scans.
+
+        Before each renewal it checks the store's epoch: when the store lost its data
+        (Redis restarted empty, or flushed) ``recover_lost`` writes back what this process
+        drives, so that its leases can be renewed rather than found lost."""
         loop = asyncio.get_running_loop()
         beat = min(0.5, self.lease_seconds / 3)
         next_renewal = next_sweep = renewed_at = loop.time()
@@ -91,6 +100,7 @@ class Stewardship:
                 departed = await self._store.announce(self.holder, self.lease_seconds)
                 now = loop.time()
                 if now >= next_renewal:
+                    await self._check_epoch(recover_lost)
                     await self._renew()
                     renewed_at, next_renewal = now, now + self.lease_seconds / 3
                 if departed:
@@ -116,6 +126,16 @@ class Stewardship:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    async def _check_epoch(self, recover_lost: Callable[[], Awaitable[None]]) -> None:
+        epoch = await self._store.epoch()
+        if self._epoch is not None and epoch != self._epoch:
+            log.error(
+                "the execution store lost its data (Redis restarted empty, or flushed):"
+                " writing back the executions this process drives"
+            )
+            await recover_lost()
+        self._epoch = epoch
 
     def _give_up_if_lapsed(self, since_renewed: float) -> None:
         """Leases not renewed for most of their length may be another process's by now:

@@ -87,6 +87,7 @@ class Supervisor:
         self._schedules = schedules or FixedSchedules(policy.today())
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._executions: dict[str, Execution] = {}
+        self._tokens: dict[str, str] = {}  # of the executions driven (to write them back)
         self._started: set[str] = set()  # tasks whose body has begun (see cancel)
         # Ended, handed to live streams, not yet stored: (execution, outcome, event).
         self._unrecorded: dict[str, tuple[Execution, Outcome, Event]] = {}
@@ -106,6 +107,22 @@ class Supervisor:
     def driven(self) -> list[str]:
         """The executions this process drives now, or whose end it still has to store."""
         return [*self._tasks, *(i for i in self._unrecorded if i not in self._tasks)]
+
+    def driven_executions(self) -> list[tuple[Execution, str | None]]:
+        """What this process drives, as it stands here, with the token it polls with
+        (None for an end still to be stored): enough to write it back to a store that
+        lost it."""
+        driven: list[tuple[Execution, str | None]] = [
+            (execution, self._tokens.get(execution_id))
+            for execution_id, execution in self._executions.items()
+            if execution_id not in self._abandoned
+        ]
+        driven += [
+            (execution, None)
+            for execution_id, (execution, _, _) in self._unrecorded.items()
+            if execution_id not in self._executions
+        ]
+        return driven
 
     def abandon(self, execution_id: str) -> None:
         """Stop driving the execution without ending it: another process drives it now.
@@ -161,6 +178,7 @@ class Supervisor:
         task = asyncio.create_task(self._drive(execution, token), name=f"exec-{execution.id}")
         self._tasks[execution.id] = task
         self._executions[execution.id] = execution
+        self._tokens[execution.id] = token
         self._driven_by_owner[execution.owner] += 1
         task.add_done_callback(lambda _: self._forget(execution.id))
 
@@ -169,6 +187,7 @@ class Supervisor:
         self._create_recorded.discard(execution_id)
         self._abandoned.discard(execution_id)
         self._tasks.pop(execution_id, None)
+        self._tokens.pop(execution_id, None)
         execution = self._executions.pop(execution_id, None)
         if execution is not None:
             self._driven_by_owner[execution.owner] -= 1
@@ -490,8 +509,18 @@ class Supervisor:
                 return
         if event is not None:
             log.info("execution %s finished: code %d", execution.id, outcome.code)
+        elif await self._missing(execution.id):
+            # Not ended elsewhere: its record is gone (the store lost its data).  The end
+            # is kept, and stored once the record is written back (recover_lost_store).
+            await self._finish_later(execution, outcome, StoreError("its record is missing"))
         else:  # ended by another process meanwhile: streams here get that end
             self._store.written_elsewhere(execution.id)
+
+    async def _missing(self, execution_id: str) -> bool:
+        try:
+            return await self._store.get(execution_id) is None
+        except StoreError:
+            return False
 
     async def _finish_later(self, execution: Execution, outcome: Outcome, exc: StoreError) -> None:
         log.error(
@@ -525,7 +554,9 @@ class Supervisor:
             await asyncio.sleep(delay)
             for execution_id, (execution, outcome, _) in list(self._unrecorded.items()):
                 try:
-                    await self._store.finish(execution, outcome, announce=False)
+                    stored = await self._store.finish(execution, outcome, announce=False)
+                    if stored is None and await self._missing(execution_id):
+                        raise StoreError("its record is missing")  # until written back
                 except StoreError:
                     delay = min(delay * 2, _RECORD_RETRY_MAX)
                     break

@@ -128,6 +128,21 @@ def store_failed_frame(last_event_id: str, sid: str, retry_ms: int) -> bytes:
     return sse.frame(data=sse.json_data(payload), retry_ms=retry_ms)
 
 
+def lost_frame(sid: str) -> bytes:
+    """The store lost its data and no process wrote the execution back: its outcome is
+    unknown (never a success that did not happen).  No event id: nothing to resume."""
+    payload = {
+        "code": Code.UNKNOWN.value,
+        "message": codes.unknown_error_message(
+            "the execution was lost: the execution store lost its data (Redis restarted"
+            " empty, or flushed) and no replica still drove it; its outcome is unknown"
+        ),
+        "sid": sid,
+        "data": None,
+    }
+    return sse.frame(data=sse.json_data(payload))
+
+
 async def render(
     events: AsyncIterator[Event | Signal],
     sid: str,
@@ -146,6 +161,9 @@ async def render(
             return
         elif event is Signal.STORE_FAILED:
             yield store_failed_frame(last_event_id, sid, retry_ms)
+            return
+        elif event is Signal.LOST:
+            yield lost_frame(sid)
             return
         elif event.kind is EventKind.TERMINAL:
             yield terminal_frame(event, sid, max_line)

@@ -18,6 +18,13 @@ def event_frame(event: Event) -> bytes:
     )
 
 
+LOST_DATA = {
+    "error": "lost",
+    "message": "the execution was lost: the execution store lost its data (Redis restarted"
+    " empty, or flushed) and no replica still drove it; its outcome is unknown",
+}
+
+
 async def render(
     events: AsyncIterator[Event | Signal], *, retry_ms: int
 ) -> AsyncGenerator[bytes, None]:
@@ -25,6 +32,9 @@ async def render(
         if event is Signal.RECONNECT or event is Signal.STORE_FAILED:
             # EventSource clients reconnect on their own, sending Last-Event-ID.
             yield sse.frame(retry_ms=retry_ms)
+            return
+        if event is Signal.LOST:  # nothing to reconnect to: the record is gone
+            yield sse.frame(event="lost", data=sse.json_data(LOST_DATA))
             return
         else:
             yield event_frame(event)

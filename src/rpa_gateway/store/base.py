@@ -265,4 +265,33 @@ class Store(Protocol):
 
     def add_notice_listener(self, listener: NoticeListener) -> None: ...
 
+    # --- the store's contents, lost (Redis restarted empty or flushed) -------------------
+    async def epoch(self) -> str:
+        """Names the store's contents: the same until it loses them all (Redis restarted
+        empty, or flushed), another one after.  Recorded when there is none."""
+        ...
+
+    async def restore(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str,
+        lease_seconds: float,
+    ) -> bool:
+        """Write back an unfinished execution this process drives after the store lost
+        it: its record as it stands, its index entries, its token and lease, and, the
+        event log being gone, one state event (its status then) for each event it had,
+        so that later events keep their sequence numbers.  False when it is there."""
+        ...
+
+    def followed(self) -> list[str]:
+        """The executions some stream of this process follows."""
+        ...
+
+    def end_lost(self, execution_id: str) -> None:
+        """The streams of this process following the execution are told it was lost:
+        its record is gone and nobody wrote it back (``hub.LOST``)."""
+        ...
+
     async def close(self) -> None: ...

@@ -16,12 +16,15 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from rpa_gateway.executions import Event, Execution, JsonObject, change_of
+from rpa_gateway.executions import Event, EventKind, Execution, JsonObject, change_of
 
 # Called with every new event and the execution as it stands after it.
 Listener = Callable[[Event, Execution], None]
 
 EVENTS_BACKLOG = 1_000
+# Delivered instead of an event: the execution's record is gone (the store lost its data)
+# and no process could write it back; its outcome is unknown.
+LOST = Event("", 0, EventKind.TERMINAL, {}, 0.0)
 CHANGES_BACKLOG = 10_000  # about ten seconds of a busy service's changes
 MESSAGES_BACKLOG = 1_000
 
@@ -220,6 +223,15 @@ class Hub:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._change_subscribers[owner]
+
+    def followed(self) -> list[str]:
+        """The executions some stream of this process follows."""
+        return list(self._subscribers)
+
+    def end_lost(self, execution_id: str) -> None:
+        """Every stream following the execution is told it was lost (:data:`LOST`)."""
+        for subscription in self._subscribers.get(execution_id, ()):
+            subscription.deliver(LOST)
 
     def subscribe(self, execution_id: str) -> QueueSubscription:
         """Live events of the execution, while used as ``async with``."""

@@ -163,6 +163,26 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(AR
 return 0
 """
 
+# A lost execution written back (see RedisStore.restore).  ARGV[1]: how many events it had,
+# ARGV[2] the state event standing in for each; ARGV[3] its sealed token ('' for none);
+# ARGV[4], ARGV[5] the lease's holder and length (ms); ARGV[6] '1' on one server (the
+# indexes KEYS[5..7] here too), ARGV[7] its creation time, ARGV[8] its id; the record's
+# fields from ARGV[9].
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[7], ARGV[7], ARGV[8])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('DEL', KEYS[2])
+for _ = 1, tonumber(ARGV[1]) do redis.call('RPUSH', KEYS[2], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5])
+return 1
+"""
+
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
@@ -251,6 +271,7 @@ class _Keys:
         self.changes_channel = f"{prefix}:changes"
         self.write_probe = f"{prefix}:write-probe"
         self.token_key = f"{prefix}:token-key"  # RPA_TOKEN_KEY's fingerprint, never the key
+        self.epoch = f"{prefix}:epoch"  # names the contents; gone when Redis loses them
 
     def live(self, execution_id: str) -> str:
         return f"{self.prefix}:live:{execution_id}"
@@ -404,6 +425,62 @@ class RedisStore:
             await self._client.set(self._keys.token_key, fingerprint, nx=True)
             recorded = await self._client.get(self._keys.token_key)
         return recorded.decode() if isinstance(recorded, bytes) else str(recorded or fingerprint)
+
+    # --- the store's contents ------------------------------------------------------
+    async def epoch(self) -> str:
+        async with self._redis("read the store's epoch"):
+            await self._client.set(self._keys.epoch, uuid.uuid4().hex, nx=True)
+            found = await self._client.get(self._keys.epoch)
+        return _text(found) if found is not None else ""
+
+    async def restore(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str,
+        lease_seconds: float,
+    ) -> bool:
+        stand_in = _event_json(
+            EventKind.STATE, {"status": execution.status.value, "restored": True}, time.time()
+        )
+        keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
+        keys += [self._keys.token(execution.id), self._keys.lease(execution.id)]
+        args: list[str | bytes] = [str(execution.last_seq), stand_in, sealed_token or b""]
+        args += [holder, _ms(lease_seconds), "1" if self._one_server else "0"]
+        args += [repr(execution.created_at), execution.id]
+        args += _pairs(
+            {
+                **_record_fields(execution),
+                "last_seq": execution.last_seq,
+                "upstream_id": execution.upstream_id,
+                "create_started": execution.create_started,
+                "cancel_requested": execution.cancel_requested,
+                "polls": execution.polls,
+                "retries": execution.retries,
+            }
+        )
+        if self._one_server:
+            keys += [self._keys.unfinished, self._keys.owner(execution.owner), self._keys.every]
+        async with self._redis("write back a lost execution"):
+            if not self._one_server:
+                pipe = self._client.pipeline(transaction=False)
+                pipe.zadd(self._keys.unfinished, {execution.id: execution.created_at})
+                pipe.zadd(self._keys.owner(execution.owner), {execution.id: execution.created_at})
+                pipe.zadd(self._keys.every, {execution.id: execution.created_at})
+                await pipe.execute()
+            restored = bool(await self._eval(_RESTORE, keys, args))
+            key = execution.idempotency_key
+            if restored and key is not None:
+                name = self._keys.idempotency(execution.owner, key)
+                await self._client.set(name, f"{execution.id} {time.time()!r}", nx=True)
+        return restored
+
+    def followed(self) -> list[str]:
+        return self._hub.followed()
+
+    def end_lost(self, execution_id: str) -> None:
+        self._hub.end_lost(execution_id)
 
     # --- writes ---------------------------------------------------------------
     async def create(

@@ -648,6 +648,27 @@ class SqliteStore:
             self._write_failure = str(exc)
         return StoreError(f"cannot {what}: {exc}")
 
+    # --- the store's contents ------------------------------------------------------
+    # One process per data directory, on a file: its contents are not lost while it runs.
+    async def epoch(self) -> str:
+        return "sqlite"
+
+    async def restore(
+        self,
+        execution: Execution,
+        sealed_token: bytes | None,
+        *,
+        holder: str,
+        lease_seconds: float,
+    ) -> bool:
+        return False
+
+    def followed(self) -> list[str]:
+        return self._hub.followed()
+
+    def end_lost(self, execution_id: str) -> None:
+        self._hub.end_lost(execution_id)
+
     async def close(self) -> None:
         self._db.close()
         os.close(self._lock)
