@@ -151,6 +151,7 @@ def head_of(size: int, project: str, body: bytes) -> bytes:
         b"Authorization: Bearer head-limit-caller",
         b"Content-Type: application/json",
         b"Content-Length: " + str(len(body)).encode(),
+        b"Connection: close",  # the reply is read to the close: not a keep-alive's 5 s
     ]
     fixed = sum(len(line) + 2 for line in lines) + len(b"X-Pad: \r\n") + 2
     lines.append(b"X-Pad: " + b"p" * (size - fixed))
