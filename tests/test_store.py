@@ -33,6 +33,7 @@ from rpa_gateway.executions import (
 from rpa_gateway.poll_schedule import MIN_SAMPLES, backoff_schedule
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
+    LeaseLost,
     ListQuery,
     McpSession,
     Renewal,
@@ -84,19 +85,21 @@ class Stores:
         self.cluster = cluster
         self.prefix = f"t{uuid.uuid4().hex[:12]}"
 
-    async def open(self, *, retention_seconds: float = 3600.0) -> Store:
+    async def open(self, *, retention_seconds: float = 3600.0, holder: str = "") -> Store:
         if self.server is not None:
             return await RedisStore.connect(
                 self.server.addr,
                 password=PASSWORD,
                 prefix=self.prefix,
                 retention_seconds=retention_seconds,
+                holder=holder,
             )
         if self.cluster is not None:
             return await RedisStore.connect(
                 cluster_seeds=self.cluster.seeds,
                 prefix=self.prefix,
                 retention_seconds=retention_seconds,
+                holder=holder,
             )
         return SqliteStore(self.tmp_path / "store.db")
 
@@ -544,6 +547,38 @@ def test_an_expired_lease_can_be_taken(shared_stores: Stores) -> None:
         assert await a.renew("holder-a", [execution.id], 30) == Renewal([execution.id], [])
 
     shared_stores.run(scenario, instances=2)
+
+
+def test_a_process_past_its_lease_cannot_write_what_another_took_over(
+    shared_stores: Stores,
+) -> None:
+    """Fencing: once another process holds an execution's lease, the writes of the one
+    that lost it (paused, cut off) are refused, so an execution is never written by two."""
+
+    async def main() -> None:
+        old = await shared_stores.open(holder="old")
+        new = await shared_stores.open(holder="new")
+        try:
+            execution = new_execution()
+            await old.create(execution, b"token", holder="old", lease_seconds=0.3)
+            await old.append(execution, EventKind.STATE, {"status": "RUNNING"}, Status.RUNNING)
+            await asyncio.sleep(0.4)  # the lease lapses; "old" does not know
+            assert await new.claim(execution.id, "new", 10)
+            with pytest.raises(LeaseLost):
+                await old.append(execution, EventKind.PROGRESS, {"message": "late"})
+            with pytest.raises(LeaseLost):
+                await old.save(execution)
+            with pytest.raises(LeaseLost):
+                await old.finish(execution, FAILED)
+            taken = await new.get(execution.id)
+            assert taken is not None and taken.last_seq == 2
+            assert (await new.finish(taken, SUCCEEDED)) is not None
+            assert [e.seq for e in await new.events_after(execution.id, 0)] == [1, 2, 3]
+        finally:
+            await old.close()
+            await new.close()
+
+    asyncio.run(main())
 
 
 def test_claimable_leaves_out_leased_executions(shared_stores: Stores) -> None:

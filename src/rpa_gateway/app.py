@@ -106,7 +106,7 @@ def build_vault(settings: Settings) -> TokenVault:
     )
 
 
-async def open_store(settings: Settings) -> tuple[Store, str]:
+async def open_store(settings: Settings, holder: str = "") -> tuple[Store, str]:
     """The store the settings choose, and where it is (for the start-up log).  Raises
     CannotStart, saying what to check, when it cannot be opened."""
     seeds = settings.redis_seeds
@@ -120,6 +120,7 @@ async def open_store(settings: Settings) -> tuple[Store, str]:
                 cluster_seeds=seeds if settings.redis_cluster_addr else None,
                 password=password.get_secret_value() if password is not None else None,
                 retention_seconds=settings.rpa_retention_seconds,
+                holder=holder,
             )
         except StoreError as exc:
             where = ", ".join(seeds)
@@ -197,7 +198,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store, where = await open_store(settings)
+        holder = new_holder_id()  # names this process in leases, and fences its writes
+        store, where = await open_store(settings, holder)
         lifecycle.attach(store)
         telemetry.attach(store, settings.backend)
         vault = build_vault(settings)
@@ -211,7 +213,7 @@ def create_app(settings: Settings) -> FastAPI:
         stewardship = Stewardship(
             store,
             supervisor,
-            holder=new_holder_id(),
+            holder=holder,
             lease_seconds=settings.rpa_lease_seconds,
             runs_here=backend.runs_here,
         )

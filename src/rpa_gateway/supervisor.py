@@ -43,7 +43,7 @@ from rpa_gateway.executions import (
     terminal_data,
 )
 from rpa_gateway.poll_schedule import Schedule, backoff_schedule
-from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.store.base import LeaseLost, Store, StoreError
 from rpa_gateway.telemetry.context import current_execution
 from rpa_gateway.telemetry.redaction import scrub
 
@@ -453,14 +453,24 @@ class Supervisor:
         """Store and publish a non-terminal event; one the store refuses is skipped."""
         try:
             await self._store.append(execution, kind, data, status)
+        except LeaseLost as exc:
+            self._fenced_off(execution.id, exc)
         except StoreError as exc:
             log.warning("execution %s: a %s event is not stored: %s", execution.id, kind, exc)
 
     async def _save(self, execution: Execution) -> None:
         try:
             await self._store.save(execution)
+        except LeaseLost as exc:
+            self._fenced_off(execution.id, exc)
         except StoreError as exc:
             log.warning("execution %s: its flags are not stored: %s", execution.id, exc)
+
+    def _fenced_off(self, execution_id: str, exc: LeaseLost) -> None:
+        """The store refused a write: another process took the execution over (this one
+        was cut off past its lease).  It stops driving it at once."""
+        log.warning("execution %s: %s; it is left to that process", execution_id, exc)
+        self.abandon(execution_id)
 
     async def _timed_out(self, execution: Execution, token: str) -> Outcome:
         cancelled = await self._cancel_upstream(execution, token)
@@ -491,6 +501,10 @@ class Supervisor:
     async def _finish(self, execution: Execution, outcome: Outcome) -> None:
         try:
             event = await self._store.finish(execution, outcome)
+        except LeaseLost as exc:  # the process that took it over ends it
+            log.warning("execution %s: %s; its end here is not stored", execution.id, exc)
+            self._store.written_elsewhere(execution.id)
+            return
         except StoreError as exc:
             await self._finish_later(execution, outcome, exc)
             return
@@ -557,6 +571,10 @@ class Supervisor:
                     stored = await self._store.finish(execution, outcome, announce=False)
                     if stored is None and await self._missing(execution_id):
                         raise StoreError("its record is missing")  # until written back
+                except LeaseLost as exc:  # taken over meanwhile: that process ends it
+                    log.warning("execution %s: %s; its end here is dropped", execution_id, exc)
+                    del self._unrecorded[execution_id]
+                    continue
                 except StoreError:
                     delay = min(delay * 2, _RECORD_RETRY_MAX)
                     break

@@ -27,6 +27,11 @@ class StoreError(Exception):
     """The store could not read or write."""
 
 
+class LeaseLost(StoreError):
+    """Another process holds the execution's lease: this one drives it no more and must not
+    write it (its writes are fenced off by the store)."""
+
+
 class DuplicateIdempotencyKey(StoreError):
     """The owner already has an execution under this idempotency key."""
 

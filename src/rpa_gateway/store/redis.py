@@ -72,6 +72,7 @@ from rpa_gateway.executions import (
 )
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
+    LeaseLost,
     ListQuery,
     McpSession,
     NoticeListener,
@@ -121,12 +122,19 @@ redis.call('PUBLISH', ARGV[11], ARGV[12])
 return 1
 """
 
+# Fencing (in _APPEND, _FINISH, _SAVE): with a holder given (ARGV[6], ARGV[11], ARGV[1]),
+# a write is refused (-1) while another holds the lease (the last key): a process past its
+# lease, whose execution another took over, cannot write it any more.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
   return 0
 end
+if ARGV[6] ~= '' then
+  local holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[6] then return -1 end
+end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 7))
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return seq
@@ -139,8 +147,12 @@ _FINISH = """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
   return 0
 end
+if ARGV[11] ~= '' then
+  local holder = redis.call('GET', KEYS[#KEYS])
+  if holder and holder ~= ARGV[11] then return -1 end
+end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 12))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -159,8 +171,13 @@ return seq
 """
 
 _SAVE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return 0
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] ~= '' then
+  local holder = redis.call('GET', KEYS[2])
+  if holder and holder ~= ARGV[1] then return -1 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
 """
 
 # A lost execution written back (see RedisStore.restore).  ARGV[1]: how many events it had,
@@ -332,8 +349,12 @@ class RedisStore:
         prefix: str,
         timeout: float,
         max_connections: int,
+        holder: str = "",
     ) -> None:
         self._client = client
+        # This process's lease holder id: its writes of an execution are refused while
+        # another process holds the execution's lease (fencing); "": unfenced (tools).
+        self._holder = holder
         # One server: a script may touch any key (indexes with the record, in one step).
         self._one_server = not isinstance(client, RedisCluster)
         self._addresses = list(addresses)
@@ -375,6 +396,7 @@ class RedisStore:
         prefix: str = "rpa",
         socket_timeout: float = 3.0,
         max_connections: int = 16,
+        holder: str = "",
     ) -> RedisStore:
         """A store on the server at ``addr`` ("host:port"), or on the cluster found from
         ``cluster_seeds``: exactly one of the two.
@@ -382,7 +404,8 @@ class RedisStore:
         ``retention_seconds`` is how long a finished execution is kept (0: forever); give
         housekeeping the same.  ``socket_timeout`` bounds every connect and reply, so a
         dead Redis fails calls instead of hanging them.  ``max_connections`` bounds the
-        calls in flight, and so the connections (per node in a cluster).
+        calls in flight, and so the connections (per node in a cluster).  ``holder``: this
+        process's lease holder id, which fences its writes (see ``__init__``).
         """
         if (addr is None) == (not cluster_seeds):
             raise ValueError("give exactly one of addr and cluster_seeds")
@@ -398,6 +421,7 @@ class RedisStore:
             prefix=prefix,
             timeout=socket_timeout,
             max_connections=max_connections,
+            holder=holder,
         )
         try:
             await store._start()
@@ -571,8 +595,11 @@ class RedisStore:
         }
         if execution.cancel_requested:  # never cleared: another process may have set it
             fields["cancel_requested"] = True
+        keys = [self._keys.record(execution.id), self._keys.lease(execution.id)]
         async with self._redis("save execution"):
-            await self._eval(_SAVE, [self._keys.record(execution.id)], _pairs(fields))
+            saved = await self._eval(_SAVE, keys, [self._holder, *_pairs(fields)])
+        if int(saved) < 0:
+            raise self._fenced(execution.id)
 
     async def append(
         self,
@@ -596,10 +623,14 @@ class RedisStore:
             "retries": execution.retries,
         }
         keys = [self._keys.record(execution.id), self._keys.events(execution.id)]
+        keys.append(self._keys.lease(execution.id))
         args = [stored, self._message_head(execution.id), self._keys.live(execution.id)]
         args += self._change(execution, kind, data, now)
+        args.append(self._holder)
         async with self._redis("append event"):
             seq = int(await self._eval(_APPEND, keys, [*args, *_pairs(fields)]))
+        if seq < 0:
+            raise self._fenced(execution.id)
         if not seq:
             raise StoreError(f"execution {execution.id} is missing or finished")
         execution.last_seq = seq
@@ -640,10 +671,14 @@ class RedisStore:
         member = _dumps([execution.id, execution.owner])
         args += [tidy, execution.id, member, repr(now)]
         args += self._change(execution, EventKind.TERMINAL, data, now)
+        args.append(self._holder)
+        keys.append(self._keys.lease(execution.id))  # the last key (see _FINISH)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
-            if seq and not self._one_server:
+            if seq > 0 and not self._one_server:
                 await self._tidy_finished(execution)
+        if seq < 0:
+            raise self._fenced(execution.id)
         if not seq:
             return None
         execution.status = outcome.status
@@ -926,6 +961,9 @@ class RedisStore:
         change = change_of(execution, kind, data, at)
         message = _dumps({"o": self._origin, "owner": execution.owner, "change": change})
         return [self._keys.changes_channel, message]
+
+    def _fenced(self, execution_id: str) -> LeaseLost:
+        return LeaseLost(f"execution {execution_id}: another process holds its lease now")
 
     def _message_head(self, execution_id: str) -> str:
         return f'{{"o":{_dumps(self._origin)},"id":{_dumps(execution_id)},"seq":'
