@@ -65,6 +65,21 @@ def terminal_data(outcome: Outcome) -> JsonObject:
     }
 
 
+def stored_terminal_data(data: JsonObject) -> JsonObject:
+    """A terminal event's data as the stores keep it: without the result, which the
+    execution's record holds (a result can be large: it is kept once)."""
+    return {key: value for key, value in data.items() if key != "data"}
+
+
+def with_result(event: Event, result: JsonObject | None) -> Event:
+    """A terminal event read back from a store, its result put back from the record."""
+    if event.kind is not EventKind.TERMINAL or "data" in event.data:
+        return event
+    return Event(
+        event.execution_id, event.seq, event.kind, {**event.data, "data": result}, event.at
+    )
+
+
 def outcome_of(data: JsonObject) -> Outcome:
     """The outcome a terminal event's data records (``terminal_data`` read back)."""
     status = data.get("status")

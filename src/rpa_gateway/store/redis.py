@@ -68,7 +68,9 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
     change_of,
+    stored_terminal_data,
     terminal_data,
+    with_result,
 )
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
@@ -140,7 +142,9 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return seq
 """
 
-# ARGV[4]: retention in milliseconds, '0' to keep the execution forever.  ARGV[5]: on one
+# ARGV[1]: the terminal event as stored (without the result, which the record holds),
+# ARGV[12] as published (with it).  ARGV[4]: retention in milliseconds, '0' to keep the
+# execution forever.  ARGV[5]: on one
 # server the indexes are tidied here too ('1'; '2' also the idempotency key KEYS[6]): the
 # id ARGV[6] leaves KEYS[4] (unfinished), ARGV[7] enters KEYS[5] (finished) at ARGV[8].
 _FINISH = """
@@ -152,7 +156,7 @@ if ARGV[11] ~= '' then
   if holder and holder ~= ARGV[11] then return -1 end
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 12))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 13))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -165,7 +169,7 @@ if ARGV[5] ~= '0' then
     if ARGV[5] == '2' then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
   end
 end
-redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
+redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[12] .. '}')
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return seq
 """
@@ -260,10 +264,11 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 
+# The latest event, its number, and the record's outcome (a terminal event's result).
 _LATEST = """
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return false end
-return {n, redis.call('LINDEX', KEYS[1], -1)}
+return {n, redis.call('LINDEX', KEYS[1], -1), redis.call('HGET', KEYS[2], 'outcome')}
 """
 
 
@@ -646,7 +651,7 @@ class RedisStore:
         was failing), and they skip what they already have."""
         now = time.time()
         data = terminal_data(outcome)
-        stored = _event_json(EventKind.TERMINAL, data, now)
+        stored = _event_json(EventKind.TERMINAL, stored_terminal_data(data), now)
         fields = {
             "status": outcome.status.value,
             "updated_at": now,
@@ -671,7 +676,7 @@ class RedisStore:
         member = _dumps([execution.id, execution.owner])
         args += [tidy, execution.id, member, repr(now)]
         args += self._change(execution, EventKind.TERMINAL, data, now)
-        args.append(self._holder)
+        args += [self._holder, _event_json(EventKind.TERMINAL, data, now)]
         keys.append(self._keys.lease(execution.id))  # the last key (see _FINISH)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
@@ -766,8 +771,14 @@ class RedisStore:
     async def events_after(self, execution_id: str, seq: int) -> list[Event]:
         async with self._redis("read events"):
             stored = await self._client.lrange(self._keys.events(execution_id), max(seq, 0), -1)
-        first = max(seq, 0) + 1
-        return [_event_from(execution_id, first + i, _bytes(raw)) for i, raw in enumerate(stored)]
+            first = max(seq, 0) + 1
+            events = [
+                _event_from(execution_id, first + i, _bytes(raw)) for i, raw in enumerate(stored)
+            ]
+            if events and events[-1].kind is EventKind.TERMINAL and "data" not in events[-1].data:
+                outcome = await self._client.hget(self._keys.record(execution_id), "outcome")
+                events[-1] = _with_stored_result(events[-1], outcome)
+        return events
 
     async def unfinished(self) -> list[Execution]:
         async with self._redis("read executions"):
@@ -1021,12 +1032,14 @@ class RedisStore:
             ids = followed[start : start + _PAGE]
             pipe = self._client.pipeline(transaction=False)
             for execution_id in ids:
-                pipe.eval(_LATEST, 1, self._keys.events(execution_id))
+                keys = [self._keys.events(execution_id), self._keys.record(execution_id)]
+                pipe.eval(_LATEST, 2, *keys)
             async with self._redis("read the latest events"):
                 found = await pipe.execute()
             for execution_id, latest in zip(ids, found, strict=True):
                 if latest:
-                    self._hub.deliver(_event_from(execution_id, int(latest[0]), latest[1]))
+                    event = _event_from(execution_id, int(latest[0]), latest[1])
+                    self._hub.deliver(_with_stored_result(event, latest[2]))
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if data.startswith(self._own_messages):
@@ -1480,6 +1493,14 @@ def _pairs(fields: Mapping[str, Any]) -> list[str | bytes]:
 
 def _event_json(kind: EventKind, data: JsonObject, at: float) -> str:
     return _dumps({"kind": kind.value, "data": data, "at": at})
+
+
+def _with_stored_result(event: Event, outcome: bytes | str | None) -> Event:
+    """A terminal event with its result put back from the record's ``outcome`` field."""
+    if event.kind is not EventKind.TERMINAL or "data" in event.data:
+        return event
+    result = json.loads(outcome).get("data") if outcome is not None else None
+    return with_result(event, result)
 
 
 def _event_from(execution_id: str, seq: int, stored: bytes) -> Event:

@@ -26,7 +26,9 @@ from rpa_gateway.executions import (
     JsonObject,
     Outcome,
     Status,
+    stored_terminal_data,
     terminal_data,
+    with_result,
 )
 from rpa_gateway.security import private_directory
 from rpa_gateway.store.base import (
@@ -342,7 +344,13 @@ class SqliteStore:
                 seq = int(row[0])
                 self._db.execute(
                     "INSERT INTO events VALUES (?,?,?,?,?)",
-                    (execution.id, seq, EventKind.TERMINAL.value, _dumps(data), now),
+                    (
+                        execution.id,
+                        seq,
+                        EventKind.TERMINAL.value,
+                        _dumps(stored_terminal_data(data)),  # the result is in the record
+                        now,
+                    ),
                 )
         except sqlite3.Error as exc:
             raise self._write_failed("finish execution", exc) from exc
@@ -404,12 +412,19 @@ class SqliteStore:
                 " ORDER BY seq",
                 (execution_id, seq),
             ).fetchall()
+            events = [
+                Event(execution_id, int(s), EventKind(kind), json.loads(data), float(at))
+                for s, kind, data, at in rows
+            ]
+            if events and events[-1].kind is EventKind.TERMINAL and "data" not in events[-1].data:
+                result = self._db.execute(
+                    "SELECT data FROM executions WHERE id=?", (execution_id,)
+                ).fetchone()
+                stored = json.loads(result[0]) if result and result[0] is not None else None
+                events[-1] = with_result(events[-1], stored)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read events: {exc}") from exc
-        return [
-            Event(execution_id, int(s), EventKind(kind), json.loads(data), float(at))
-            for s, kind, data, at in rows
-        ]
+        return events
 
     async def unfinished(self) -> list[Execution]:
         return self._many(
