@@ -133,3 +133,29 @@ def test_a_cancel_during_the_create_cancels_the_run_it_made(
     (run,) = fake.runs_for(pid)
     assert cancelled["upstream_id"] == run.id
     assert fake.cancels.count(run.id) == 1, "the run the create made is cancelled, not orphaned"
+
+
+def test_a_caller_holding_its_share_of_the_store_is_refused_and_others_are_not(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    """RPA_MAX_STORED_MB_PER_TOKEN (10 KB here): past it a caller's creates are a clear 429
+    (on /rpa/v1/exec a non-zero frame) and nothing is stored or run for them; another
+    caller is not affected."""
+    gateway = start_gateway(RPA_MAX_STORED_MB_PER_TOKEN="0.01")
+    pid = new_project_id()
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {}}}])
+    body = {"project_id": pid, "params": {"blob": "x" * 3000}}
+    accepted = 0
+    while (created := create(gateway.base_url, body, "hoarder")).status_code == 202:
+        accepted += 1
+        assert accepted < 10, "never refused"
+    assert accepted == 4, accepted  # 3 KB each: the fourth takes it past 10 KB
+    assert created.status_code == 429, created.text
+    assert "RPA_MAX_STORED_MB_PER_TOKEN" in created.json()["message"]
+    assert created.headers["retry-after"] == "60"
+    with pytest.raises(NodeFailed, match="RPA_MAX_STORED_MB_PER_TOKEN"):
+        node_call(gateway.base_url, "hoarder", body)
+    assert fake.creates_for(pid) == accepted, "nothing ran for a refused create"
+    listed = httpx.get(f"{gateway.base_url}/rpa/v1/executions", headers=auth("hoarder")).json()
+    assert len(listed["items"]) == accepted, "nothing stored for a refused create"
+    assert create(gateway.base_url, body, "someone-else").status_code == 202

@@ -337,6 +337,30 @@ def test_finish_happens_once_and_forgets_the_token(stores: Stores) -> None:
     stores.run(scenario)
 
 
+def test_what_a_caller_stores_is_counted_until_retention_removes_it(stores: Stores) -> None:
+    async def scenario(store: Store) -> None:
+        assert await store.stored_bytes("owner-a") == 0
+        mine, other = new_execution("owner-a"), new_execution("owner-b")
+        mine.request.params = {"blob": "x" * 5000}
+        await store.create(mine, None)
+        await store.create(other, None)
+        created = await store.stored_bytes("owner-a")
+        assert 5000 < created < 6000, created
+        mine.logs = ["y" * 1000]
+        await store.finish(mine, Outcome(Status.SUCCEEDED, 0, "done", {"z": "z" * 3000}))
+        finished = await store.stored_bytes("owner-a")
+        assert 9000 < finished < 10_500, finished
+        assert await store.stored_bytes("owner-b") < 1000  # each caller its own
+
+        async def purged() -> bool:
+            await store.purge_finished(time.time() + 1, 100)
+            return await store.stored_bytes("owner-a") == 0
+
+        await eventually(purged)
+
+    stores.run(scenario, retention_seconds=RETENTION)
+
+
 def test_a_result_is_stored_once(stores: Stores) -> None:
     """A result can be large (up to RPA_MAX_FRAME_BYTES): the record holds it, and the
     terminal event, read back whole, is stored without it."""

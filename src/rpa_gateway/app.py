@@ -225,6 +225,11 @@ def create_app(settings: Settings) -> FastAPI:
             timeout=settings.xiaowu_rpa_timeout,
             stewardship=stewardship,
             max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
+            max_stored_bytes_per_caller=(
+                round(settings.rpa_max_stored_mb_per_token * 1024 * 1024)
+                if settings.rpa_max_stored_mb_per_token is not None
+                else None
+            ),
         )
         pings = PingSweep(
             settings.xiaowu_rpa_ping_interval,

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     rpa_local_max_runs_per_token: Annotated[int, Field(ge=1)] | None = None
     rpa_local_max_queued_per_token: Annotated[int, Field(ge=0)] = 1000
     rpa_max_unfinished_per_token: Annotated[int, Field(ge=1)] = 1000
+    # MB one caller's executions may hold in the store (requests, results, logs) before its
+    # creates are refused (429) until retention frees room; unset: no bound.
+    rpa_max_stored_mb_per_token: Annotated[float, Field(gt=0)] | None = 1024.0
     rpa_local_kill_grace: Annotated[float, Field(gt=0, le=8)] = 3.0
     rpa_data_dir: Path = Path("data")
     # Largest the execution store (the database and its WAL) may grow (MB); at the bound

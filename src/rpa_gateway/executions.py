@@ -80,6 +80,25 @@ def with_result(event: Event, result: JsonObject | None) -> Event:
     )
 
 
+def stored_size(execution: Execution, outcome: Outcome | None = None) -> int:
+    """About the bytes an execution holds in a store: its request, and once it ends
+    (``outcome``, or its own) its result and logs.  Its events, small and bounded in
+    number, are not counted."""
+    request = execution.request
+    size = len(request.project_id) + len(request.sid) + len(_compact(request.stored()))
+    ended = outcome or execution.outcome
+    if ended is not None:
+        if ended.data is not None:
+            size += len(_compact(ended.data))
+        if execution.logs:
+            size += len(_compact(execution.logs))
+    return size
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def outcome_of(data: JsonObject) -> Outcome:
     """The outcome a terminal event's data records (``terminal_data`` read back)."""
     status = data.get("status")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from enum import Enum
@@ -20,6 +21,7 @@ from rpa_gateway.executions import (
     Status,
     new_execution_id,
     snapshot_change,
+    stored_size,
 )
 from rpa_gateway.security import TokenVault
 from rpa_gateway.stewardship import Stewardship
@@ -39,6 +41,8 @@ _DEADLINE_SLACK = 60.0  # seconds an execution may take past its deadline to end
 # they drive after the store lost its data, before streams of what is missing end.
 _LOST_GRACE = 1.5
 CHANGES_BATCH = 0.2  # seconds a feed gathers changes before it writes them
+STORED_BYTES_CHECK = 5.0  # seconds between asking the store what a caller holds
+_STORED_CALLERS_KEPT = 10_000
 CANCEL = "cancel"  # notice: the caller cancels an execution another process may drive
 
 
@@ -90,10 +94,14 @@ class ExecutionService:
         timeout: float,
         stewardship: Stewardship,
         max_unfinished_per_caller: int = 1000,
+        max_stored_bytes_per_caller: int | None = None,
     ) -> None:
         self._stewardship = stewardship
         store.add_notice_listener(self._on_notice)
         self._max_unfinished_per_caller = max_unfinished_per_caller
+        self._max_stored_bytes = max_stored_bytes_per_caller
+        # Per caller: (when the store was asked, the bytes then plus those created since).
+        self._stored: dict[str, tuple[float, int]] = {}
         self._store = store
         self._supervisor = supervisor
         self._backend = backend
@@ -128,6 +136,7 @@ class ExecutionService:
                 f"{self._max_unfinished_per_caller} executions of this caller are unfinished"
                 " already (RPA_MAX_UNFINISHED_PER_TOKEN); retry when some have ended"
             )
+        await self._check_stored_bytes(owner)
         self._backend.check(request, token)
         now = time.time()
         execution = Execution(
@@ -153,6 +162,9 @@ class ExecutionService:
             )
         except DuplicateIdempotencyKey:
             raise IdempotencyConflict(idempotency_key) from None
+        if owner in self._stored:
+            asked_at, held = self._stored[owner]
+            self._stored[owner] = (asked_at, held + stored_size(execution))
         current_execution.set(execution)
         log.info(
             "execution %s accepted: project %s, sid %s",
@@ -163,6 +175,28 @@ class ExecutionService:
         # Leased to this process by the create.
         self._supervisor.start(execution, token, create_recorded=True)
         return execution, first
+
+    async def _check_stored_bytes(self, owner: str) -> None:
+        """Refuse (429) a caller whose executions hold RPA_MAX_STORED_MB_PER_TOKEN in the
+        store.  The store is asked at most every STORED_BYTES_CHECK seconds per caller
+        (a sum over its executions); creates in between add their own sizes."""
+        bound = self._max_stored_bytes
+        if bound is None:
+            return
+        now = time.monotonic()
+        asked_at, held = self._stored.get(owner, (-math.inf, 0))
+        if now - asked_at >= STORED_BYTES_CHECK:
+            held = await self._store.stored_bytes(owner)
+            if len(self._stored) >= _STORED_CALLERS_KEPT:
+                self._stored.clear()
+            self._stored[owner] = (now, held)
+        if held >= bound:
+            raise Overloaded(
+                f"this caller's executions hold {held / 1048576:.1f} MB in the store"
+                f" (RPA_MAX_STORED_MB_PER_TOKEN is {bound / 1048576:g}); older ones free"
+                " room as retention removes them",
+                retry_after=60,
+            )
 
     async def attach(
         self,

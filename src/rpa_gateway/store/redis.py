@@ -68,6 +68,7 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
     change_of,
+    stored_size,
     stored_terminal_data,
     terminal_data,
     with_result,
@@ -318,6 +319,9 @@ class _Keys:
     def owner(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}"
 
+    def stored_bytes(self, owner: str) -> str:
+        return f"{self.prefix}:bytes:{owner}"
+
     def durations(self, model: str) -> str:
         return f"{self.prefix}:durations:{model}"
 
@@ -550,6 +554,9 @@ class RedisStore:
                 if idempotency is not None:
                     await self._forget_reservation(execution.id, *idempotency)
                 raise
+            if created:
+                owner_bytes = self._keys.stored_bytes(execution.owner)
+                await self._client.incrby(owner_bytes, stored_size(execution))
         if not created:
             raise StoreError(f"execution {execution.id} is recorded already")
         execution.last_seq = 1
@@ -673,15 +680,19 @@ class RedisStore:
             if execution.idempotency_key is not None:
                 keys.append(self._keys.idempotency(execution.owner, execution.idempotency_key))
                 tidy = "2"
-        member = _dumps([execution.id, execution.owner])
+        size = stored_size(execution, outcome)  # counted against the owner until purged
+        member = _dumps([execution.id, execution.owner, size])
         args += [tidy, execution.id, member, repr(now)]
         args += self._change(execution, EventKind.TERMINAL, data, now)
         args += [self._holder, _event_json(EventKind.TERMINAL, data, now)]
         keys.append(self._keys.lease(execution.id))  # the last key (see _FINISH)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
+            if seq > 0:
+                grown = size - stored_size(execution)  # its result and logs
+                await self._client.incrby(self._keys.stored_bytes(execution.owner), grown)
             if seq > 0 and not self._one_server:
-                await self._tidy_finished(execution)
+                await self._tidy_finished(execution, member)
         if seq < 0:
             raise self._fenced(execution.id)
         if not seq:
@@ -696,7 +707,7 @@ class RedisStore:
             self._hub.publish(event, execution)
         return event
 
-    async def _tidy_finished(self, execution: Execution) -> None:
+    async def _tidy_finished(self, execution: Execution, member: str) -> None:
         """The indexes, after the end is stored.  A crash (or failure) before this leaves
         the execution in the unfinished index, which readers drop when they see it
         finished, and its idempotency key without expiry, taken over once its execution
@@ -704,7 +715,6 @@ class RedisStore:
         pipe = self._client.pipeline(transaction=False)
         pipe.zrem(self._keys.unfinished, execution.id)
         if self._retention_ms:
-            member = _dumps([execution.id, execution.owner])
             pipe.zadd(self._keys.finished, {member: time.time()})
             if execution.idempotency_key is not None:
                 name = self._keys.idempotency(execution.owner, execution.idempotency_key)
@@ -731,7 +741,10 @@ class RedisStore:
                     return 0
                 pipe = self._client.pipeline(transaction=False)
                 for member in members:
-                    execution_id, owner = json.loads(_text(member))
+                    # [id, owner, size]; [id, owner] as older versions wrote it.
+                    execution_id, owner, *size = json.loads(_text(member))
+                    if size:
+                        pipe.decrby(self._keys.stored_bytes(owner), int(size[0]))
                     pipe.delete(
                         self._keys.record(execution_id),
                         self._keys.events(execution_id),
@@ -767,6 +780,11 @@ class RedisStore:
         async with self._redis("read execution"):
             token = await self._client.get(self._keys.token(execution_id))
         return None if token is None else _bytes(token)
+
+    async def stored_bytes(self, owner: str) -> int:
+        async with self._redis("read what a caller stores"):
+            found = await self._client.get(self._keys.stored_bytes(owner))
+        return max(0, int(found)) if found is not None else 0
 
     async def events_after(self, execution_id: str, seq: int) -> list[Event]:
         async with self._redis("read events"):

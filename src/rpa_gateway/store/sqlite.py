@@ -405,6 +405,18 @@ class SqliteStore:
             raise StoreError(f"cannot read execution: {exc}") from exc
         return None if row is None or row[0] is None else bytes(row[0])
 
+    async def stored_bytes(self, owner: str) -> int:
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(CAST(request AS BLOB)) + LENGTH(project_id)"
+                " + LENGTH(sid) + COALESCE(LENGTH(CAST(data AS BLOB)), 0)"
+                " + COALESCE(LENGTH(CAST(logs AS BLOB)), 0)), 0) FROM executions WHERE owner=?",
+                (owner,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read executions: {exc}") from exc
+        return int(row[0])
+
     async def events_after(self, execution_id: str, seq: int) -> list[Event]:
         try:
             rows = self._db.execute(
