@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 from rpa_gateway.executions import Event, EventKind, Execution, JsonObject, change_of
 
 # Called with every new event and the execution as it stands after it.
 Listener = Callable[[Event, Execution], None]
+
+T = TypeVar("T")
 
 EVENTS_BACKLOG = 1_000
 # Delivered instead of an event: the execution's record is gone (the store lost its data)
@@ -85,27 +88,39 @@ class Change:
         self.wire: bytes | None = None
 
 
-class ChangeSubscription:
-    __slots__ = ("_queue", "fell_behind")
+class _Bounded(Generic[T]):
+    """Items for one reader, in order; ``None`` ends the reading (the service is shutting
+    down, or ``fell_behind``).  Past ``limit`` items not taken, what is pending is dropped,
+    the reader gets ``None`` and nothing more comes."""
 
-    def __init__(self) -> None:
-        # ``None`` in the queue means: the feed ends (the service is shutting down, or
-        # ``fell_behind``).
-        self._queue: asyncio.Queue[Change | None] = asyncio.Queue()
-        self.fell_behind = False  # CHANGES_BACKLOG changes were not taken: nothing more
+    __slots__ = ("_limit", "_queue", "fell_behind")
 
-    def deliver(self, change: Change | None) -> None:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self.fell_behind = False
+
+    def deliver(self, item: T | None) -> None:
         if self.fell_behind:
             return
-        if change is not None and self._queue.qsize() >= CHANGES_BACKLOG:
+        if item is not None and self._queue.qsize() >= self._limit:
             self.fell_behind = True
             while not self._queue.empty():
                 self._queue.get_nowait()
-            change = None
-        self._queue.put_nowait(change)
+            item = None
+        self._queue.put_nowait(item)
 
-    async def get(self) -> Change | None:
+    async def get(self) -> T | None:
         return await self._queue.get()
+
+
+class ChangeSubscription(_Bounded[Change]):
+    """A feed's changes (at most CHANGES_BACKLOG not taken)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(CHANGES_BACKLOG)
 
     def ready(self) -> list[Change | None]:
         """What has arrived since, without waiting."""
@@ -115,27 +130,13 @@ class ChangeSubscription:
         return found
 
 
-class MessageSubscription:
-    """Messages sent to one channel, for one reader (``None``: the service is shutting down)."""
+class MessageSubscription(_Bounded[str]):
+    """Messages sent to one channel, for one reader (at most MESSAGES_BACKLOG not taken)."""
 
-    __slots__ = ("_queue", "fell_behind")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.fell_behind = False  # MESSAGES_BACKLOG messages were not taken: it ends
-
-    def deliver(self, message: str | None) -> None:
-        if self.fell_behind:
-            return
-        if message is not None and self._queue.qsize() >= MESSAGES_BACKLOG:
-            self.fell_behind = True
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            message = None
-        self._queue.put_nowait(message)
-
-    async def get(self) -> str | None:
-        return await self._queue.get()
+        super().__init__(MESSAGES_BACKLOG)
 
 
 class Hub:
