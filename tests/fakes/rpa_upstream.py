@@ -43,6 +43,34 @@ from tests.fakes.threaded import ThreadedServer
 
 CREATE_PATH = "/api/rpa-openapi/workflows/execute-async"
 QUERY_PATH = "/api/rpa-openapi/executions"
+INTEGRATION_PATH = "/api/rpa-openapi/workflows/integration"
+
+
+def managed_contract(**changes: Any) -> dict[str, Any]:
+    """What a managed build's discovery route says (``changes`` on top), as its sources do."""
+    offer: dict[str, Any] = {
+        "contractVersion": 1,
+        "serviceVersion": "1.0.0+public-framework.1",
+        "profileSchemaVersion": 1,
+        "requiredClientProtocol": 1,
+        "durableIdempotency": True,
+        "operations": [
+            "workflow_list",
+            "workflow_get",
+            "workflow_execute",
+            "execution_get",
+            "execution_cancel",
+        ],
+        "jsonLimits": {
+            "maxBytes": 1048576,
+            "maxDepth": 12,
+            "maxObjectProperties": 200,
+            "maxArrayItems": 1000,
+            "maxStringLength": 100000,
+        },
+        "client": {"state": "ready", "protocol": 1, "supportsCancel": True},
+    }
+    return {**offer, **changes}
 
 
 @dataclass
@@ -84,6 +112,10 @@ class FakeUpstream:
         self.traceparents: list[str] = []
         self.port = 0
         self._random = random.Random(13)
+        # Per caller key: what the discovery route answers ((status, body)); others get the
+        # 404 of an older build.  And how often each key asked.
+        self._integration: dict[str, tuple[int, Any]] = {}
+        self.discoveries: dict[str, int] = {}
 
     # --- scripting ------------------------------------------------------------
     def script(
@@ -100,6 +132,16 @@ class FakeUpstream:
         gate = threading.Event() if gated else None
         with self._lock:
             self._scripts[project_id] = Script(create, list(steps or []), duration, gate, sigma)
+
+    def offer_contract(self, token: str, data: Any = None, *, status: int = 200) -> None:
+        """The discovery route, for this key: ``data`` in a success envelope (the
+        :func:`managed_contract` when None), or ``status`` with a FastAPI-like body."""
+        if status == 200:
+            body: Any = {"code": "0000", "msg": "", "data": data or managed_contract()}
+        else:
+            body = {"detail": "Not Found" if status == 404 else "error"}
+        with self._lock:
+            self._integration[token] = (status, body)
 
     def open_gate(self, project_id: str) -> None:
         with self._lock:
@@ -138,6 +180,7 @@ class FakeUpstream:
         app.router.add_post(CREATE_PATH, self._create)
         app.router.add_get(QUERY_PATH + "/{execution_id}", self._query)
         app.router.add_post(QUERY_PATH + "/{execution_id}/cancel", self._cancel)
+        app.router.add_get(INTEGRATION_PATH, self._integration_get)
         app.router.add_put("/_fake/projects/{project_id}", self._put_script)
         app.router.add_get("/_fake/stats", self._stats)
         return app
@@ -151,6 +194,15 @@ class FakeUpstream:
             if "traceparent" in request.headers:
                 self.traceparents.append(request.headers["traceparent"])
         return header[7:]
+
+    async def _integration_get(self, request: web.Request) -> web.StreamResponse:
+        token = self._authorized(request)
+        if token is None:
+            return web.json_response({"detail": "Not authenticated"}, status=401)
+        with self._lock:
+            self.discoveries[token] = self.discoveries.get(token, 0) + 1
+            status, body = self._integration.get(token, (404, {"detail": "Not Found"}))
+        return web.json_response(body, status=status)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         token = self._authorized(request)

@@ -33,6 +33,8 @@ from rpa_gateway.telemetry.redaction import redact
 log = logging.getLogger(__name__)
 
 SUCCESS = "0000"
+CREATE_ROUTE = "/workflows/execute-async"
+DISCOVERY_ROUTE = "/workflows/integration"
 WORKING_STATUSES = frozenset({"PENDING", "RUNNING"})
 _MAX_DETAIL = 300
 
@@ -129,6 +131,28 @@ class AstronBackend:
                 call.failed("refused")
                 raise CreateFailed(_upstream_message(status, envelope, token))
             return execution_id
+
+    @property
+    def discovery_url(self) -> str:
+        """``GET {base}/workflows/integration``: ``{base}`` is the create URL less
+        ``/workflows/execute-async`` (see ``contract``); empty when it is not that shape."""
+        base, found, rest = self._create_url.partition(CREATE_ROUTE)
+        return f"{base}{DISCOVERY_ROUTE}" if found and not rest else ""
+
+    async def fetch_integration(self, token: str) -> tuple[int, Any]:
+        """The discovery route's reply for this caller: (HTTP status, its JSON or None).
+        Raises OSError when no reply came (see ``contract.ContractProbe``)."""
+        if not self.discovery_url:
+            return 404, None
+        with self._calls.call("discover") as call:
+            try:
+                status, raw = await self._exchange("GET", self.discovery_url, token, call)
+            except _TransportError as exc:
+                raise OSError(exc.detail) from None
+        try:
+            return status, decode_reply(raw)
+        except ValueError:  # not JSON (a proxy's page): says nothing of the contract
+            return status, None
 
     async def status(self, task_id: str, token: str) -> TaskState:
         url = f"{self._query_url}/{quote(task_id, safe='')}"
