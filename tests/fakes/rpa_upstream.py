@@ -116,6 +116,7 @@ class FakeUpstream:
         # 404 of an older build.  And how often each key asked.
         self._integration: dict[str, tuple[int, Any]] = {}
         self.discoveries: dict[str, int] = {}
+        self.rejected: set[str] = set()  # keys answered 401, as a platform does a wrong key
 
     # --- scripting ------------------------------------------------------------
     def script(
@@ -188,6 +189,8 @@ class FakeUpstream:
     def _authorized(self, request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
+            return None
+        if header[7:] in self.rejected:
             return None
         with self._lock:
             self.authorizations.add(header)

@@ -133,6 +133,24 @@ class AstronBackend:
             return execution_id
 
     @property
+    def create_url(self) -> str:
+        return self._create_url
+
+    @property
+    def query_url(self) -> str:
+        return self._query_url
+
+    async def answer(self, method: str, url: str, token: str) -> tuple[int, dict[str, str], bytes]:
+        """One request as a diagnosis makes it: (status, headers, body); a transport
+        failure is status 0 with the reason as the body."""
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with self._session.request(method, url, headers=headers) as reply:
+                return reply.status, dict(reply.headers), await reply.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 0, {}, str(exc).encode()
+
+    @property
     def discovery_url(self) -> str:
         """``GET {base}/workflows/integration``: ``{base}`` is the create URL less
         ``/workflows/execute-async`` (see ``contract``); empty when it is not that shape."""
