@@ -16,7 +16,16 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from rpa_gateway import __version__
-from rpa_gateway.api import compat, executions, feed, health, metrics, monitor, projects
+from rpa_gateway.api import (
+    compat,
+    diagnose,
+    executions,
+    feed,
+    health,
+    metrics,
+    monitor,
+    projects,
+)
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
@@ -236,7 +245,9 @@ def create_app(settings: Settings) -> FastAPI:
             stall_seconds=settings.rpa_stream_stall_seconds,
             on_stalled=lambda: telemetry.slow_client("stalled"),
         )
-        app.state.components = Components(settings, store, service, lifecycle, telemetry, pings)
+        app.state.components = Components(
+            settings, store, service, lifecycle, telemetry, pings, backend
+        )
         app.state.mcp = build_door(
             settings, store, service, backend, vault, lifecycle, telemetry, pings
         )
@@ -312,6 +323,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitor.router)
     app.include_router(projects.router)
     app.include_router(health.router)
+    app.include_router(diagnose.router)
     app.include_router(metrics.router)
     # The MCP door: ASGI endpoints of their own (JSON-RPC, not REST), every method.
     app.router.routes.append(Route("/mcp", McpEndpoint()))

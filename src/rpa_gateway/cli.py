@@ -48,6 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from rpa_gateway.doctor import run_doctor
+
+    return run_doctor(args.token)
+
+
 def _keygen(args: argparse.Namespace) -> int:
     from rpa_gateway.security import new_key
 
@@ -254,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         " that launch their servers as processes)",
     )
     mcp.set_defaults(handler=_mcp)
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[service],
+        help="check what stands between a caller and its robots (settings, store, platform"
+        " or projects), a line each; exit 0 only when all pass",
+    )
+    doctor.set_defaults(handler=_doctor)
     keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")
     keygen.set_defaults(handler=_keygen)
     apikey = commands.add_parser(

@@ -15,12 +15,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from rpa_gateway.backends.astron import AstronBackend
+from rpa_gateway.backends.base import Backend
 from rpa_gateway.backends.contract import ClientState, ContractProbe, Dialect
+from rpa_gateway.backends.projects import PROJECT_FILE, ProjectCatalog, ProjectError
+from rpa_gateway.config import Settings
 from rpa_gateway.json_rules import decode_reply
+from rpa_gateway.store.base import Store, StoreError
 
 CONNECT_SECONDS = 5.0
 MAX_SKEW_SECONDS = 5.0
@@ -35,6 +40,57 @@ class Check:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+
+
+async def check_store(store: Store) -> Check:
+    try:
+        await store.check()
+    except StoreError as exc:
+        return Check(
+            "store writable",
+            False,
+            str(exc),
+            "free disk space or RPA_STORE_MAX_MB room; with Redis, check it runs and has memory",
+        )
+    return Check("store writable", True, "the execution store answers and takes writes")
+
+
+def check_projects(root: Path) -> Check:
+    """Every project folder loads (its project.toml, its schemas)."""
+    catalog = ProjectCatalog(root)
+    folders = (
+        sorted(p.name for p in root.iterdir() if (p / PROJECT_FILE).is_file())
+        if root.is_dir()
+        else []
+    )
+    broken = []
+    for name in folders:
+        try:
+            catalog.get(name)
+        except ProjectError as exc:
+            broken.append(f"{name}: {exc}")
+    if broken:
+        return Check(
+            "projects",
+            False,
+            "; ".join(broken),
+            "correct these project.toml files (see the README's Backends section)",
+        )
+    if not folders:
+        return Check(
+            "projects",
+            False,
+            f"no project in {root} (RPA_PROJECTS_DIR)",
+            "add project folders (each with a project.toml) to RPA_PROJECTS_DIR",
+        )
+    return Check("projects", True, f"{len(folders)} projects load: {', '.join(folders)}")
+
+
+async def check_backend(settings: Settings, backend: Backend, token: str) -> list[Check]:
+    """The backend's checks: the platform for this key, or the local projects."""
+    if isinstance(backend, AstronBackend):
+        return await check_platform(backend, token)
+    return [check_projects(settings.rpa_projects_dir)]
 
 
 async def check_platform(backend: AstronBackend, token: str) -> list[Check]:
@@ -170,4 +226,4 @@ def _client(state: ClientState | None) -> Check:
     return Check("RPA client", False, f"the account's RPA client is {name}", fix)
 
 
-__all__ = ["Check", "check_platform"]
+__all__ = ["Check", "check_backend", "check_platform", "check_projects", "check_store"]

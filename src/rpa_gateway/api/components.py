@@ -7,6 +7,7 @@ from typing import cast
 
 from starlette.requests import Request
 
+from rpa_gateway.backends.base import Backend
 from rpa_gateway.config import Settings
 from rpa_gateway.lifecycle import Lifecycle
 from rpa_gateway.ping_sweep import PingSweep
@@ -23,6 +24,7 @@ class Components:
     lifecycle: Lifecycle
     telemetry: Telemetry
     pings: PingSweep
+    backend: Backend
 
 
 def components(request: Request) -> Components:
