@@ -169,24 +169,25 @@ def modern_call(
     )
 
 
+def initialize_body(version: str = LATEST_HANDSHAKE, request_id: int = 0) -> dict[str, Any]:
+    """An initialize request asking ``version``."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+
+
 def open_session(
     base_url: str, version: str = LATEST_HANDSHAKE, token: str = TOKEN
 ) -> tuple[str, dict[str, Any]]:
     """initialize asking ``version``: the session id and the result."""
-    response = post(
-        base_url,
-        {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": version,
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        },
-        token=token,
-    )
+    response = post(base_url, initialize_body(version), token=token)
     assert response.status_code == 200, response.text
     session_id = response.headers.get("mcp-session-id")
     assert session_id, response.headers

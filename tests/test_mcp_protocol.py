@@ -31,6 +31,7 @@ from tests.mcp_support import (
     envelope,
     execution_count,
     headers,
+    initialize_body,
     local_env,
     make_projects,
     messages,
@@ -649,16 +650,7 @@ def test_a_service_on_loopback_answers_only_loopback_names(gateway: GatewayProce
 
 
 def test_allowed_hosts_are_answered_and_others_are_421(named: GatewayProcess) -> None:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LATEST_HANDSHAKE,
-            "capabilities": {},
-            "clientInfo": {"name": "test", "version": "1"},
-        },
-    }
+    body = initialize_body()
     response = post(named.base_url, body, extra={"Host": NAMED_HOST})
     assert response.status_code == 200, response.text
     assert response.json()["result"]["protocolVersion"] == LATEST_HANDSHAKE

@@ -14,6 +14,7 @@ from tests.gateway_process import GatewayProcess
 from tests.mcp_support import (
     TOKEN,
     initialize,
+    initialize_body,
     local_env,
     make_projects,
     messages,
@@ -70,19 +71,7 @@ def status_of(gateway: GatewayProcess, execution_id: str) -> str:
 def test_2025_11_25_server_announces_tasks_and_tools_say_which_take_them(
     gateway: GatewayProcess,
 ) -> None:
-    response = post(
-        gateway.base_url,
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-    )
+    response = post(gateway.base_url, initialize_body("2025-11-25", request_id=1))
     capabilities = response.json()["result"]["capabilities"]
     assert capabilities["tasks"]["requests"] == {"tools": {"call": {}}}
     assert {"list", "cancel"} <= set(capabilities["tasks"])

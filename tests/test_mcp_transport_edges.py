@@ -22,6 +22,7 @@ from tests.mcp_support import (
     execution_count,
     headers,
     initialize,
+    initialize_body,
     local_env,
     make_projects,
     messages,
@@ -148,16 +149,7 @@ def test_sse_initialize_is_capped_batches_stay_arrays_and_sessions_stay_put(
         lines = stream.iter_lines()
         path = "/mcp/" + sse_endpoint(lines)
         session_id = path.split("session_id=", 1)[1]
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
+        init = initialize_body("2025-11-25", request_id=1)
         assert client.post(path, json=init, headers=headers()).status_code == 202
         result = next_message(lines)["result"]
         assert result["protocolVersion"] == "2025-03-26"  # this transport's newest
@@ -185,19 +177,7 @@ def test_sse_initialize_is_capped_batches_stay_arrays_and_sessions_stay_put(
 def test_the_tasks_utility_is_announced_only_where_it_exists(
     gateway: GatewayProcess, version: str, tasks: bool
 ) -> None:
-    response = post(
-        gateway.base_url,
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": version,
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-    )
+    response = post(gateway.base_url, initialize_body(version, request_id=1))
     assert ("tasks" in response.json()["result"]["capabilities"]) is tasks
 
 
@@ -266,18 +246,7 @@ def test_an_allowed_browser_origin_gets_what_cors_needs(gateway: GatewayProcess)
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "mcp-session-id" in preflight.headers["access-control-allow-headers"].lower()
     answered = post(
-        gateway.base_url,
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        extra={"Origin": ORIGIN},
+        gateway.base_url, initialize_body("2025-11-25", request_id=1), extra={"Origin": ORIGIN}
     )
     assert answered.headers["access-control-allow-origin"] == ORIGIN
     assert "mcp-session-id" in answered.headers["access-control-expose-headers"].lower()
