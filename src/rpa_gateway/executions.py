@@ -87,12 +87,13 @@ def stored_size(execution: Execution, outcome: Outcome | None = None) -> int:
     request = execution.request
     size = len(request.project_id) + len(request.sid) + len(_compact(request.stored()))
     ended = outcome or execution.outcome
-    if ended is not None:
-        if ended.data is not None:
-            size += len(_compact(ended.data))
-        if execution.logs:
-            size += len(_compact(execution.logs))
-    return size
+    return size + (ended_size(execution, ended) if ended is not None else 0)
+
+
+def ended_size(execution: Execution, outcome: Outcome) -> int:
+    """What an execution's end adds to :func:`stored_size`: its result and logs."""
+    size = len(_compact(outcome.data)) if outcome.data is not None else 0
+    return size + (len(_compact(execution.logs)) if execution.logs else 0)
 
 
 def _compact(value: Any) -> bytes:

@@ -68,6 +68,7 @@ from rpa_gateway.executions import (
     Outcome,
     Status,
     change_of,
+    ended_size,
     stored_size,
     stored_terminal_data,
     terminal_data,
@@ -454,17 +455,20 @@ class RedisStore:
     async def adopt_key_fingerprint(self, fingerprint: str) -> str:
         """The token key fingerprint the replicas agreed on: ``fingerprint`` when none was
         recorded yet (it is now), else the one recorded first."""
-        async with self._redis("record the token key's fingerprint"):
-            await self._client.set(self._keys.token_key, fingerprint, nx=True)
-            recorded = await self._client.get(self._keys.token_key)
-        return recorded.decode() if isinstance(recorded, bytes) else str(recorded or fingerprint)
+        return await self._set_once(
+            self._keys.token_key, fingerprint, "record the key's fingerprint"
+        )
 
     # --- the store's contents ------------------------------------------------------
     async def epoch(self) -> str:
-        async with self._redis("read the store's epoch"):
-            await self._client.set(self._keys.epoch, uuid.uuid4().hex, nx=True)
-            found = await self._client.get(self._keys.epoch)
-        return _text(found) if found is not None else ""
+        return await self._set_once(self._keys.epoch, uuid.uuid4().hex, "read the store's epoch")
+
+    async def _set_once(self, key: str, value: str, what: str) -> str:
+        """The key's value: ``value`` when it had none (it has now), else the one it had;
+        one round trip."""
+        async with self._redis(what):
+            found = await self._client.set(key, value, nx=True, get=True)
+        return value if found is None else _text(found)
 
     async def restore(
         self,
@@ -554,9 +558,8 @@ class RedisStore:
                 if idempotency is not None:
                     await self._forget_reservation(execution.id, *idempotency)
                 raise
-            if created:
-                owner_bytes = self._keys.stored_bytes(execution.owner)
-                await self._client.incrby(owner_bytes, stored_size(execution))
+        if created:
+            await self._count_bytes(execution.owner, stored_size(execution))
         if not created:
             raise StoreError(f"execution {execution.id} is recorded already")
         execution.last_seq = 1
@@ -680,7 +683,8 @@ class RedisStore:
             if execution.idempotency_key is not None:
                 keys.append(self._keys.idempotency(execution.owner, execution.idempotency_key))
                 tidy = "2"
-        size = stored_size(execution, outcome)  # counted against the owner until purged
+        grown = ended_size(execution, outcome)  # its result and logs
+        size = stored_size(execution) + grown  # counted against the owner until purged
         member = _dumps([execution.id, execution.owner, size])
         args += [tidy, execution.id, member, repr(now)]
         args += self._change(execution, EventKind.TERMINAL, data, now)
@@ -688,11 +692,10 @@ class RedisStore:
         keys.append(self._keys.lease(execution.id))  # the last key (see _FINISH)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
-            if seq > 0:
-                grown = size - stored_size(execution)  # its result and logs
-                await self._client.incrby(self._keys.stored_bytes(execution.owner), grown)
             if seq > 0 and not self._one_server:
                 await self._tidy_finished(execution, member)
+        if seq > 0:
+            await self._count_bytes(execution.owner, grown)
         if seq < 0:
             raise self._fenced(execution.id)
         if not seq:
@@ -990,6 +993,15 @@ class RedisStore:
         change = change_of(execution, kind, data, at)
         message = _dumps({"o": self._origin, "owner": execution.owner, "change": change})
         return [self._keys.changes_channel, message]
+
+    async def _count_bytes(self, owner: str, delta: int) -> None:
+        """The owner's stored bytes (see stored_bytes), after a write that succeeded: best
+        effort, as the write stands whether or not its count does."""
+        try:
+            async with self._redis("count a caller's stored bytes"):
+                await self._client.incrby(self._keys.stored_bytes(owner), delta)
+        except StoreError as exc:
+            log.warning("a caller's stored bytes are not counted: %s", exc)
 
     def _fenced(self, execution_id: str) -> LeaseLost:
         return LeaseLost(f"execution {execution_id}: another process holds its lease now")
