@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
 import pytest
@@ -142,3 +143,28 @@ def test_upstream_execution_id_is_escaped_in_the_query_path(
     segment = path.removeprefix(QUERY_PATH + "/")
     assert "/" not in segment and "?" not in segment and "#" not in segment
     assert unquote(segment) == "../admin?x=1#frag"
+
+
+def test_a_fault_inside_the_stream_ends_it_with_a_non_zero_frame() -> None:
+    """In-process: no fault can be provoked there over the wire on cue.  A stream whose
+    events fail mid-way must not just close (an HTTP/1.0 close is a clean end, which
+    astron-agent's node, reading only data frames, would take for success)."""
+    import asyncio
+    import json
+
+    from rpa_gateway.api import compat_wire
+    from rpa_gateway.executions import Event, EventKind
+
+    async def failing() -> AsyncIterator[Event]:
+        yield Event("x", 1, EventKind.STATE, {"status": "RUNNING"}, 0.0)
+        raise RuntimeError("a bug")
+
+    async def frames() -> list[bytes]:
+        rendered = compat_wire.render(
+            failing(), "s-1", with_progress=False, retry_ms=1000, last_event_id="", max_line=4096
+        )
+        return [frame async for frame in rendered]
+
+    sent = b"".join(asyncio.run(frames())).decode()
+    data = [json.loads(line[5:]) for line in sent.splitlines() if line.startswith("data:")]
+    assert [(d["code"], d["sid"]) for d in data] == [(55999, "s-1")], sent

@@ -60,6 +60,12 @@ def reconnect_message(event_id: str, *, run_outlives_service: bool = True) -> st
     )
 
 
+LOST_MESSAGE = (
+    "the execution was lost: the execution store lost its data (Redis restarted empty, or"
+    " flushed) and no replica still drove it; its outcome is unknown"
+)
+
+
 def unknown_error_message(detail: str) -> str:
     return f"Unknown error: {detail}"
 

@@ -65,7 +65,9 @@ class PingSweep:
         return stream
 
     def wrote(self, stream: SweptStream) -> None:
-        """The stream wrote something itself: its next ping is an interval from now."""
+        """The stream wrote something itself: its next ping is an interval from now, and
+        its client took what came before (it is not stalled)."""
+        stream.paused_since = None
         slot = self._slot(asyncio.get_running_loop().time())
         if slot != stream.slot and not stream.gone:
             self._unfile(stream)

@@ -9,6 +9,7 @@ the documented clients take the first ``data:`` frame as the result.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from rpa_gateway import codes, sse
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import Event, EventKind
 from rpa_gateway.service import Signal
+
+log = logging.getLogger(__name__)
 
 _DATA_PREFIX = "data: "
 
@@ -133,10 +136,7 @@ def lost_frame(sid: str) -> bytes:
     unknown (never a success that did not happen).  No event id: nothing to resume."""
     payload = {
         "code": Code.UNKNOWN.value,
-        "message": codes.unknown_error_message(
-            "the execution was lost: the execution store lost its data (Redis restarted"
-            " empty, or flushed) and no replica still drove it; its outcome is unknown"
-        ),
+        "message": codes.unknown_error_message(codes.LOST_MESSAGE),
         "sid": sid,
         "data": None,
     }
@@ -153,24 +153,40 @@ async def render(
     max_line: int,
     run_outlives_service: bool = True,
 ) -> AsyncGenerator[bytes, None]:
-    async for event in events:
-        if event is Signal.RECONNECT:
-            yield reconnect_frame(
-                last_event_id, sid, retry_ms, run_outlives_service=run_outlives_service
-            )
-            return
-        elif event is Signal.STORE_FAILED:
-            yield store_failed_frame(last_event_id, sid, retry_ms)
-            return
-        elif event is Signal.LOST:
-            yield lost_frame(sid)
-            return
-        elif event.kind is EventKind.TERMINAL:
-            yield terminal_frame(event, sid, max_line)
-            return
-        else:
-            last_event_id = event.id
-            if event.kind is EventKind.PROGRESS and with_progress:
-                yield progress_frame(event, sid, max_line)
+    try:
+        async for event in events:
+            if event is Signal.RECONNECT:
+                yield reconnect_frame(
+                    last_event_id, sid, retry_ms, run_outlives_service=run_outlives_service
+                )
+                return
+            elif event is Signal.STORE_FAILED:
+                yield store_failed_frame(last_event_id, sid, retry_ms)
+                return
+            elif event is Signal.LOST:
+                yield lost_frame(sid)
+                return
+            elif event.kind is EventKind.TERMINAL:
+                yield terminal_frame(event, sid, max_line)
+                return
             else:
-                yield sse.frame(id=event.id)
+                last_event_id = event.id
+                if event.kind is EventKind.PROGRESS and with_progress:
+                    yield progress_frame(event, sid, max_line)
+                else:
+                    yield sse.frame(id=event.id)
+
+    except Exception:
+        # Not the end of the execution: a fault here.  Its client, reading only data
+        # frames, must not take the stream's close for a success.
+        log.exception("the stream of %s failed", last_event_id)
+        yield sse.frame(
+            data=sse.json_data(
+                {
+                    "code": Code.UNKNOWN.value,
+                    "message": codes.unknown_error_message("internal error"),
+                    "sid": sid,
+                    "data": None,
+                }
+            )
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from rpa_gateway import sse
+from rpa_gateway import codes, sse
 from rpa_gateway.executions import Event, EventKind
 from rpa_gateway.service import Signal
 
@@ -18,11 +18,7 @@ def event_frame(event: Event) -> bytes:
     )
 
 
-LOST_DATA = {
-    "error": "lost",
-    "message": "the execution was lost: the execution store lost its data (Redis restarted"
-    " empty, or flushed) and no replica still drove it; its outcome is unknown",
-}
+LOST_DATA = {"error": "lost", "message": codes.LOST_MESSAGE}
 
 
 async def render(
