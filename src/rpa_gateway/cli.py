@@ -262,9 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.set_defaults(handler=_mcp)
     doctor = commands.add_parser(
         "doctor",
-        parents=[service],
         help="check what stands between a caller and its robots (settings, store, platform"
         " or projects), a line each; exit 0 only when all pass",
+    )
+    doctor.add_argument(
+        "--token",
+        default=_setting("RPA_GATEWAY_TOKEN", DEFAULT_TOKEN),
+        help="the caller's key to check the platform with (default: RPA_GATEWAY_TOKEN)",
     )
     doctor.set_defaults(handler=_doctor)
     keygen = commands.add_parser("keygen", help="print a new RPA_TOKEN_KEY")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
-from rpa_gateway.backends.contract import ClientState, ContractProbe, Dialect
+from rpa_gateway.backends.contract import ClientState, Dialect, Discovery, read_integration
 from rpa_gateway.backends.projects import PROJECT_FILE, ProjectCatalog, ProjectError
 from rpa_gateway.config import Settings
 from rpa_gateway.json_rules import decode_reply
@@ -101,7 +101,17 @@ async def check_platform(backend: AstronBackend, token: str) -> list[Check]:
     checks = [reached]
     if not reached.ok:
         return checks
-    status, headers, _ = await backend.answer("GET", create_url, token)
+    status, _, body = await backend.answer("GET", create_url, token)
+    if status == 0:  # connected, then no reply
+        checks.append(
+            Check(
+                "platform answers",
+                False,
+                f"no reply from the create URL: {body.decode(errors='replace')}",
+                "check the platform's health and any proxy in between",
+            )
+        )
+        return checks
     checks.append(_create_route(status))
     probe = f"{query_url}/{uuid.uuid4()}"  # an execution that does not exist
     status, headers, body = await backend.answer("GET", probe, token)
@@ -112,7 +122,10 @@ async def check_platform(backend: AstronBackend, token: str) -> list[Check]:
     checks.append(_clock(headers.get("Date")))
     if key is not None and not key.ok:
         return checks
-    discovery = await ContractProbe(backend.fetch_integration).discover(token)
+    try:
+        discovery, _ = read_integration(*await backend.fetch_integration(token))
+    except OSError as exc:
+        discovery = Discovery(Dialect.LEGACY, f"the discovery route cannot be reached: {exc}")
     if discovery.dialect is Dialect.MANAGED:
         checks.append(Check("contract", True, f"managed contract 1 ({discovery.service_version})"))
         checks.append(_client(discovery.client_state))

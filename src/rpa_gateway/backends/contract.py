@@ -10,17 +10,19 @@ listed: a managed field must never reach a platform that has not passed this pro
 The answer is kept per caller (the key decides the account, and so its desktop client):
 ``ready_ttl`` seconds when the account's client is ready, ``other_ttl`` otherwise (its
 state changes as it comes online), ``legacy_ttl`` for a platform found without the
-contract (upgrades are rare).  ``RPA_UPSTREAM_CONTRACT`` forces either dialect.
+contract (upgrades are rare).  ``mode`` forces either dialect (to become the setting
+``RPA_UPSTREAM_CONTRACT`` once creates use the contract).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
+
+from rpa_gateway.access import digest
 
 CONTRACT_VERSION = 1
 NEEDED_OPERATIONS = frozenset({"workflow_execute", "execution_get", "execution_cancel"})
@@ -138,12 +140,12 @@ class ContractProbe:
         self._other_ttl = other_ttl
         self._legacy_ttl = legacy_ttl
         self._clock = clock
-        self._known: dict[str, tuple[float, Discovery]] = {}  # by the key's digest
+        self._known: dict[bytes, tuple[float, Discovery]] = {}  # by the key's digest
 
     async def discover(self, token: str) -> Discovery:
         if self._mode == "legacy":
-            return Discovery(Dialect.LEGACY, "RPA_UPSTREAM_CONTRACT=legacy")
-        caller = hashlib.sha256(token.encode()).hexdigest()
+            return Discovery(Dialect.LEGACY, "the legacy dialect is forced")
+        caller = digest(token)
         now = self._clock()
         known = self._known.get(caller)
         if known is not None and known[0] > now:
