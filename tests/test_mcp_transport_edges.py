@@ -78,10 +78,14 @@ def test_a_cancel_without_a_session_ends_nobody_s_call(gateway: GatewayProcess) 
     def call() -> None:
         answers.append(post(gateway.base_url, run_call(1, 1.5), timeout=60))
 
+    runs_before = gateway.log_text().count("accepted: project sleeper")
     callers = [threading.Thread(target=call) for _ in range(2)]
     for caller in callers:
         caller.start()
-    time.sleep(0.5)  # both under way (a cancel that came first would be ignored all the same)
+    deadline = time.monotonic() + 20  # both under way: a cancel before them proves nothing
+    while gateway.log_text().count("accepted: project sleeper") < runs_before + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
     assert post(gateway.base_url, cancel).status_code == 202
     for caller in callers:

@@ -36,19 +36,22 @@ def run_doctor(token: str, out: TextIO = sys.stdout) -> int:
 
 
 async def _checks(settings: Settings, token: str) -> list[Check]:
-    from rpa_gateway.app import build_backend, open_store
+    from rpa_gateway.app import DATABASE_FILE, build_backend, open_store
     from rpa_gateway.startup import CannotStart
+    from rpa_gateway.store.base import StoreError
+    from rpa_gateway.store.sqlite import ensure_free
 
     checks: list[Check] = []
     try:
+        if not settings.redis_seeds:
+            ensure_free(settings.rpa_data_dir / DATABASE_FILE)
         store, _ = await open_store(settings)
-    except CannotStart as exc:
-        held = "another rpa-gateway process serves from" in str(exc)
+    except StoreError:  # held: a service serves from it
         checks.append(
-            Check("store writable", True, "in use by the running service")
-            if held
-            else Check("store writable", False, str(exc), "see the message")
+            Check("store writable", True, "in use by the running service (its diagnose checks it)")
         )
+    except CannotStart as exc:
+        checks.append(Check("store writable", False, str(exc), "see the message"))
     else:
         try:
             checks.append(await check_store(store))
