@@ -96,7 +96,7 @@ def test_faults_must_be_consecutive_to_fail(gateway: GatewayProcess, fake: FakeU
         ({"fault": "malformed"}, "reply is not JSON"),
         ({"fault": "reset"}, "connection failed"),
         ({"fault": "slow", "seconds": 2}, "timed out"),
-        ({"fault": "unauthorized"}, "HTTP 401: Invalid API key"),
+        ({"fault": "unauthorized"}, "the platform rejected the key (HTTP 401: Invalid API key)"),
     ],
 )
 def test_create_failure_is_55001_and_never_retried(

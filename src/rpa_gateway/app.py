@@ -67,6 +67,7 @@ def poll_policy(settings: Settings) -> PollPolicy:
         retry_base_delay=settings.rpa_retry_base_delay,
         max_consecutive_faults=settings.rpa_query_max_failures,
         create_connect_retries=settings.rpa_create_connect_retries,
+        cancel_confirm_seconds=settings.rpa_cancel_confirm_seconds,
     )
 
 
@@ -85,6 +86,9 @@ def build_backend(settings: Settings, calls: Calls = NO_CALLS) -> Backend:
         create_url=settings.xiaowu_rpa_task_create_url,
         query_url=settings.xiaowu_rpa_task_query_url,
         cancel_url=settings.xiaowu_rpa_task_cancel_url,
+        base_url=settings.rpa_upstream_base_url,
+        contract=settings.rpa_upstream_contract,
+        probe_ttl=settings.rpa_contract_probe_ttl,
         connect_timeout=settings.rpa_upstream_connect_timeout,
         read_timeout=settings.rpa_upstream_read_timeout,
         max_connections=settings.rpa_upstream_max_connections,

@@ -40,8 +40,8 @@ def query_error_message(detail: str) -> str:
     return f"Query task error: {detail}"
 
 
-def timeout_message() -> str:
-    return "Timeout error"
+def timeout_message(detail: str = "") -> str:
+    return f"Timeout error: {detail}" if detail else "Timeout error"
 
 
 def cancelled_message(detail: str = "") -> str:

@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     rpa_upstream_connect_timeout: PositiveSeconds = 5.0
     rpa_upstream_read_timeout: PositiveSeconds = 30.0
     rpa_upstream_max_connections: Annotated[int, Field(ge=1)] = 256
+    # The platform's managed execution contract (idempotent creates, platform deadlines,
+    # truthful cancels): auto speaks it to a platform whose discovery route offers it,
+    # managed and legacy skip the question (legacy: never a managed field on the wire).
+    rpa_upstream_contract: Literal["auto", "managed", "legacy"] = "auto"
+    # The RPA OpenAPI's root (…/api/rpa-openapi); unset: the create URL less
+    # /workflows/execute-async.  Discovery and the managed cancel route hang from it.
+    rpa_upstream_base_url: str = ""
+    # Seconds a caller's discovery answer is kept while its RPA client is ready (5 s while
+    # it is not; 10 minutes for a platform without the contract).
+    rpa_contract_probe_ttl: PositiveSeconds = 30.0
+    # Seconds a cancel waits for the platform to confirm the robot stopped before the
+    # execution ends 55004 saying the stop is unconfirmed.
+    rpa_cancel_confirm_seconds: PositiveSeconds = 15.0
     rpa_max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     rpa_body_timeout: PositiveSeconds = 30.0  # a request body must arrive within it
     rpa_max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
@@ -176,7 +189,10 @@ class Settings(BaseSettings):
     rpa_mcp_allowed_hosts: str | None = None
 
     @field_validator(
-        "xiaowu_rpa_task_create_url", "xiaowu_rpa_task_query_url", "xiaowu_rpa_task_cancel_url"
+        "xiaowu_rpa_task_create_url",
+        "xiaowu_rpa_task_query_url",
+        "xiaowu_rpa_task_cancel_url",
+        "rpa_upstream_base_url",
     )
     @classmethod
     def _urls_are_http(cls, value: str) -> str:

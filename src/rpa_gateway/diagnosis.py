@@ -126,6 +126,16 @@ async def check_platform(backend: AstronBackend, token: str) -> list[Check]:
         discovery, _ = read_integration(*await backend.fetch_integration(token))
     except OSError as exc:
         discovery = Discovery(Dialect.LEGACY, f"the discovery route cannot be reached: {exc}")
+    if backend.contract_mode != "auto":  # RPA_UPSTREAM_CONTRACT chose the dialect
+        used = await backend.discover(token)
+        discovery = Discovery(
+            used.dialect,
+            f"{used.reason}, though the platform says: {discovery.reason}",
+            discovery.service_version,
+            discovery.client_state,
+            discovery.supports_cancel,
+            discovery.json_limits,
+        )
     if discovery.dialect is Dialect.MANAGED:
         checks.append(Check("contract", True, f"managed contract 1 ({discovery.service_version})"))
         checks.append(_client(discovery.client_state))

@@ -123,16 +123,24 @@ class ExecutionRequest:
     version: int | None = None
     phone_number: str | None = None
     trace_parent: str | None = None  # the caller's W3C traceparent, parent of our span
+    # The exact body of a create under the platform's managed contract, kept as first
+    # sent: the platform fingerprints the body of a repeat with the same idempotency key,
+    # so a create whose reply was lost is sent again byte for byte.  None: a legacy create
+    # (it cannot be repeated safely).
+    managed_body: str | None = None
 
     def stored(self) -> JsonObject:
         """What a store keeps of it beside the project and sid (see :meth:`from_stored`)."""
-        return {
+        stored: JsonObject = {
             "params": self.params,
             "exec_position": self.exec_position,
             "version": self.version,
             "phone_number": self.phone_number,
             "trace_parent": self.trace_parent,
         }
+        if self.managed_body is not None:
+            stored["managed_body"] = self.managed_body
+        return stored
 
     @classmethod
     def from_stored(cls, project_id: str, sid: str, stored: JsonObject) -> ExecutionRequest:
@@ -144,6 +152,7 @@ class ExecutionRequest:
             version=stored.get("version"),
             phone_number=stored.get("phone_number"),
             trace_parent=stored.get("trace_parent"),
+            managed_body=stored.get("managed_body"),
         )
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from enum import Enum
 
 from rpa_gateway import codes
-from rpa_gateway.backends.base import Backend, Overloaded, ProjectInfo, TaskInfo
+from rpa_gateway.backends.base import Backend, CancelReply, Overloaded, ProjectInfo, TaskInfo
 from rpa_gateway.codes import Code
 from rpa_gateway.executions import (
     Event,
@@ -51,6 +51,15 @@ class ExecutionNotFound(Exception):
 
 
 class AlreadyFinished(Exception):
+    def __init__(self, execution: Execution) -> None:
+        super().__init__(execution.id)
+        self.execution = execution
+
+
+class CancelUnsupported(Exception):
+    """The platform cannot cancel this execution's run (CANCEL_UNSUPPORTED): nothing was
+    changed; its deadline still ends it."""
+
     def __init__(self, execution: Execution) -> None:
         super().__init__(execution.id)
         self.execution = execution
@@ -138,14 +147,19 @@ class ExecutionService:
             )
         await self._check_stored_bytes(owner)
         self._backend.check(request, token)
+        execution_id = new_execution_id()
         now = time.time()
+        deadline_at = now + self._timeout
+        request.managed_body = await self._backend.prepare(
+            execution_id, request, token, deadline_at - time.time()
+        )
         execution = Execution(
-            id=new_execution_id(),
+            id=execution_id,
             request=request,
             status=Status.ACCEPTED,
             created_at=now,
             updated_at=now,
-            deadline_at=now + self._timeout,
+            deadline_at=deadline_at,
             owner=owner,
             idempotency_key=idempotency_key,
             request_hash=request_hash,
@@ -273,6 +287,7 @@ class ExecutionService:
             if execution.cancel_requested and execution.status is Status.CANCELLED:
                 return execution  # cancelled already: asking again changes nothing
             raise AlreadyFinished(execution)
+        await self._refuse_uncancellable(execution, token)
         if not self._vault.owns(execution.owner, token):
             if self._supervisor.is_running(execution_id):
                 await self._supervisor.cancel_driven(execution_id)
@@ -292,6 +307,22 @@ class ExecutionService:
         except TimeoutError:
             log.warning("execution %s: cancel still in progress", execution_id)
         return await self._store.get(execution_id) or execution
+
+    async def _refuse_uncancellable(self, execution: Execution, token: str) -> None:
+        """Raise CancelUnsupported when the platform says it cannot cancel the run.  Only a
+        managed run is asked first (its cancel route records intent, asking twice does no
+        harm); the driver then asks again and waits for the stop."""
+        if execution.request.managed_body is None or execution.upstream_id is None:
+            return
+        if not self._vault.owns(execution.owner, token):  # an operator: the owner's key asks
+            sealed = await self._store.sealed_token(execution.id)
+            owner_token = self._vault.open(sealed, execution.id) if sealed is not None else None
+            if owner_token is None:
+                return
+            token = owner_token
+        reply = await self._backend.cancel(execution.upstream_id, token, managed=True)
+        if reply is CancelReply.UNSUPPORTED:
+            raise CancelUnsupported(execution)
 
     async def _until_finished(self, execution_id: str) -> None:
         if self._supervisor.is_running(execution_id):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from rpa_gateway import codes
 from rpa_gateway.backends.base import (
     Backend,
+    CancelReply,
     CreateFailed,
     Progress,
     QueryFault,
@@ -61,6 +62,9 @@ class PollPolicy:
     retry_base_delay: float
     max_consecutive_faults: int
     create_connect_retries: int
+    # Seconds a cancel the platform only records (the managed contract) waits for a state
+    # that says the robot stopped, polled meanwhile.
+    cancel_confirm_seconds: float = 15.0
 
     def today(self) -> Schedule:
         """The schedule of projects without a learned one."""
@@ -99,6 +103,9 @@ class Supervisor:
         # Left to another process (lease lost, or handed over while draining): stop driving,
         # record nothing.
         self._abandoned: set[str] = set()
+        # The last working state polled of each execution: a deadline reached in the
+        # platform's "unknown" names the platform's code.
+        self._last_state: dict[str, TaskState] = {}
         self._stopping = False
 
     def is_running(self, execution_id: str) -> bool:
@@ -188,6 +195,7 @@ class Supervisor:
         self._abandoned.discard(execution_id)
         self._tasks.pop(execution_id, None)
         self._tokens.pop(execution_id, None)
+        self._last_state.pop(execution_id, None)
         execution = self._executions.pop(execution_id, None)
         if execution is not None:
             self._driven_by_owner[execution.owner] -= 1
@@ -247,24 +255,46 @@ class Supervisor:
         self._started.add(execution.id)
         current_execution.set(execution)
         try:
-            outcome = await self._outcome(execution, token)
-        except asyncio.CancelledError:
-            if not execution.cancel_requested or self._stopping or execution.id in self._abandoned:
-                raise  # shutting down or handed over: another process goes on with it
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            outcome = await self._cancelled_anyway(execution, token)
+            outcome = await self._outcome_or_cancel(execution, token)
         except Exception as exc:
             log.exception("execution %s failed inside the service", execution.id)
             detail = scrub(f"{type(exc).__name__}: {exc}", token)
             outcome = Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(detail))
         await self._finish(execution, _redact_outcome(outcome, token))
 
+    async def _outcome_or_cancel(self, execution: Execution, token: str) -> Outcome:
+        """The execution's outcome; a caller's cancel ends it sooner, unless the backend
+        cannot cancel its run: then it goes on (its deadline still ends it)."""
+        while True:
+            try:
+                try:
+                    return await self._outcome(execution, token)
+                except asyncio.CancelledError:
+                    if (
+                        not execution.cancel_requested
+                        or self._stopping
+                        or execution.id in self._abandoned
+                    ):
+                        raise  # shutting down or handed over: another process goes on with it
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    return await self._cancelled_anyway(execution, token)
+            except _NotCancellable:
+                log.warning(
+                    "execution %s: the RPA platform cannot cancel this run"
+                    " (CANCEL_UNSUPPORTED); it goes on until it ends or its deadline",
+                    execution.id,
+                )
+                execution.cancel_requested = False
+                await self._save(execution)
+
     async def _cancelled_anyway(self, execution: Execution, token: str) -> Outcome:
         """The caller's cancel ends the execution even when telling the backend fails."""
         try:
             return await self._cancelled(execution, token)
+        except _NotCancellable:
+            raise
         except Exception:
             log.exception("execution %s: cancelling upstream failed", execution.id)
             return Outcome(
@@ -312,6 +342,11 @@ class Supervisor:
         """Create the upstream run, or the outcome that ends the execution instead."""
         if execution.id in self._create_recorded:
             return await self._send_create(execution, token)
+        if execution.create_started and execution.request.managed_body is not None:
+            # Sent before, perhaps: the platform returns the same run to the same key and
+            # body, and creates it if the first never arrived.
+            log.info("execution %s: its create is sent again under its key", execution.id)
+            return await self._send_create(execution, token)
         if execution.create_started:
             return Outcome(
                 Status.FAILED,
@@ -339,6 +374,18 @@ class Supervisor:
         try:
             execution.upstream_id = await self._create(execution, token)
         except CreateFailed as exc:
+            if exc.bug:
+                log.error("execution %s: %s", execution.id, scrub(exc.detail, token))
+                return Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(exc.detail))
+            if exc.idempotent:  # repeated until the deadline, never answered
+                log.info("execution %s: create unanswered: %s", execution.id, exc.detail)
+                return Outcome(
+                    Status.TIMED_OUT,
+                    Code.TIMEOUT,
+                    codes.timeout_message(
+                        f"the RPA platform never answered the create ({exc.detail})"
+                    ),
+                )
             log.info("execution %s: create failed: %s", execution.id, scrub(exc.detail, token))
             return Outcome(Status.FAILED, Code.CREATE_ERROR, codes.create_error_message(exc.detail))
         await self._append(
@@ -371,16 +418,29 @@ class Supervisor:
         )
 
     async def _create(self, execution: Execution, token: str) -> str:
+        """The run's id.  A create never sent is tried again a few times; one the backend
+        returns the same run to (``idempotent``) until the execution's deadline."""
         attempt = 0
         while True:
             try:
                 return await self._backend.start(execution.request, token)
             except CreateFailed as exc:
-                if not exc.retryable or attempt >= self._policy.create_connect_retries:
+                if exc.idempotent:
+                    delay = self._policy.retry_delay(attempt + 1)
+                    if time.time() + delay >= execution.deadline_at:
+                        raise
+                    log.info(
+                        "execution %s: create reply lost (%s)",
+                        execution.id,
+                        scrub(exc.detail, token),
+                    )
+                elif not exc.retryable or attempt >= self._policy.create_connect_retries:
                     raise
+                else:
+                    delay = self._policy.retry_delay(attempt + 1)
                 attempt += 1
                 execution.retries += 1
-                await asyncio.sleep(self._policy.retry_delay(attempt))
+                await asyncio.sleep(delay)
 
     async def _watch(
         self, execution: Execution, task_id: str, token: str, run_began: float | None
@@ -409,7 +469,9 @@ class Supervisor:
             delay = None
             execution.polls += 1
             try:
-                state = await self._backend.status(task_id, token)
+                state = await self._backend.status(
+                    task_id, token, managed=execution.request.managed_body is not None
+                )
             except QueryFault as exc:
                 faults += 1
                 execution.retries += 1
@@ -432,20 +494,22 @@ class Supervisor:
                 if state.ran_for is not None and state.phase is TaskPhase.COMPLETED:
                     self._schedules.observe(project, state.ran_for)
                 return outcome
+            self._last_state[execution.id] = state
             if state.upstream_status != upstream_status:
                 upstream_status = state.upstream_status
                 await self._record_state(execution, state)
 
     async def _record_state(self, execution: Execution, state: TaskState) -> None:
-        status = Status.RUNNING if state.upstream_status == "RUNNING" else execution.status
+        running = state.upstream_status in ("RUNNING", "running")
+        status = Status.RUNNING if running else execution.status
         if status is Status.ACCEPTED:
             status = Status.PENDING
-        await self._append(
-            execution,
-            EventKind.STATE,
-            {"status": status.value, "upstream_status": state.upstream_status},
-            status,
-        )
+        data: JsonObject = {"status": status.value, "upstream_status": state.upstream_status}
+        if state.started_at is not None:
+            data["started_at"] = state.started_at
+        if state.upstream_code is not None:
+            data["upstream_code"] = state.upstream_code
+        await self._append(execution, EventKind.STATE, data, status)
 
     async def _append(
         self, execution: Execution, kind: EventKind, data: JsonObject, status: Status | None = None
@@ -473,30 +537,86 @@ class Supervisor:
         self.abandon(execution_id)
 
     async def _timed_out(self, execution: Execution, token: str) -> Outcome:
-        cancelled = await self._cancel_upstream(execution, token)
-        log.info("execution %s: deadline passed (upstream cancelled: %s)", execution.id, cancelled)
+        reply = await self._cancel_upstream(execution, token)
+        log.info("execution %s: deadline passed (upstream cancel: %s)", execution.id, reply.value)
+        last = self._last_state.get(execution.id)
+        if last is not None and last.upstream_status == "unknown":
+            return Outcome(
+                Status.TIMED_OUT,
+                Code.TIMEOUT,
+                codes.timeout_message(
+                    "the RPA platform could not say what became of the run"
+                    f" ({last.upstream_code or 'state unknown'}) until the deadline"
+                ),
+            )
         return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
 
     async def _cancelled(self, execution: Execution, token: str) -> Outcome:
-        cancelled = await self._cancel_upstream(execution, token)
+        """The end of a caller's cancel.  Raises _NotCancellable when the backend says the
+        run cannot be cancelled."""
+        reply = await self._cancel_upstream(execution, token)
         log.info(
-            "execution %s: cancelled by the caller (upstream cancelled: %s)",
+            "execution %s: cancelled by the caller (upstream cancel: %s)",
             execution.id,
-            cancelled,
+            reply.value,
         )
+        if reply is CancelReply.UNSUPPORTED:
+            raise _NotCancellable
+        if reply is CancelReply.REQUESTED:
+            return await self._confirmed_cancel(execution, token)
         return Outcome(
             Status.CANCELLED, Code.CANCELLED, codes.cancelled_message("cancelled by the caller")
         )
 
-    async def _cancel_upstream(self, execution: Execution, token: str) -> bool:
-        if execution.upstream_id is None or not self._backend.can_cancel:
-            return False
+    async def _confirmed_cancel(self, execution: Execution, token: str) -> Outcome:
+        """A cancel the platform recorded: ends when the run's state says it stopped (or
+        ended otherwise first), or, unconfirmed after the confirm window, says so."""
+        assert execution.upstream_id is not None
+        window = self._policy.cancel_confirm_seconds
+        ends = time.monotonic() + window
+        delay = min(self._policy.first_delay, 0.5)
+        last: TaskState | None = None
+        while (left := ends - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+            try:
+                state = await self._backend.status(execution.upstream_id, token, managed=True)
+            except QueryFault:
+                continue
+            if state.phase is TaskPhase.CANCELLED:
+                return Outcome(
+                    Status.CANCELLED,
+                    Code.CANCELLED,
+                    codes.cancelled_message(
+                        "cancelled by the caller; the RPA platform confirmed the robot stopped"
+                    ),
+                )
+            outcome = _outcome_of(state)
+            if outcome is not None:  # it ended before the stop reached it: its own end
+                return outcome
+            last = state
+        seen = f"{last.upstream_status}" if last is not None else "no state"
+        if last is not None and last.upstream_code:
+            seen += f", {last.upstream_code}"
+        return Outcome(
+            Status.CANCELLED,
+            Code.CANCELLED,
+            codes.cancelled_message(
+                f"cancelled by the caller; the stop is unconfirmed: the RPA platform did not"
+                f" confirm within {window:g} s that the robot stopped (last state: {seen})"
+            ),
+        )
+
+    async def _cancel_upstream(self, execution: Execution, token: str) -> CancelReply:
+        managed = execution.request.managed_body is not None
+        if execution.upstream_id is None or not (self._backend.can_cancel or managed):
+            return CancelReply.FAILED
         try:
             async with asyncio.timeout(_CANCEL_TIMEOUT):
-                return await self._backend.cancel(execution.upstream_id, token)
+                return await self._backend.cancel(execution.upstream_id, token, managed=managed)
         except TimeoutError:
             log.warning("execution %s: cancel upstream timed out", execution.id)
-            return False
+            return CancelReply.FAILED
 
     async def _finish(self, execution: Execution, outcome: Outcome) -> None:
         try:
@@ -596,8 +716,12 @@ def _outcome_of(state: TaskState) -> Outcome | None:
     if state.phase is TaskPhase.CANCELLED:
         return Outcome(Status.CANCELLED, Code.CANCELLED, codes.cancelled_message(state.error or ""))
     if state.phase is TaskPhase.TIMED_OUT:
-        return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
+        return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message(state.error or ""))
     return None
+
+
+class _NotCancellable(Exception):
+    """The backend cannot cancel this run (the platform answered CANCEL_UNSUPPORTED)."""
 
 
 def _redact_outcome(outcome: Outcome, token: str) -> Outcome:

@@ -26,6 +26,7 @@ from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.backends.base import InvalidRequest, Overloaded
 from rpa_gateway.service import (
     AlreadyFinished,
+    CancelUnsupported,
     CursorBeyondEnd,
     ExecutionNotFound,
     IdempotencyConflict,
@@ -102,6 +103,18 @@ def install_error_handlers(app: FastAPI) -> None:
             request,
             RequestRejected(
                 409, "already_finished", f"execution {exc.execution.id} already ended ({status})"
+            ),
+        )
+
+    async def uncancellable(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CancelUnsupported)
+        return await answer(
+            request,
+            RequestRejected(
+                409,
+                "cancel_unsupported",
+                f"the RPA platform cannot cancel execution {exc.execution.id}'s run"
+                " (CANCEL_UNSUPPORTED); it goes on until it ends or its deadline ends it",
             ),
         )
 
@@ -182,6 +195,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Overloaded, overloaded)
     app.add_exception_handler(ExecutionNotFound, not_found)
     app.add_exception_handler(AlreadyFinished, finished)
+    app.add_exception_handler(CancelUnsupported, uncancellable)
     app.add_exception_handler(CursorBeyondEnd, beyond_end)
     app.add_exception_handler(IdempotencyConflict, conflict)
     app.add_exception_handler(StoreError, store_down)

@@ -7,6 +7,7 @@ status alone is never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,9 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from rpa_gateway.backends import managed
 from rpa_gateway.backends.base import (
+    CancelReply,
     CreateFailed,
     ProjectInfo,
     QueryFault,
@@ -23,6 +26,8 @@ from rpa_gateway.backends.base import (
     TaskState,
     TaskUpdate,
 )
+from rpa_gateway.backends.contract import ContractMode, ContractProbe, Dialect, Discovery
+from rpa_gateway.backends.json_limits import check_params
 from rpa_gateway.backends.request_budget import RequestBudget
 from rpa_gateway.backends.run_times import run_seconds
 from rpa_gateway.executions import ExecutionRequest, JsonObject
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 SUCCESS = "0000"
 CREATE_ROUTE = "/workflows/execute-async"
 DISCOVERY_ROUTE = "/workflows/integration"
+CONTRACT_QUERY = "contract=1"
+# Replies to a managed create that say nothing of whether the platform took it: the
+# create is sent again, byte for byte, under the same idempotency key.
+_UNCERTAIN_STATUSES = frozenset({408, 425, 429})
 WORKING_STATUSES = frozenset({"PENDING", "RUNNING"})
 _MAX_DETAIL = 300
 
@@ -48,6 +57,9 @@ class AstronBackend:
         create_url: str,
         query_url: str,
         cancel_url: str = "",
+        base_url: str = "",
+        contract: ContractMode = "auto",
+        probe_ttl: float = 30.0,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_connections: int = 256,
@@ -60,6 +72,9 @@ class AstronBackend:
         self._create_url = create_url
         self._query_url = query_url.rstrip("/")
         self._cancel_url = cancel_url
+        self._base_url = (base_url or _base_of(create_url)).rstrip("/")
+        self.contract_mode = contract
+        self._probe = ContractProbe(self.fetch_integration, contract, ready_ttl=probe_ttl)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300
@@ -96,12 +111,40 @@ class AstronBackend:
     def info(self, task_id: str) -> TaskInfo | None:
         return None
 
+    async def prepare(
+        self, execution_id: str, request: ExecutionRequest, token: str, seconds_left: float
+    ) -> str | None:
+        """The managed create's body when the platform offers this caller the contract (a
+        managed field never goes to one that has not: older builds drop or refuse them)."""
+        if not self._create_url:
+            return None
+        discovery = await self.discover(token)
+        if discovery.dialect is not Dialect.MANAGED:
+            return None
+        if discovery.json_limits is not None:
+            check_params(request.params, discovery.json_limits)
+        return managed.create_body(execution_id, request, seconds_left)
+
     def watch(self, task_id: str) -> AsyncIterator[TaskUpdate]:
         raise NotImplementedError("the RPA OpenAPI is polled, it does not push")
 
     async def start(self, request: ExecutionRequest, token: str) -> str:
         if not self._create_url:
             raise CreateFailed("XIAOWU_RPA_TASK_CREATE_URL is not configured")
+        if request.managed_body is not None:
+            try:
+                return await self._start_managed(request.managed_body, token)
+            except _ProtocolUnsupported:
+                # The refusal created nothing; this account's client speaks only the
+                # legacy protocol, which the platform still takes.
+                log.warning(
+                    "the RPA client of this account does not speak the managed protocol"
+                    " (CLIENT_PROTOCOL_UNSUPPORTED): the run is created once by the legacy"
+                    " route, without an idempotency key or a platform deadline"
+                )
+        return await self._start_legacy(request, token)
+
+    async def _start_legacy(self, request: ExecutionRequest, token: str) -> str:
         body: JsonObject = {
             "project_id": request.project_id,
             "params": request.params,
@@ -119,8 +162,8 @@ class AstronBackend:
                 raise CreateFailed(exc.detail, retryable=exc.never_sent) from None
             envelope = _envelope(status, raw, token)
             if isinstance(envelope, str):
-                call.failed("bad_reply")
-                raise CreateFailed(envelope)
+                call.failed("refused" if status == 401 else "bad_reply")
+                raise CreateFailed(_rejected_key(envelope) if status == 401 else envelope)
             data = envelope.get("data")
             execution_id = data.get("executionId") if isinstance(data, dict) else None
             if (
@@ -129,8 +172,54 @@ class AstronBackend:
                 or not execution_id
             ):
                 call.failed("refused")
+                if status == 401:
+                    raise CreateFailed(_rejected_key(_upstream_message(status, envelope, token)))
                 raise CreateFailed(_upstream_message(status, envelope, token))
             return execution_id
+
+    async def _start_managed(self, body: str, token: str) -> str:
+        """One send of a managed create.  A reply that does not say what became of it
+        raises CreateFailed(idempotent=True): the same body is sent again."""
+        url = _with_query(self._create_url, CONTRACT_QUERY)
+        with self._calls.call("create") as call:
+            try:
+                status, raw = await self._exchange(
+                    "POST", url, token, call, data=body.encode("utf-8")
+                )
+            except _TransportError as exc:
+                raise CreateFailed(_repeated(exc.detail), idempotent=True) from None
+            try:
+                reply = decode_reply(raw)
+            except ValueError:
+                reply = None
+            execution_id = _created_id(status, reply)
+            if execution_id is not None:
+                return execution_id
+            call.failed("refused")
+            found = managed.refusal(reply)
+            if found is not None and found.code == "CLIENT_PROTOCOL_UNSUPPORTED":
+                raise _ProtocolUnsupported
+            if found is not None and found.code == "IDEMPOTENCY_CONFLICT":
+                raise CreateFailed(
+                    "the RPA platform holds another request under this execution's"
+                    " idempotency key (IDEMPOTENCY_CONFLICT); the create body sent again"
+                    " must have changed",
+                    bug=True,
+                )
+            if found is not None:
+                raise CreateFailed(_clip(managed.refusal_detail(found), token))
+            if status == 401:
+                raise CreateFailed(_rejected_key("HTTP 401"))
+            if status >= 500 or status < 300 or status in _UNCERTAIN_STATUSES:
+                envelope = _envelope(status, raw, token)
+                what = (
+                    envelope
+                    if isinstance(envelope, str)
+                    else _upstream_message(status, envelope, token)
+                )
+                raise CreateFailed(_repeated(what), idempotent=True)
+            envelope = _envelope(status, raw, token)
+            raise CreateFailed(envelope if isinstance(envelope, str) else f"HTTP {status}")
 
     @property
     def create_url(self) -> str:
@@ -150,12 +239,15 @@ class AstronBackend:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return 0, {}, str(exc).encode()
 
+    async def discover(self, token: str) -> Discovery:
+        """The dialect this caller's executions use now (kept per caller, see contract)."""
+        return await self._probe.discover(token)
+
     @property
     def discovery_url(self) -> str:
-        """``GET {base}/workflows/integration``: ``{base}`` is the create URL less
-        ``/workflows/execute-async`` (see ``contract``); empty when it is not that shape."""
-        base, found, rest = self._create_url.partition(CREATE_ROUTE)
-        return f"{base}{DISCOVERY_ROUTE}" if found and not rest else ""
+        """``GET {base}/workflows/integration``: ``{base}`` is RPA_UPSTREAM_BASE_URL, or the
+        create URL less ``/workflows/execute-async``; empty when it is neither."""
+        return f"{self._base_url}{DISCOVERY_ROUTE}" if self._base_url else ""
 
     async def fetch_integration(self, token: str) -> tuple[int, Any]:
         """The discovery route's reply for this caller: (HTTP status, its JSON or None).
@@ -172,7 +264,9 @@ class AstronBackend:
         except ValueError:  # not JSON (a proxy's page): says nothing of the contract
             return status, None
 
-    async def status(self, task_id: str, token: str) -> TaskState:
+    async def status(self, task_id: str, token: str, *, managed: bool = False) -> TaskState:
+        if managed:
+            return await self._snapshot(task_id, token)
         url = f"{self._query_url}/{quote(task_id, safe='')}"
         with self._calls.call("query") as call:
             try:
@@ -193,7 +287,67 @@ class AstronBackend:
                 raise QueryFault("reply has no data.execution.status")
             return _task_state(execution, token)
 
-    async def cancel(self, task_id: str, token: str) -> bool:
+    async def _snapshot(self, task_id: str, token: str) -> TaskState:
+        url = f"{self._query_url}/{quote(task_id, safe='')}?{CONTRACT_QUERY}"
+        with self._calls.call("query") as call:
+            try:
+                status, raw = await self._exchange("GET", url, token, call)
+            except _TransportError as exc:
+                raise QueryFault(exc.detail) from None
+            envelope = _envelope(status, raw, token)
+            data = envelope.get("data") if isinstance(envelope, dict) else None
+            snapshot = data.get("snapshot") if isinstance(data, dict) else None
+            if isinstance(snapshot, dict) and isinstance(snapshot.get("status"), str):
+                return _scrubbed(managed.snapshot_state(snapshot), token)
+            call.failed("refused" if status >= 400 else "bad_reply")
+            found = managed.refusal(decode_or_none(raw))
+            if found is not None:
+                raise QueryFault(f"the RPA platform answered {found.code} (HTTP {status})")
+            if status == 401:
+                raise QueryFault(_rejected_key("HTTP 401"))
+            if isinstance(envelope, str):
+                raise QueryFault(envelope)
+            if envelope.get("code") != SUCCESS:
+                raise QueryFault(_upstream_message(status, envelope, token))
+            raise QueryFault("reply has no data.snapshot.status")
+
+    async def cancel(self, task_id: str, token: str, *, managed: bool = False) -> CancelReply:
+        if managed:
+            return await self._cancel_managed(task_id, token)
+        return (
+            CancelReply.STOPPED
+            if await self._cancel_legacy(task_id, token)
+            else (CancelReply.FAILED)
+        )
+
+    async def _cancel_managed(self, task_id: str, token: str) -> CancelReply:
+        """``POST {base}/executions/{id}/cancel``: it records the intent; the run's
+        snapshot says when the robot stopped.  (Never the legacy ``stop-current``: it stops
+        whatever the account's client runs.)"""
+        if not self._base_url:
+            return CancelReply.FAILED
+        url = f"{self._base_url}/executions/{quote(task_id, safe='')}/cancel"
+        with self._calls.call("cancel") as call:
+            try:
+                status, raw = await self._exchange("POST", url, token, call)
+            except _TransportError as exc:
+                log.warning("cancel request failed: %s", exc.detail)
+                return CancelReply.FAILED
+            reply = decode_or_none(raw)
+            if status == 200 and isinstance(reply, dict) and reply.get("code") == SUCCESS:
+                return CancelReply.REQUESTED
+            call.failed("refused")
+            found = managed.refusal(reply)
+            if found is not None and found.code == "CANCEL_UNSUPPORTED":
+                return CancelReply.UNSUPPORTED
+            log.warning(
+                "cancel refused by the RPA platform: HTTP %s%s",
+                status,
+                f" ({found.code})" if found is not None else "",
+            )
+            return CancelReply.FAILED
+
+    async def _cancel_legacy(self, task_id: str, token: str) -> bool:
         if not self._cancel_url:
             return False
         url = self._cancel_url.replace("{execution_id}", quote(task_id, safe=""))
@@ -211,13 +365,25 @@ class AstronBackend:
             return accepted
 
     async def _exchange(
-        self, method: str, url: str, token: str, call: Call, body: JsonObject | None = None
+        self,
+        method: str,
+        url: str,
+        token: str,
+        call: Call,
+        body: JsonObject | None = None,
+        *,
+        data: bytes | None = None,
     ) -> tuple[int, bytes]:
-        """One request and its whole reply; transport failures become _TransportError."""
+        """One request and its whole reply; transport failures become _TransportError.
+        ``data``: a JSON body sent exactly as given."""
         headers = {"Authorization": f"Bearer {token}", **call.headers}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         await self._budget.acquire()
         try:
-            async with self._session.request(method, url, json=body, headers=headers) as reply:
+            async with self._session.request(
+                method, url, json=body, data=data, headers=headers
+            ) as reply:
                 return reply.status, await reply.read()
         except aiohttp.ClientConnectorError as exc:
             call.failed("connect")
@@ -238,6 +404,52 @@ class AstronBackend:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def _rejected_key(reply: str) -> str:
+    return f"the platform rejected the key ({reply}); check the caller's RPA API key"
+
+
+class _ProtocolUnsupported(Exception):
+    """The managed create was refused with CLIENT_PROTOCOL_UNSUPPORTED (nothing created)."""
+
+
+def _base_of(create_url: str) -> str:
+    base, found, rest = create_url.partition(CREATE_ROUTE)
+    return base if found and not rest else ""
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if urlsplit(url).query else '?'}{query}"
+
+
+def _repeated(detail: str) -> str:
+    return f"{detail}; the create is sent again under its idempotency key"
+
+
+def _created_id(status: int, reply: Any) -> str | None:
+    """The execution id of a create the platform took, or None."""
+    if status not in (200, 202) or not isinstance(reply, dict) or reply.get("code") != SUCCESS:
+        return None
+    data = reply.get("data")
+    execution_id = data.get("executionId") if isinstance(data, dict) else None
+    return execution_id if isinstance(execution_id, str) and execution_id else None
+
+
+def decode_or_none(raw: bytes) -> Any:
+    try:
+        return decode_reply(raw)
+    except ValueError:
+        return None
+
+
+def _scrubbed(state: TaskState, token: str) -> TaskState:
+    """A state whose platform strings are kept only with the token scrubbed."""
+    return dataclasses.replace(
+        state,
+        error=_clip(state.error, token) if state.error else state.error,
+        upstream_code=_clip(state.upstream_code, token) if state.upstream_code else None,
+    )
 
 
 def _where(url: str) -> str:

@@ -33,6 +33,10 @@ class TaskState:
     # Seconds the run took, by the platform's own clock (its start and end times), when
     # it ended and said so: what learned poll schedules are made from.
     ran_for: float | None = None
+    started_at: str | None = None  # when the robot began, as the platform says it
+    # The platform's code for a state it cannot vouch for (e.g. STOP_UNCONFIRMED): an
+    # execution that times out in it says so.
+    upstream_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +88,26 @@ class ProjectInfo:
 class CreateFailed(Exception):
     """The run could not be started.
 
-    ``retryable`` is true only when the request certainly never reached the
-    backend (the connection was never made), so starting again cannot run the
-    robot twice.
+    ``retryable`` is true only when starting again cannot run the robot twice: the
+    request certainly never reached the backend (the connection was never made), or
+    (``idempotent``) the backend returns the original run to a repeat, so a create
+    whose reply was lost is repeated until the execution's deadline.  ``bug``: the
+    backend says this service sent something it never should (logged as a fault here).
     """
 
-    def __init__(self, detail: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retryable: bool = False,
+        idempotent: bool = False,
+        bug: bool = False,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.retryable = retryable
+        self.retryable = retryable or idempotent
+        self.idempotent = idempotent
+        self.bug = bug
 
 
 class QueryFault(Exception):
@@ -118,6 +133,15 @@ class InvalidRequest(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class CancelReply(Enum):
+    """What a backend said to a cancel."""
+
+    STOPPED = "stopped"  # stopped, or taken as the legacy routes take it: it ends now
+    REQUESTED = "requested"  # intent recorded: the run's own state confirms the stop
+    UNSUPPORTED = "unsupported"  # the backend cannot cancel this run
+    FAILED = "failed"  # the backend could not be told, or refused
 
 
 class Overloaded(Exception):
@@ -161,22 +185,31 @@ class Backend(Protocol):
         """The projects this backend runs, or ``None`` when it cannot list them."""
         ...
 
+    async def prepare(
+        self, execution_id: str, request: ExecutionRequest, token: str, seconds_left: float
+    ) -> str | None:
+        """Before anything is recorded: the exact create body to keep with the execution
+        when its create can be repeated safely (see ``ExecutionRequest.managed_body``), or
+        None.  Raises :class:`InvalidRequest` for a request the backend's limits refuse."""
+        ...
+
     def info(self, task_id: str) -> TaskInfo | None: ...
 
     async def start(self, request: ExecutionRequest, token: str) -> str:
         """Start a run; return the backend's id for it.  Raises :class:`CreateFailed`."""
         ...
 
-    async def status(self, task_id: str, token: str) -> TaskState:
-        """The run's state now.  Raises :class:`QueryFault`."""
+    async def status(self, task_id: str, token: str, *, managed: bool = False) -> TaskState:
+        """The run's state now (``managed``: created with a prepared body).  Raises
+        :class:`QueryFault`."""
         ...
 
     def watch(self, task_id: str) -> AsyncIterator[TaskUpdate]:
         """Every change of the run as it happens, ending with its final state (push only)."""
         ...
 
-    async def cancel(self, task_id: str, token: str) -> bool:
-        """Ask the backend to stop the run; true when it did or accepted."""
+    async def cancel(self, task_id: str, token: str, *, managed: bool = False) -> CancelReply:
+        """Ask the backend to stop the run."""
         ...
 
     async def aclose(self) -> None: ...

@@ -10,8 +10,8 @@ listed: a managed field must never reach a platform that has not passed this pro
 The answer is kept per caller (the key decides the account, and so its desktop client):
 ``ready_ttl`` seconds when the account's client is ready, ``other_ttl`` otherwise (its
 state changes as it comes online), ``legacy_ttl`` for a platform found without the
-contract (upgrades are rare).  ``mode`` forces either dialect (to become the setting
-``RPA_UPSTREAM_CONTRACT`` once creates use the contract).
+contract (upgrades are rare).  ``mode`` (``RPA_UPSTREAM_CONTRACT``) forces either
+dialect without asking.
 """
 
 from __future__ import annotations
@@ -144,7 +144,11 @@ class ContractProbe:
 
     async def discover(self, token: str) -> Discovery:
         if self._mode == "legacy":
-            return Discovery(Dialect.LEGACY, "the legacy dialect is forced")
+            return Discovery(Dialect.LEGACY, "the legacy dialect is forced (RPA_UPSTREAM_CONTRACT)")
+        if self._mode == "managed":
+            return Discovery(
+                Dialect.MANAGED, "the managed dialect is forced (RPA_UPSTREAM_CONTRACT)"
+            )
         caller = digest(token)
         now = self._clock()
         known = self._known.get(caller)

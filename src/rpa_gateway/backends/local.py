@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rpa_gateway.backends.base import (
+    CancelReply,
     CreateFailed,
     InvalidRequest,
     Overloaded,
@@ -165,7 +166,12 @@ class LocalBackend:
             del self._running_by_caller[caller]
         self._launch_waiting()
 
-    async def status(self, task_id: str, token: str) -> TaskState:
+    async def prepare(
+        self, execution_id: str, request: ExecutionRequest, token: str, seconds_left: float
+    ) -> str | None:
+        return None  # a run here dies with the service: there is nothing to repeat
+
+    async def status(self, task_id: str, token: str, *, managed: bool = False) -> TaskState:
         run = self._runs.get(task_id)
         if run is None:
             return TaskState(TaskPhase.FAILED, "LOST", error=_LOST)
@@ -189,10 +195,10 @@ class LocalBackend:
                 self._runs.pop(task_id, None)
                 self._caller_of.pop(task_id, None)
 
-    async def cancel(self, task_id: str, token: str) -> bool:
+    async def cancel(self, task_id: str, token: str, *, managed: bool = False) -> CancelReply:
         run = self._runs.get(task_id)
         if run is None:
-            return False
+            return CancelReply.FAILED
         if self._waiting.remove(task_id):
             self._contexts.pop(task_id, None)
             run.end_before_start(TaskPhase.CANCELLED, "cancelled while queued")
@@ -201,7 +207,7 @@ class LocalBackend:
         # The supervisor stopped watching (cancel or deadline): nobody else will drop it.
         self._runs.pop(task_id, None)
         self._caller_of.pop(task_id, None)
-        return True
+        return CancelReply.STOPPED
 
     async def aclose(self) -> None:
         for task_id in self._waiting.drain():

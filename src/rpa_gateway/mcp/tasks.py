@@ -36,7 +36,7 @@ from rpa_gateway.mcp.protocol import (
 )
 from rpa_gateway.mcp.results import STATE_WORDS, execution_outcome
 from rpa_gateway.mcp.tool_calls import RunRequest, ToolCalls
-from rpa_gateway.service import AlreadyFinished, ExecutionNotFound
+from rpa_gateway.service import AlreadyFinished, CancelUnsupported, ExecutionNotFound
 from rpa_gateway.store.base import ListQuery
 
 TASK_GRACE = 1.0  # seconds a 2026 task-capable call waits before it answers with a task
@@ -135,6 +135,12 @@ class Tasks:
             if execution.finished_at is not None:
                 raise AlreadyFinished(execution)
             execution = await self._calls.cancel_execution(task_id, scope)
+        except CancelUnsupported:
+            raise MCPError(
+                INVALID_PARAMS,
+                f"task {task_id}: the RPA platform cannot cancel its run (CANCEL_UNSUPPORTED);"
+                " it goes on until it ends or its deadline ends it",
+            ) from None
         except AlreadyFinished as exc:
             if modern:  # cooperative: the task ends as it ended
                 return {"resultType": "complete"}

@@ -36,6 +36,7 @@ from rpa_gateway.mcp.catalog import Tool, ToolCatalog
 from rpa_gateway.mcp.results import ToolOutcome, dumps, execution_outcome, tool_error
 from rpa_gateway.service import (
     AlreadyFinished,
+    CancelUnsupported,
     ExecutionNotFound,
     ExecutionService,
     IdempotencyConflict,
@@ -262,6 +263,12 @@ class ToolCalls:
             return tool_error(
                 f"execution {execution_id} had already ended ({ended.status}), so it was not "
                 "cancelled",
+                "conflict",
+            )
+        except CancelUnsupported:
+            return tool_error(
+                f"the RPA platform cannot cancel execution {execution_id}'s run"
+                " (CANCEL_UNSUPPORTED); it goes on until it ends or its deadline ends it",
                 "conflict",
             )
         outcome = execution_outcome(execution)
