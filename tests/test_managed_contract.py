@@ -18,6 +18,7 @@ from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, managed_contract, new_project_id
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, events, get
+from tests.redis_servers import RedisServer
 from tests.sse_client import exec_stream
 
 TOKEN_KEY = "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4"
@@ -346,7 +347,8 @@ def test_sigkill_with_50_creates_in_flight_loses_none_and_creates_none_twice(
     caller, pid = managed_key(fake), new_project_id()
     # The platform takes every create and holds its reply: all 50 are in flight at the kill.
     fake.script(pid, create={"delay": 60})
-    first = start_gateway(RPA_TOKEN_KEY=TOKEN_KEY)
+    # Replies waited for as long as they take: only the kill ends the first sends.
+    first = start_gateway(RPA_TOKEN_KEY=TOKEN_KEY, RPA_UPSTREAM_READ_TIMEOUT="120")
     ids = [
         create(first.base_url, {"project_id": pid, "params": {"i": i}}, caller).json()["id"]
         for i in range(50)
@@ -362,3 +364,32 @@ def test_sigkill_with_50_creates_in_flight_loses_none_and_creates_none_twice(
     assert [v["result"]["data"] for v in views] == [{"echo": {"i": i}} for i in range(50)]
     assert len(fake.runs_for(pid)) == 50, "the platform holds one execution per create"
     assert len(creates(fake, pid)) == 100, "each sent once by each process"
+
+
+def test_a_replica_killed_with_creates_in_flight_leaves_them_to_another_that_repeats_them(
+    tmp_path: Path, fake: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    caller, pid = managed_key(fake), new_project_id()
+    fake.script(pid, create={"delay": 60})
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        shared = {
+            "REDIS_ADDR": redis.addr,
+            "RPA_TOKEN_KEY": TOKEN_KEY,
+            "RPA_LEASE_SECONDS": "2",
+            "RPA_UPSTREAM_READ_TIMEOUT": "120",
+        }
+        doomed, survivor = start_gateway(**shared), start_gateway(**shared)
+        ids = [
+            create(doomed.base_url, {"project_id": pid, "params": {"i": i}}, caller).json()["id"]
+            for i in range(20)
+        ]
+        fake.wait_for_creates(pid, 20, timeout=30)
+        doomed.stop(signal.SIGKILL)
+        views = [ended(survivor.base_url, i, caller, timeout=60) for i in ids]
+    finally:
+        redis.stop()
+    assert [v["result"]["data"] for v in views] == [{"echo": {"i": i}} for i in range(20)]
+    assert len(fake.runs_for(pid)) == 20
+    assert len(creates(fake, pid)) == 40, "each sent once by each replica"
