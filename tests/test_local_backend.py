@@ -124,7 +124,7 @@ def test_project_timeout_kills_the_whole_group(local, tmp_path: Path) -> None:  
     )
     assert result.terminal == {
         "code": 55003,
-        "message": "Timeout error",
+        "message": "Timeout error: project timeout of 1 s passed",
         "sid": result.terminal["sid"],
         "data": None,
     }

@@ -4,6 +4,7 @@ of its own: the session's fake counts only what each test sent."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import uuid
@@ -23,6 +24,8 @@ from tests.sse_client import exec_stream
 
 TOKEN_KEY = "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4"
 MANAGED_FIELDS = ("idempotency_key", "execution_timeout")
+# A slow reply on a busy machine is not a lost one: counts of sends stay exact.
+PATIENT = {"RPA_UPSTREAM_READ_TIMEOUT": "10"}
 
 
 def key() -> str:
@@ -41,7 +44,7 @@ def managed_gateway(
 ) -> Iterator[GatewayProcess]:
     """A short confirm window, so an unconfirmed cancel ends within the test."""
     workdir = tmp_path_factory.mktemp("managed")
-    env = {**FAST, **fake.env(), "RPA_CANCEL_CONFIRM_SECONDS": "1.5"}
+    env = {**FAST, **fake.env(), **PATIENT, "RPA_CANCEL_CONFIRM_SECONDS": "1.5"}
     process = GatewayProcess(env, workdir).start()
     yield process
     process.stop()
@@ -53,7 +56,7 @@ def short_gateway(
 ) -> Iterator[GatewayProcess]:
     """Executions that time out after 4 s (so the platform is told 3)."""
     workdir = tmp_path_factory.mktemp("short")
-    env = {**FAST, **fake.env(), "XIAOWU_RPA_TIMEOUT": "4"}
+    env = {**FAST, **fake.env(), **PATIENT, "XIAOWU_RPA_TIMEOUT": "4"}
     process = GatewayProcess(env, workdir).start()
     yield process
     process.stop()
@@ -109,7 +112,7 @@ def test_a_managed_create_sends_its_key_and_deadline_and_polls_snapshots(
     [sent] = creates(fake, pid)
     assert sent["query"] == "contract=1"
     assert sent["body"]["idempotency_key"] == f"rpa-gateway:{execution_id}"
-    # XIAOWU_RPA_TIMEOUT is 30: whole seconds left when it was sent, rounded down.
+    # XIAOWU_RPA_TIMEOUT is 30: the whole seconds that end before the deadline.
     assert sent["body"]["execution_timeout"] == 29
     run_ids = {r.id for r in fake.runs_for(pid)}
     polled = queries(fake, run_ids)
@@ -393,3 +396,53 @@ def test_a_replica_killed_with_creates_in_flight_leaves_them_to_another_that_rep
     assert [v["result"]["data"] for v in views] == [{"echo": {"i": i}} for i in range(20)]
     assert len(fake.runs_for(pid)) == 20
     assert len(creates(fake, pid)) == 40, "each sent once by each replica"
+
+
+def test_a_create_never_answered_is_repeated_until_the_deadline_then_55003(
+    short_gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    caller, pid = managed_key(fake), new_project_id()
+    fake.script(pid, create={"fault": "http500"})
+    frame = exec_stream(short_gateway.base_url, {"project_id": pid, "sid": "s"}, token=caller)
+    assert frame.terminal["code"] == 55003, frame.terminal
+    assert "the RPA platform never answered the create" in frame.terminal["message"]
+    sent = creates(fake, pid)
+    assert len(sent) > 3 and len({c["raw"] for c in sent}) == 1
+    assert fake.runs_for(pid) == []
+
+
+def test_a_cancel_while_the_create_goes_unanswered_ends_55004(
+    managed_gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    caller, pid = managed_key(fake), new_project_id()
+    fake.script(pid, create={"fault": "http500"})
+    created = create(managed_gateway.base_url, {"project_id": pid, "params": {}}, caller)
+    execution_id = created.json()["id"]
+    fake.wait_for_creates(pid, 2)
+    assert cancel(managed_gateway, execution_id, caller).status_code == 200
+    view = ended(managed_gateway.base_url, execution_id, caller)
+    assert (view["status"], view["result"]["code"]) == ("CANCELLED", 55004)
+    assert "before the RPA platform answered the create" in view["result"]["message"]
+
+
+def test_a_burst_of_creates_asks_the_discovery_route_once(
+    managed_gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    caller, pid = managed_key(fake), new_project_id()
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=managed_gateway.base_url, timeout=30) as client:
+            replies = await asyncio.gather(
+                *(
+                    client.post(
+                        "/rpa/v1/executions",
+                        json={"project_id": pid, "params": {"i": i}},
+                        headers=auth(caller),
+                    )
+                    for i in range(20)
+                )
+            )
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(burst()) == [202] * 20
+    assert fake.discoveries[caller] == 1

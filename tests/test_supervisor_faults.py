@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from rpa_gateway.backends.astron import AstronBackend
+from rpa_gateway.backends.base import TaskState
 from rpa_gateway.executions import (
     Event,
     EventKind,
@@ -54,7 +55,7 @@ class StoreThatCannotFinish(SqliteStore):
 
 
 class BackendWithABug(AstronBackend):
-    async def status(self, task_id: str, token: str):  # type: ignore[no-untyped-def]
+    async def status(self, task_id: str, token: str, *, managed: bool = False) -> TaskState:
         raise KeyError("execution")
 
 

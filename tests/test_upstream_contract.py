@@ -178,3 +178,17 @@ def test_a_create_url_of_another_shape_has_no_discovery_route() -> None:
             await backend.aclose()
 
     assert asyncio.run(main()) == ""
+
+
+def test_a_route_the_platform_does_not_serve_is_an_older_build(fake: FakeUpstream) -> None:
+    caller = key()
+    fake.offer_contract(caller, status=405)
+
+    async def scenario(probe: ContractProbe, clock: Clock) -> list[Any]:
+        found = await probe.discover(caller)
+        clock.now += 599
+        await probe.discover(caller)
+        return [found, fake.discoveries[caller]]
+
+    found, asked = probing(fake, scenario)
+    assert found.dialect is Dialect.LEGACY and "405" in found.reason and asked == 1

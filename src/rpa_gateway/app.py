@@ -238,6 +238,7 @@ def create_app(settings: Settings) -> FastAPI:
             timeout=settings.xiaowu_rpa_timeout,
             stewardship=stewardship,
             max_unfinished_per_caller=settings.rpa_max_unfinished_per_token,
+            cancel_wait=settings.rpa_cancel_confirm_seconds + 2,
             max_stored_bytes_per_caller=(
                 round(settings.rpa_max_stored_mb_per_token * 1024 * 1024)
                 if settings.rpa_max_stored_mb_per_token is not None

@@ -129,6 +129,11 @@ class ExecutionRequest:
     # (it cannot be repeated safely).
     managed_body: str | None = None
 
+    @property
+    def managed(self) -> bool:
+        """Created under the platform's managed contract: polled and cancelled by it."""
+        return self.managed_body is not None
+
     def stored(self) -> JsonObject:
         """What a store keeps of it beside the project and sid (see :meth:`from_stored`)."""
         stored: JsonObject = {

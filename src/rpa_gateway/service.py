@@ -32,7 +32,8 @@ from rpa_gateway.telemetry.context import current_execution
 
 log = logging.getLogger(__name__)
 
-_CANCEL_WAIT = 10.0
+_CANCEL_WAIT = 10.0  # seconds a cancel waits for the end, at least (see cancel_wait)
+_CANCEL_ASK = 10.0  # seconds the platform gets to answer whether it can cancel a run
 CHANGES_REPLAYED = 10_000  # executions, at most, whose changes a resumed feed replays
 _REPLAY_PAGE = 500
 CHANGES_MARGIN = 2.0  # seconds before the resume point a replay starts
@@ -104,7 +105,11 @@ class ExecutionService:
         stewardship: Stewardship,
         max_unfinished_per_caller: int = 1000,
         max_stored_bytes_per_caller: int | None = None,
+        cancel_wait: float = _CANCEL_WAIT,
     ) -> None:
+        # A managed platform confirms a stop within RPA_CANCEL_CONFIRM_SECONDS: the
+        # cancel's answer waits that long for the end it reports.
+        self._cancel_wait = max(_CANCEL_WAIT, cancel_wait)
         self._stewardship = stewardship
         store.add_notice_listener(self._on_notice)
         self._max_unfinished_per_caller = max_unfinished_per_caller
@@ -302,7 +307,7 @@ class ExecutionService:
             await self._store.request_cancel(execution_id)
             await self._store.notify(CANCEL, execution_id)
         try:
-            async with asyncio.timeout(_CANCEL_WAIT):
+            async with asyncio.timeout(self._cancel_wait):
                 await self._until_finished(execution_id)
         except TimeoutError:
             log.warning("execution %s: cancel still in progress", execution_id)
@@ -312,15 +317,19 @@ class ExecutionService:
         """Raise CancelUnsupported when the platform says it cannot cancel the run.  Only a
         managed run is asked first (its cancel route records intent, asking twice does no
         harm); the driver then asks again and waits for the stop."""
-        if execution.request.managed_body is None or execution.upstream_id is None:
-            return
+        if not execution.request.managed or execution.upstream_id is None:
+            return  # asked by its driver once the create has answered
         if not self._vault.owns(execution.owner, token):  # an operator: the owner's key asks
             sealed = await self._store.sealed_token(execution.id)
             owner_token = self._vault.open(sealed, execution.id) if sealed is not None else None
             if owner_token is None:
                 return
             token = owner_token
-        reply = await self._backend.cancel(execution.upstream_id, token, managed=True)
+        try:
+            async with asyncio.timeout(_CANCEL_ASK):
+                reply = await self._backend.cancel(execution.upstream_id, token, managed=True)
+        except TimeoutError:
+            return  # its driver asks again, and says so if it cannot be told
         if reply is CancelReply.UNSUPPORTED:
             raise CancelUnsupported(execution)
 

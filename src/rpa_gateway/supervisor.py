@@ -73,7 +73,7 @@ class PollPolicy:
     def retry_delay(self, faults: int) -> float:
         """Full-jitter exponential backoff after ``faults`` consecutive faults: anywhere up
         to the cap, so executions that failed together do not retry together."""
-        cap = min(self.ceiling, self.retry_base_delay * 2 ** (faults - 1))
+        cap = min(self.ceiling, self.retry_base_delay * 2 ** min(faults - 1, 30))
         return random.uniform(0.0, cap)
 
 
@@ -286,8 +286,9 @@ class Supervisor:
                     " (CANCEL_UNSUPPORTED); it goes on until it ends or its deadline",
                     execution.id,
                 )
+                # In memory only (nothing awaited here, so no cancel can slip in between):
+                # after a restart the platform is asked again and answers the same.
                 execution.cancel_requested = False
-                await self._save(execution)
 
     async def _cancelled_anyway(self, execution: Execution, token: str) -> Outcome:
         """The caller's cancel ends the execution even when telling the backend fails."""
@@ -342,11 +343,11 @@ class Supervisor:
         """Create the upstream run, or the outcome that ends the execution instead."""
         if execution.id in self._create_recorded:
             return await self._send_create(execution, token)
-        if execution.create_started and execution.request.managed_body is not None:
+        if execution.create_started and execution.request.managed:
             # Sent before, perhaps: the platform returns the same run to the same key and
             # body, and creates it if the first never arrived.
             log.info("execution %s: its create is sent again under its key", execution.id)
-            return await self._send_create(execution, token)
+            return await self._send_create(execution, token, first_send=False)
         if execution.create_started:
             return Outcome(
                 Status.FAILED,
@@ -370,15 +371,29 @@ class Supervisor:
             )
         return await self._send_create(execution, token)
 
-    async def _send_create(self, execution: Execution, token: str) -> Outcome | None:
+    async def _send_create(
+        self, execution: Execution, token: str, *, first_send: bool = True
+    ) -> Outcome | None:
         try:
-            execution.upstream_id = await self._create(execution, token)
+            execution.upstream_id = await self._create(execution, token, first_send=first_send)
         except CreateFailed as exc:
             if exc.bug:
                 log.error("execution %s: %s", execution.id, scrub(exc.detail, token))
                 return Outcome(Status.FAILED, Code.UNKNOWN, codes.unknown_error_message(exc.detail))
+            if exc.idempotent and execution.cancel_requested:
+                log.info("execution %s: cancelled while its create went unanswered", execution.id)
+                return Outcome(
+                    Status.CANCELLED,
+                    Code.CANCELLED,
+                    codes.cancelled_message(
+                        "cancelled by the caller before the RPA platform answered the create;"
+                        " if the platform took it, the deadline it was given stops the robot"
+                    ),
+                )
             if exc.idempotent:  # repeated until the deadline, never answered
-                log.info("execution %s: create unanswered: %s", execution.id, exc.detail)
+                log.info(
+                    "execution %s: create unanswered: %s", execution.id, scrub(exc.detail, token)
+                )
                 return Outcome(
                     Status.TIMED_OUT,
                     Code.TIMEOUT,
@@ -417,17 +432,35 @@ class Supervisor:
             codes.query_error_message("the run ended without a final state"),
         )
 
-    async def _create(self, execution: Execution, token: str) -> str:
+    async def _create(self, execution: Execution, token: str, *, first_send: bool) -> str:
         """The run's id.  A create never sent is tried again a few times; one the backend
-        returns the same run to (``idempotent``) until the execution's deadline."""
+        returns the same run to (``idempotent``) until the execution's deadline, unless
+        the caller cancels or another process takes the execution over (it repeats it)."""
         attempt = 0
         while True:
             try:
-                return await self._backend.start(execution.request, token)
+                return await self._attempt_create(execution, token)
             except CreateFailed as exc:
+                if exc.legacy_only:
+                    if not first_send:
+                        raise CreateFailed(
+                            f"{exc.detail}; a legacy create may have been sent before the"
+                            " service restarted, so none is sent again (the robot cannot run"
+                            " twice)"
+                        ) from None
+                    log.warning(
+                        "execution %s: %s: created once by the legacy route instead, without"
+                        " an idempotency key or a platform deadline",
+                        execution.id,
+                        exc.detail,
+                    )
+                    execution.request.managed_body = None  # this process polls it as legacy
+                    continue
                 if exc.idempotent:
+                    if execution.id in self._abandoned:
+                        raise asyncio.CancelledError from None  # the next driver repeats it
                     delay = self._policy.retry_delay(attempt + 1)
-                    if time.time() + delay >= execution.deadline_at:
+                    if execution.cancel_requested or time.time() + delay >= execution.deadline_at:
                         raise
                     log.info(
                         "execution %s: create reply lost (%s)",
@@ -441,6 +474,19 @@ class Supervisor:
                 attempt += 1
                 execution.retries += 1
                 await asyncio.sleep(delay)
+
+    async def _attempt_create(self, execution: Execution, token: str) -> str:
+        """One create; a repeatable (managed) one is cut at the execution's deadline."""
+        if not execution.request.managed:
+            return await self._backend.start(execution.request, token)
+        scope = asyncio.timeout(max(0.0, execution.deadline_at - time.time()))
+        try:
+            async with scope:
+                return await self._backend.start(execution.request, token)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise CreateFailed("no answer before the deadline", idempotent=True) from None
 
     async def _watch(
         self, execution: Execution, task_id: str, token: str, run_began: float | None
@@ -470,7 +516,7 @@ class Supervisor:
             execution.polls += 1
             try:
                 state = await self._backend.status(
-                    task_id, token, managed=execution.request.managed_body is not None
+                    task_id, token, managed=execution.request.managed
                 )
             except QueryFault as exc:
                 faults += 1
@@ -500,8 +546,7 @@ class Supervisor:
                 await self._record_state(execution, state)
 
     async def _record_state(self, execution: Execution, state: TaskState) -> None:
-        running = state.upstream_status in ("RUNNING", "running")
-        status = Status.RUNNING if running else execution.status
+        status = Status.RUNNING if state.running else execution.status
         if status is Status.ACCEPTED:
             status = Status.PENDING
         data: JsonObject = {"status": status.value, "upstream_status": state.upstream_status}
@@ -540,13 +585,13 @@ class Supervisor:
         reply = await self._cancel_upstream(execution, token)
         log.info("execution %s: deadline passed (upstream cancel: %s)", execution.id, reply.value)
         last = self._last_state.get(execution.id)
-        if last is not None and last.upstream_status == "unknown":
+        if last is not None and last.upstream_code is not None:
             return Outcome(
                 Status.TIMED_OUT,
                 Code.TIMEOUT,
                 codes.timeout_message(
                     "the RPA platform could not say what became of the run"
-                    f" ({last.upstream_code or 'state unknown'}) until the deadline"
+                    f" ({last.upstream_code}) until the deadline"
                 ),
             )
         return Outcome(Status.TIMED_OUT, Code.TIMEOUT, codes.timeout_message())
@@ -564,6 +609,15 @@ class Supervisor:
             raise _NotCancellable
         if reply is CancelReply.REQUESTED:
             return await self._confirmed_cancel(execution, token)
+        if reply is CancelReply.FAILED and execution.request.managed:
+            return Outcome(
+                Status.CANCELLED,
+                Code.CANCELLED,
+                codes.cancelled_message(
+                    "cancelled by the caller; the stop is unconfirmed: the RPA platform could"
+                    " not be asked to stop the robot, which may still run until its deadline"
+                ),
+            )
         return Outcome(
             Status.CANCELLED, Code.CANCELLED, codes.cancelled_message("cancelled by the caller")
         )
@@ -608,7 +662,7 @@ class Supervisor:
         )
 
     async def _cancel_upstream(self, execution: Execution, token: str) -> CancelReply:
-        managed = execution.request.managed_body is not None
+        managed = execution.request.managed
         if execution.upstream_id is None or not (self._backend.can_cancel or managed):
             return CancelReply.FAILED
         try:

@@ -1,8 +1,8 @@
 """The ``astron`` backend: the astron-rpa (Xiaowu) RPA OpenAPI over one pooled client.
 
-Replies are ``{"code": "<str>", "msg": str, "data": any}`` envelopes where code
-``"0000"`` is success and ``"5001"`` an error even with HTTP 200, so the HTTP
-status alone is never trusted.
+It speaks two dialects of the platform, chosen per caller by ``contract``: the legacy
+routes (``legacy``) and the managed execution contract (``managed``); ``replies`` reads
+what either sends back.  This module holds the requests and the transport.
 """
 
 from __future__ import annotations
@@ -15,37 +15,32 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from rpa_gateway.backends import managed
+from rpa_gateway.backends import legacy, managed, replies
 from rpa_gateway.backends.base import (
     CancelReply,
     CreateFailed,
     ProjectInfo,
     QueryFault,
     TaskInfo,
-    TaskPhase,
     TaskState,
     TaskUpdate,
 )
 from rpa_gateway.backends.contract import ContractMode, ContractProbe, Dialect, Discovery
 from rpa_gateway.backends.json_limits import check_params
+from rpa_gateway.backends.replies import SUCCESS
 from rpa_gateway.backends.request_budget import RequestBudget
-from rpa_gateway.backends.run_times import run_seconds
 from rpa_gateway.executions import ExecutionRequest, JsonObject
-from rpa_gateway.json_rules import JsonRefused, decode_reply
+from rpa_gateway.json_rules import decode_reply
 from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
-from rpa_gateway.telemetry.redaction import redact
 
 log = logging.getLogger(__name__)
 
-SUCCESS = "0000"
 CREATE_ROUTE = "/workflows/execute-async"
 DISCOVERY_ROUTE = "/workflows/integration"
 CONTRACT_QUERY = "contract=1"
 # Replies to a managed create that say nothing of whether the platform took it: the
 # create is sent again, byte for byte, under the same idempotency key.
 _UNCERTAIN_STATUSES = frozenset({408, 425, 429})
-WORKING_STATUSES = frozenset({"PENDING", "RUNNING"})
-_MAX_DETAIL = 300
 
 
 class AstronBackend:
@@ -132,35 +127,17 @@ class AstronBackend:
         if not self._create_url:
             raise CreateFailed("XIAOWU_RPA_TASK_CREATE_URL is not configured")
         if request.managed_body is not None:
-            try:
-                return await self._start_managed(request.managed_body, token)
-            except _ProtocolUnsupported:
-                # The refusal created nothing; this account's client speaks only the
-                # legacy protocol, which the platform still takes.
-                log.warning(
-                    "the RPA client of this account does not speak the managed protocol"
-                    " (CLIENT_PROTOCOL_UNSUPPORTED): the run is created once by the legacy"
-                    " route, without an idempotency key or a platform deadline"
-                )
+            return await self._start_managed(request.managed_body, token)
         return await self._start_legacy(request, token)
 
     async def _start_legacy(self, request: ExecutionRequest, token: str) -> str:
-        body: JsonObject = {
-            "project_id": request.project_id,
-            "params": request.params,
-            "exec_position": request.exec_position,
-        }
-        # The reference plugin's create sends these two only when the caller gave them.
-        if request.version is not None:
-            body["version"] = request.version
-        if request.phone_number:
-            body["phone_number"] = request.phone_number
+        body = legacy.create_body(request)
         with self._calls.call("create") as call:
             try:
                 status, raw = await self._exchange("POST", self._create_url, token, call, body)
             except _TransportError as exc:
                 raise CreateFailed(exc.detail, retryable=exc.never_sent) from None
-            envelope = _envelope(status, raw, token)
+            envelope = replies.envelope(status, raw, token)
             if isinstance(envelope, str):
                 call.failed("refused" if status == 401 else "bad_reply")
                 raise CreateFailed(_rejected_key(envelope) if status == 401 else envelope)
@@ -173,8 +150,10 @@ class AstronBackend:
             ):
                 call.failed("refused")
                 if status == 401:
-                    raise CreateFailed(_rejected_key(_upstream_message(status, envelope, token)))
-                raise CreateFailed(_upstream_message(status, envelope, token))
+                    raise CreateFailed(
+                        _rejected_key(replies.upstream_message(status, envelope, token))
+                    )
+                raise CreateFailed(replies.upstream_message(status, envelope, token))
             return execution_id
 
     async def _start_managed(self, body: str, token: str) -> str:
@@ -198,7 +177,11 @@ class AstronBackend:
             call.failed("refused")
             found = managed.refusal(reply)
             if found is not None and found.code == "CLIENT_PROTOCOL_UNSUPPORTED":
-                raise _ProtocolUnsupported
+                raise CreateFailed(
+                    "the RPA client of this account does not speak the managed protocol"
+                    " (CLIENT_PROTOCOL_UNSUPPORTED)",
+                    legacy_only=True,
+                )
             if found is not None and found.code == "IDEMPOTENCY_CONFLICT":
                 raise CreateFailed(
                     "the RPA platform holds another request under this execution's"
@@ -207,18 +190,18 @@ class AstronBackend:
                     bug=True,
                 )
             if found is not None:
-                raise CreateFailed(_clip(managed.refusal_detail(found), token))
+                raise CreateFailed(replies.clip(managed.refusal_detail(found), token))
             if status == 401:
                 raise CreateFailed(_rejected_key("HTTP 401"))
             if status >= 500 or status < 300 or status in _UNCERTAIN_STATUSES:
-                envelope = _envelope(status, raw, token)
+                envelope = replies.envelope(status, raw, token)
                 what = (
                     envelope
                     if isinstance(envelope, str)
-                    else _upstream_message(status, envelope, token)
+                    else replies.upstream_message(status, envelope, token)
                 )
                 raise CreateFailed(_repeated(what), idempotent=True)
-            envelope = _envelope(status, raw, token)
+            envelope = replies.envelope(status, raw, token)
             raise CreateFailed(envelope if isinstance(envelope, str) else f"HTTP {status}")
 
     @property
@@ -273,19 +256,19 @@ class AstronBackend:
                 status, raw = await self._exchange("GET", url, token, call)
             except _TransportError as exc:
                 raise QueryFault(exc.detail) from None
-            envelope = _envelope(status, raw, token)
+            envelope = replies.envelope(status, raw, token)
             if isinstance(envelope, str):
                 call.failed("bad_reply")
                 raise QueryFault(envelope)
             if envelope.get("code") != SUCCESS:
                 call.failed("refused")
-                raise QueryFault(_upstream_message(status, envelope, token))
+                raise QueryFault(replies.upstream_message(status, envelope, token))
             data = envelope.get("data")
             execution = data.get("execution") if isinstance(data, dict) else None
             if not isinstance(execution, dict) or not isinstance(execution.get("status"), str):
                 call.failed("bad_reply")
                 raise QueryFault("reply has no data.execution.status")
-            return _task_state(execution, token)
+            return legacy.task_state(execution, token)
 
     async def _snapshot(self, task_id: str, token: str) -> TaskState:
         url = f"{self._query_url}/{quote(task_id, safe='')}?{CONTRACT_QUERY}"
@@ -294,13 +277,13 @@ class AstronBackend:
                 status, raw = await self._exchange("GET", url, token, call)
             except _TransportError as exc:
                 raise QueryFault(exc.detail) from None
-            envelope = _envelope(status, raw, token)
+            envelope = replies.envelope(status, raw, token)
             data = envelope.get("data") if isinstance(envelope, dict) else None
             snapshot = data.get("snapshot") if isinstance(data, dict) else None
             if isinstance(snapshot, dict) and isinstance(snapshot.get("status"), str):
                 return _scrubbed(managed.snapshot_state(snapshot), token)
             call.failed("refused" if status >= 400 else "bad_reply")
-            found = managed.refusal(decode_or_none(raw))
+            found = managed.refusal(replies.decode_or_none(raw))
             if found is not None:
                 raise QueryFault(f"the RPA platform answered {found.code} (HTTP {status})")
             if status == 401:
@@ -308,17 +291,14 @@ class AstronBackend:
             if isinstance(envelope, str):
                 raise QueryFault(envelope)
             if envelope.get("code") != SUCCESS:
-                raise QueryFault(_upstream_message(status, envelope, token))
+                raise QueryFault(replies.upstream_message(status, envelope, token))
             raise QueryFault("reply has no data.snapshot.status")
 
     async def cancel(self, task_id: str, token: str, *, managed: bool = False) -> CancelReply:
         if managed:
             return await self._cancel_managed(task_id, token)
-        return (
-            CancelReply.STOPPED
-            if await self._cancel_legacy(task_id, token)
-            else (CancelReply.FAILED)
-        )
+        stopped = await self._cancel_legacy(task_id, token)
+        return CancelReply.STOPPED if stopped else CancelReply.FAILED
 
     async def _cancel_managed(self, task_id: str, token: str) -> CancelReply:
         """``POST {base}/executions/{id}/cancel``: it records the intent; the run's
@@ -333,7 +313,7 @@ class AstronBackend:
             except _TransportError as exc:
                 log.warning("cancel request failed: %s", exc.detail)
                 return CancelReply.FAILED
-            reply = decode_or_none(raw)
+            reply = replies.decode_or_none(raw)
             if status == 200 and isinstance(reply, dict) and reply.get("code") == SUCCESS:
                 return CancelReply.REQUESTED
             call.failed("refused")
@@ -357,7 +337,7 @@ class AstronBackend:
             except _TransportError as exc:
                 log.warning("cancel request failed: %s", exc.detail)
                 return False
-            envelope = _envelope(status, raw, token)
+            envelope = replies.envelope(status, raw, token)
             accepted = not isinstance(envelope, str) and envelope.get("code") == SUCCESS
             if not accepted:
                 call.failed("refused")
@@ -410,10 +390,6 @@ def _rejected_key(reply: str) -> str:
     return f"the platform rejected the key ({reply}); check the caller's RPA API key"
 
 
-class _ProtocolUnsupported(Exception):
-    """The managed create was refused with CLIENT_PROTOCOL_UNSUPPORTED (nothing created)."""
-
-
 def _base_of(create_url: str) -> str:
     base, found, rest = create_url.partition(CREATE_ROUTE)
     return base if found and not rest else ""
@@ -436,19 +412,12 @@ def _created_id(status: int, reply: Any) -> str | None:
     return execution_id if isinstance(execution_id, str) and execution_id else None
 
 
-def decode_or_none(raw: bytes) -> Any:
-    try:
-        return decode_reply(raw)
-    except ValueError:
-        return None
-
-
 def _scrubbed(state: TaskState, token: str) -> TaskState:
     """A state whose platform strings are kept only with the token scrubbed."""
     return dataclasses.replace(
         state,
-        error=_clip(state.error, token) if state.error else state.error,
-        upstream_code=_clip(state.upstream_code, token) if state.upstream_code else None,
+        error=replies.clip(state.error, token) if state.error else state.error,
+        upstream_code=replies.clip(state.upstream_code, token) if state.upstream_code else None,
     )
 
 
@@ -470,61 +439,6 @@ class _TransportError(Exception):
         self.never_sent = never_sent
 
 
-def _envelope(status: int, raw: bytes, token: str) -> dict[str, Any] | str:
-    """The decoded reply, or a one-line reason why it is not a usable envelope."""
-    try:
-        decoded = decode_reply(raw)
-    except JsonRefused as exc:  # valid to Python, not to what its data passes through next
-        return f"HTTP {status}: reply cannot be passed on: {exc}"
-    except ValueError:
-        return f"HTTP {status}: reply is not JSON ({_snippet(raw, token)})"
-    if not isinstance(decoded, dict):
-        return f"HTTP {status}: reply is not a JSON object"
-    if "code" not in decoded and status >= 400:
-        return f"HTTP {status}: {_clip(str(decoded.get('detail', decoded)), token)}"
-    return decoded
-
-
-def _upstream_message(status: int, envelope: dict[str, Any], token: str) -> str:
-    code, msg = envelope.get("code"), envelope.get("msg")
-    if msg:
-        return _clip(str(msg), token)
-    return f"HTTP {status}, upstream code {code!s}"
-
-
-def _task_state(execution: dict[str, Any], token: str) -> TaskState:
-    """The run's state; strings from the platform are kept only with the token scrubbed."""
-    upstream_status = str(execution["status"])
-    error = execution.get("error")
-    error_text = _clip(str(error), token) if error else None
-    if upstream_status == "COMPLETED":
-        result = execution.get("result")
-        outputs = result.get("data") if isinstance(result, dict) else None
-        return TaskState(
-            TaskPhase.COMPLETED,
-            upstream_status,
-            data=_as_object(outputs),
-            ran_for=run_seconds(execution.get("start_time"), execution.get("end_time")),
-        )
-    if upstream_status == "FAILED":
-        return TaskState(TaskPhase.FAILED, upstream_status, error=error_text or "robot failed")
-    if upstream_status == "CANCELLED":
-        return TaskState(TaskPhase.CANCELLED, upstream_status, error=error_text)
-    if upstream_status not in WORKING_STATUSES:
-        upstream_status = _clip(upstream_status, token)[:40]
-        log.warning("unknown upstream status %r, treated as still working", upstream_status)
-    return TaskState(TaskPhase.WORKING, upstream_status)
-
-
-def _as_object(outputs: object) -> JsonObject:
-    """The robot's outputs as the dict callers expect (``{}`` when it sent none)."""
-    if outputs is None:
-        return {}
-    if isinstance(outputs, dict):
-        return outputs
-    return {"value": outputs}
-
-
 def _client_error(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
@@ -539,14 +453,3 @@ def _client_error(exc: BaseException) -> str:
 
 def _os_reason(exc: aiohttp.ClientOSError) -> str:
     return exc.strerror or type(exc).__name__
-
-
-def _snippet(raw: bytes, token: str) -> str:
-    text = " ".join(redact(raw[:400].decode("utf-8", "replace"), (token,)).split())
-    return text[:80] or "empty body"
-
-
-def _clip(text: str, token: str) -> str:
-    """Redacted first, then cut: a cut must never leave a piece of the token behind."""
-    text = redact(text, (token,))
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

@@ -38,6 +38,11 @@ class TaskState:
     # execution that times out in it says so.
     upstream_code: str | None = None
 
+    @property
+    def running(self) -> bool:
+        """The robot has begun (as opposed to waiting for it)."""
+        return self.upstream_status == "RUNNING" or self.started_at is not None
+
 
 @dataclass(frozen=True, slots=True)
 class Progress:
@@ -93,6 +98,8 @@ class CreateFailed(Exception):
     (``idempotent``) the backend returns the original run to a repeat, so a create
     whose reply was lost is repeated until the execution's deadline.  ``bug``: the
     backend says this service sent something it never should (logged as a fault here).
+    ``legacy_only``: a prepared (managed) create was refused, creating nothing, because
+    the platform can take only a legacy create for this caller now.
     """
 
     def __init__(
@@ -102,12 +109,14 @@ class CreateFailed(Exception):
         retryable: bool = False,
         idempotent: bool = False,
         bug: bool = False,
+        legacy_only: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retryable = retryable or idempotent
         self.idempotent = idempotent
         self.bug = bug
+        self.legacy_only = legacy_only
 
 
 class QueryFault(Exception):

@@ -16,6 +16,7 @@ dialect without asking.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ def read_integration(status: int, body: Any) -> tuple[Discovery, bool]:
         return Discovery(Dialect.LEGACY, "the platform has no managed contract (404)"), True
     if status == 401:
         return Discovery(Dialect.LEGACY, "the platform rejected the key (401)"), False
+    if 400 <= status < 500 and status not in (408, 425, 429):
+        # A route the platform (or a proxy before it) does not serve: an older build.
+        return Discovery(Dialect.LEGACY, f"the discovery route answered HTTP {status}"), True
     if status != 200 or not isinstance(body, dict) or body.get("code") != "0000":
         return Discovery(Dialect.LEGACY, f"the discovery route answered HTTP {status}"), False
     data = body.get("data")
@@ -141,6 +145,8 @@ class ContractProbe:
         self._legacy_ttl = legacy_ttl
         self._clock = clock
         self._known: dict[bytes, tuple[float, Discovery]] = {}  # by the key's digest
+        # One question in flight per caller: a burst of creates waits for its answer.
+        self._asking: dict[bytes, asyncio.Future[None]] = {}
 
     async def discover(self, token: str) -> Discovery:
         if self._mode == "legacy":
@@ -150,10 +156,24 @@ class ContractProbe:
                 Dialect.MANAGED, "the managed dialect is forced (RPA_UPSTREAM_CONTRACT)"
             )
         caller = digest(token)
+        while True:
+            known = self._known.get(caller)
+            if known is not None and known[0] > self._clock():
+                return known[1]
+            asking = self._asking.get(caller)
+            if asking is None:
+                break
+            await asyncio.wait([asking])  # then the answer is kept, or this asks itself
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._asking[caller] = done
+        try:
+            return await self._ask(token, caller)
+        finally:
+            del self._asking[caller]
+            done.set_result(None)
+
+    async def _ask(self, token: str, caller: bytes) -> Discovery:
         now = self._clock()
-        known = self._known.get(caller)
-        if known is not None and known[0] > now:
-            return known[1]
         try:
             status, body = await self._fetch(token)
         except (OSError, TimeoutError) as exc:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpa_gateway.backends.base import TaskPhase, TaskState
+from rpa_gateway.backends.replies import as_object
 from rpa_gateway.backends.run_times import run_seconds
 from rpa_gateway.executions import ExecutionRequest, JsonObject
 
@@ -30,9 +31,10 @@ def idempotency_key(execution_id: str) -> str:
 
 
 def execution_timeout(seconds_left: float) -> int:
-    """Whole seconds to the execution's deadline, within the platform's 1..86400: rounded
-    down, so the platform stops the robot no later than this service gives up on it."""
-    return max(1, min(MAX_EXECUTION_TIMEOUT, math.floor(seconds_left)))
+    """The whole seconds that end before the execution's deadline (29 of 30.0 or of 29.7
+    left), within the platform's 1..86400: the platform's clock starts only when the
+    robot launches, so it is given no more than this service waits."""
+    return max(1, min(MAX_EXECUTION_TIMEOUT, math.ceil(seconds_left) - 1))
 
 
 def create_body(execution_id: str, request: ExecutionRequest, seconds_left: float) -> str:
@@ -95,9 +97,7 @@ def snapshot_state(snapshot: dict[str, Any]) -> TaskState:
         return TaskState(
             TaskPhase.COMPLETED,
             status,
-            data=result
-            if isinstance(result, dict)
-            else ({} if result is None else {"value": result}),
+            data=as_object(result),
             ran_for=run_seconds(snapshot.get("startedAt"), snapshot.get("finishedAt")),
             started_at=started_at,
         )
