@@ -26,6 +26,7 @@ from rpa_gateway.api import (
     monitor,
     projects,
 )
+from rpa_gateway.api import webhooks as webhooks_api
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.refusals import install_error_handlers
 from rpa_gateway.backends.astron import AstronBackend
@@ -50,6 +51,9 @@ from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.supervisor import PollPolicy, Supervisor
 from rpa_gateway.telemetry import Telemetry
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls
+from rpa_gateway.webhooks.registry import Destinations, WebhookRegistry
+from rpa_gateway.webhooks.sender import Sender
+from rpa_gateway.webhooks.worker import DeliveryPolicy, DeliveryWorker
 
 if TYPE_CHECKING:
     from rpa_gateway.store.redis import RedisStore
@@ -110,6 +114,41 @@ def warn_without_projects(folder: Path, backend: Backend) -> None:
             " project.toml",
             where,
         )
+
+
+def build_webhooks(
+    settings: Settings, store: Store, vault: TokenVault, holder: str
+) -> tuple[DeliveryWorker | None, WebhookRegistry | None]:
+    """The delivery worker and the registry the API calls, on a store that keeps webhooks."""
+    if store.webhooks is None:
+        return None, None
+    sender = Sender(
+        timeout=settings.rpa_webhook_timeout,
+        allow_private=settings.rpa_webhook_allow_private,
+        user_agent=f"rpa-gateway/{__version__}",
+        max_connections=DELIVERY_POLICY_CONNECTIONS,
+    )
+    worker = DeliveryWorker(
+        store,
+        store.webhooks,
+        sender,
+        DeliveryPolicy(
+            retry_schedule=settings.webhook_retry_delays,
+            disable_after=settings.rpa_webhook_disable_after,
+            max_result_bytes=settings.rpa_webhook_max_result_bytes,
+        ),
+        holder=holder,
+        lease_seconds=settings.rpa_webhook_timeout + 30,
+    )
+    registry = WebhookRegistry(
+        store.webhooks,
+        vault,
+        Destinations(settings.webhook_allow_hosts, settings.rpa_webhook_allow_private),
+        per_caller=settings.rpa_webhooks_per_token,
+        rotation_seconds=settings.rpa_webhook_rotation_seconds,
+        wake_worker=worker.wake,
+    )
+    return worker, registry
 
 
 def build_vault(settings: Settings) -> TokenVault:
@@ -178,6 +217,7 @@ async def _agree_on_token_key(redis: RedisStore, settings: Settings) -> None:
 
 
 SHUTDOWN_STEP_SECONDS = 5.0
+DELIVERY_POLICY_CONNECTIONS = 100  # webhook connections open at once, all endpoints
 
 
 async def _bounded(step: str, done: Awaitable[object]) -> None:
@@ -250,8 +290,9 @@ def create_app(settings: Settings) -> FastAPI:
             stall_seconds=settings.rpa_stream_stall_seconds,
             on_stalled=lambda: telemetry.slow_client("stalled"),
         )
+        deliveries, webhooks = build_webhooks(settings, store, vault, holder)
         app.state.components = Components(
-            settings, store, service, lifecycle, telemetry, pings, backend
+            settings, store, service, lifecycle, telemetry, pings, backend, webhooks
         )
         app.state.mcp = build_door(
             settings, store, service, backend, vault, lifecycle, telemetry, pings
@@ -267,6 +308,8 @@ def create_app(settings: Settings) -> FastAPI:
                 resumed,
                 waiting,
             )
+        if deliveries is not None:
+            deliveries.start()
         background = [
             asyncio.create_task(
                 run_housekeeping(
@@ -300,6 +343,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
             await _bounded("stopping the supervisor", supervisor.stop())
+            if deliveries is not None:
+                await _bounded("stopping webhook deliveries", deliveries.stop())
             with contextlib.suppress(Exception):  # sync logs store faults; nothing stops shutdown
                 await _bounded("keeping what was learned", schedules.sync())
             with contextlib.suppress(StoreError):
@@ -329,6 +374,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(projects.router)
     app.include_router(health.router)
     app.include_router(diagnose.router)
+    app.include_router(webhooks_api.router)
     app.include_router(metrics.router)
     # The MCP door: ASGI endpoints of their own (JSON-RPC, not REST), every method.
     app.router.routes.append(Route("/mcp", McpEndpoint()))

@@ -172,6 +172,21 @@ class Settings(BaseSettings):
     # A stream whose client takes no byte for this long (its socket full) is cut: it holds
     # memory and a descriptor for nobody.  It resumes with Last-Event-ID.
     rpa_stream_stall_seconds: PositiveSeconds = 60.0
+    # --- webhooks (/rpa/v1/webhooks) -------------------------------------------------
+    rpa_webhooks_per_token: Annotated[int, Field(ge=1)] = 20
+    # Seconds the old secret keeps signing beside the new one after a rotation.
+    rpa_webhook_rotation_seconds: Annotated[float, Field(ge=0)] = 86400.0
+    # A result larger than this (bytes of JSON) is left out of the body, with its URL.
+    rpa_webhook_max_result_bytes: Annotated[int, Field(ge=0)] = 256 * 1024
+    rpa_webhook_timeout: PositiveSeconds = 10.0  # seconds one attempt may take
+    # Seconds before each retry (comma-separated); a delivery fails after the last.
+    rpa_webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    # Seconds an endpoint may fail every attempt before it is disabled.
+    rpa_webhook_disable_after: PositiveSeconds = 5 * 86400.0
+    # Hosts webhooks may reach over plain http (comma-separated); others need https.
+    rpa_webhook_allow_hosts: str = ""
+    # Private, loopback and link-local addresses (a compose network); metadata too.
+    rpa_webhook_allow_private: bool = False
     # --- MCP (/mcp) -------------------------------------------------------------------
     # Seconds a tool call waits for its run before it answers with the execution id (under
     # the 30-60 s that common MCP clients give a call); a call's wait_seconds may ask for
@@ -197,6 +212,27 @@ class Settings(BaseSettings):
     @classmethod
     def _urls_are_http(cls, value: str) -> str:
         return _check_http_url(value.strip())
+
+    @field_validator("rpa_webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule_is_seconds(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError("must be seconds separated by commas, e.g. 5,300,1800") from None
+        if not all(0 < delay < float("inf") for delay in delays):
+            raise ValueError("each delay must be a number of seconds above 0")
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(p) for p in self.rpa_webhook_retry_schedule.split(",") if p.strip())
+
+    @property
+    def webhook_allow_hosts(self) -> frozenset[str]:
+        return frozenset(
+            h.strip().lower() for h in self.rpa_webhook_allow_hosts.split(",") if h.strip()
+        )
 
     @field_validator("xiaowu_rpa_task_cancel_url")
     @classmethod

@@ -11,7 +11,12 @@ __all__ = ["decode_cursor", "encode_cursor"]
 
 
 def encode_cursor(execution: Execution) -> str:
-    raw = f"{execution.created_at!r}|{execution.id}".encode()
+    return encode_position(execution.created_at, execution.id)
+
+
+def encode_position(created_at: float, item_id: str) -> str:
+    """A page's end in a list ordered by (created_at, id), as :func:`decode_cursor` reads it."""
+    raw = f"{created_at!r}|{item_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -14,6 +14,7 @@ from rpa_gateway.ping_sweep import PingSweep
 from rpa_gateway.service import ExecutionService
 from rpa_gateway.store.base import Store
 from rpa_gateway.telemetry import Telemetry
+from rpa_gateway.webhooks.registry import WebhookRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Components:
     telemetry: Telemetry
     pings: PingSweep
     backend: Backend
+    webhooks: WebhookRegistry | None = None  # None: the store keeps no webhooks
 
 
 def components(request: Request) -> Components:

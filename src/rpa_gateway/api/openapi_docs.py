@@ -20,13 +20,14 @@ _WHY = {
     404: "no such execution for this token (or nothing at this path)",
     405: "method not allowed",
     408: "no complete request head (RPA_HEADER_TIMEOUT) or body (RPA_BODY_TIMEOUT) in time",
-    409: "the execution has already ended",
+    409: "the execution has already ended, or the request conflicts with what exists",
     413: "body larger than RPA_MAX_BODY_BYTES",
     415: "Content-Type is not JSON",
     422: "a field is invalid; `fields` names it",
     429: "this token has as much under way as it may; see Retry-After",
     431: "request head larger than RPA_MAX_HEADER_BYTES",
     500: "a fault inside the service",
+    501: "not available with this store",
     503: "shutting down, store unavailable, or too many connections; see Retry-After",
 }
 _ALWAYS = (408, 431, 500, 503)

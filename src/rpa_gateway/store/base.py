@@ -21,6 +21,7 @@ from rpa_gateway.executions import (
     Status,
 )
 from rpa_gateway.store.hub import ChangeSubscription, Listener, MessageSubscription
+from rpa_gateway.webhooks.store import WebhookStore
 
 
 class StoreError(Exception):
@@ -80,6 +81,9 @@ class ListQuery:
 
 
 class Store(Protocol):
+    # Webhook endpoints and deliveries; None where this store does not keep them yet.
+    webhooks: WebhookStore | None
+
     async def create(
         self,
         execution: Execution,

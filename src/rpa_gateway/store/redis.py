@@ -86,6 +86,7 @@ from rpa_gateway.store.base import (
 )
 from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener, MessageSubscription
 from rpa_gateway.store.redis_subscriber import Subscriber, SubscriberError
+from rpa_gateway.webhooks.store import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,8 @@ class RedisStore:
         holder: str = "",
     ) -> None:
         self._client = client
+        # Webhooks are kept by the SQLite store only, so far (see README, Webhooks).
+        self.webhooks: WebhookStore | None = None
         # This process's lease holder id: its writes of an execution are refused while
         # another process holds the execution's lease (fencing); "": unfenced (tools).
         self._holder = holder

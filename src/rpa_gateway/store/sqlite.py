@@ -31,6 +31,7 @@ from rpa_gateway.executions import (
     with_result,
 )
 from rpa_gateway.security import private_directory
+from rpa_gateway.store import sqlite_webhooks as webhook_tables
 from rpa_gateway.store.base import (
     DuplicateIdempotencyKey,
     ListQuery,
@@ -41,6 +42,8 @@ from rpa_gateway.store.base import (
     Subscription,
 )
 from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener, MessageSubscription
+from rpa_gateway.webhooks import model as webhook_events
+from rpa_gateway.webhooks.store import WebhookStore
 
 SCHEMA_VERSION = 1
 
@@ -186,9 +189,13 @@ class SqliteStore:
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version} is not {SCHEMA_VERSION}")
             self._db.executescript(SCHEMA)
+            self._db.executescript(webhook_tables.SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
+        self.webhooks: WebhookStore | None = webhook_tables.SqliteWebhooks(
+            self._db, self._write_failed
+        )
 
     def _bound(self, max_bytes: int) -> None:
         """The database and its WAL together within ``max_bytes``: a quarter is kept for the
@@ -305,6 +312,15 @@ class SqliteStore:
                     "INSERT INTO events VALUES (?,?,?,?,?)",
                     (execution.id, seq, kind.value, _dumps(data), now),
                 )
+                if kind is EventKind.STATE and "upstream_id" in data:  # the run was created
+                    webhook_tables.enqueue(
+                        self._db,
+                        execution.owner,
+                        execution.request.project_id,
+                        execution.id,
+                        webhook_events.STARTED,
+                        now,
+                    )
         except sqlite3.Error as exc:
             raise self._write_failed("append event", exc) from exc
         execution.last_seq = seq
@@ -351,6 +367,15 @@ class SqliteStore:
                         _dumps(stored_terminal_data(data)),  # the result is in the record
                         now,
                     ),
+                )
+                # Its webhooks' deliveries, in the same transaction as the event.
+                webhook_tables.enqueue(
+                    self._db,
+                    execution.owner,
+                    execution.request.project_id,
+                    execution.id,
+                    webhook_events.terminal_event(outcome.status),
+                    now,
                 )
         except sqlite3.Error as exc:
             raise self._write_failed("finish execution", exc) from exc

@@ -1,0 +1,418 @@
+"""The webhook tables in the SQLite store (its connection, its transactions).
+
+Deliveries of a terminal event are inserted by :func:`enqueue` inside the transaction
+that stores the event (``SqliteStore.finish``): no crash can keep one without the other.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from rpa_gateway.store.base import StoreError
+from rpa_gateway.webhooks.model import Delivery, DeliveryStatus, Endpoint, subscribed
+from rpa_gateway.webhooks.store import TooManyEndpoints
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    id              TEXT PRIMARY KEY,
+    owner           TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    events          TEXT NOT NULL,
+    project_id      TEXT,
+    description     TEXT NOT NULL,
+    enabled         INTEGER NOT NULL,
+    secret          TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_until  REAL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    failing_since   REAL,
+    disabled_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_owner ON webhooks (owner, enabled);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              TEXT PRIMARY KEY,
+    webhook_id      TEXT NOT NULL,
+    execution_id    TEXT,
+    event_type      TEXT NOT NULL,
+    event_at        REAL NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    claimed_by      TEXT,
+    claim_until     REAL,
+    last_attempt_at REAL,
+    last_status     INTEGER,
+    last_latency_ms REAL,
+    last_response   TEXT,
+    last_error      TEXT,
+    delivered_at    REAL,
+    body            BLOB
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_by_webhook
+    ON deliveries (webhook_id, created_at DESC, id DESC);
+"""
+
+_ENDPOINT_COLUMNS = (
+    "id, owner, url, events, project_id, description, enabled, secret, previous_secret,"
+    " previous_until, created_at, updated_at, failing_since, disabled_reason"
+)
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, execution_id, event_type, event_at, status, created_at, attempts,"
+    " next_attempt_at, last_attempt_at, last_status, last_latency_ms, last_response,"
+    " last_error, delivered_at, body"
+)
+
+
+def enqueue(
+    db: sqlite3.Connection,
+    owner: str,
+    project_id: str,
+    execution_id: str,
+    event_type: str,
+    now: float,
+) -> None:
+    """Within the caller's transaction: a delivery of this event to each of the owner's
+    enabled endpoints that want it."""
+    db.execute(
+        "INSERT INTO deliveries (id, webhook_id, execution_id, event_type, event_at, status,"
+        " created_at, next_attempt_at)"
+        " SELECT 'msg_' || lower(hex(randomblob(16))), id, ?, ?, ?, 'pending', ?, ?"
+        " FROM webhooks WHERE owner=? AND enabled=1"
+        " AND (project_id IS NULL OR project_id=?) AND instr(events, ?) > 0",
+        (execution_id, event_type, now, now, now, owner, project_id, subscribed(event_type)),
+    )
+
+
+class SqliteWebhooks:
+    """The WebhookStore of one SQLite database (the execution store's connection)."""
+
+    def __init__(
+        self, db: sqlite3.Connection, write_failed: Callable[[str, sqlite3.Error], StoreError]
+    ) -> None:
+        self._db = db
+        self._write_failed = write_failed
+
+    def _write(self, what: str, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            with self._db:
+                return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise self._write_failed(what, exc) from exc
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read webhooks: {exc}") from exc
+
+    async def add_endpoint(self, endpoint: Endpoint, limit: int) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                (count,) = self._db.execute(
+                    "SELECT count(*) FROM webhooks WHERE owner=?", (endpoint.owner,)
+                ).fetchone()
+                if count >= limit:
+                    raise TooManyEndpoints(limit)
+                self._db.execute(
+                    f"INSERT INTO webhooks ({_ENDPOINT_COLUMNS}) VALUES"
+                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _endpoint_row(endpoint),
+                )
+        except sqlite3.Error as exc:
+            raise self._write_failed("add a webhook", exc) from exc
+
+    async def endpoints(self, owner: str | None) -> list[Endpoint]:
+        if owner is None:
+            rows = self._read(
+                f"SELECT {_ENDPOINT_COLUMNS} FROM webhooks ORDER BY created_at, id", ()
+            )
+        else:
+            rows = self._read(
+                f"SELECT {_ENDPOINT_COLUMNS} FROM webhooks WHERE owner=? ORDER BY created_at, id",
+                (owner,),
+            )
+        return [_endpoint(row) for row in rows]
+
+    async def endpoint(self, webhook_id: str) -> Endpoint | None:
+        rows = self._read(f"SELECT {_ENDPOINT_COLUMNS} FROM webhooks WHERE id=?", (webhook_id,))
+        return _endpoint(rows[0]) if rows else None
+
+    async def update_endpoint(self, endpoint: Endpoint) -> None:
+        self._write(
+            "update a webhook",
+            "UPDATE webhooks SET url=?, events=?, project_id=?, description=?, enabled=?,"
+            " secret=?, previous_secret=?, previous_until=?, updated_at=?,"
+            " failing_since=CASE WHEN ? THEN NULL ELSE failing_since END,"
+            " disabled_reason=CASE WHEN ? THEN NULL ELSE disabled_reason END WHERE id=?",
+            (
+                endpoint.url,
+                json.dumps(list(endpoint.events)),
+                endpoint.project_id,
+                endpoint.description,
+                int(endpoint.enabled),
+                endpoint.secret,
+                endpoint.previous_secret,
+                endpoint.previous_until,
+                endpoint.updated_at,
+                int(endpoint.enabled),
+                int(endpoint.enabled),
+                endpoint.id,
+            ),
+        )
+
+    async def remove_endpoint(self, webhook_id: str) -> bool:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                removed = self._db.execute("DELETE FROM webhooks WHERE id=?", (webhook_id,))
+                self._db.execute(
+                    "UPDATE deliveries SET status='failed', last_error='the endpoint was removed',"
+                    " claimed_by=NULL, claim_until=NULL WHERE webhook_id=? AND status='pending'",
+                    (webhook_id,),
+                )
+        except sqlite3.Error as exc:
+            raise self._write_failed("remove a webhook", exc) from exc
+        return removed.rowcount > 0
+
+    async def endpoint_delivered(self, webhook_id: str) -> None:
+        self._write(
+            "record a delivery",
+            "UPDATE webhooks SET failing_since=NULL WHERE id=? AND failing_since IS NOT NULL",
+            (webhook_id,),
+        )
+
+    async def endpoint_failed(self, webhook_id: str, now: float) -> float | None:
+        row = self._write(
+            "record a failed delivery",
+            "UPDATE webhooks SET failing_since=coalesce(failing_since, ?) WHERE id=?"
+            " RETURNING failing_since",
+            (now, webhook_id),
+        ).fetchone()
+        return float(row[0]) if row is not None else None
+
+    async def disable_endpoint(self, webhook_id: str, reason: str) -> None:
+        self._write(
+            "disable a webhook",
+            "UPDATE webhooks SET enabled=0, disabled_reason=? WHERE id=?",
+            (reason, webhook_id),
+        )
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        self._write(
+            "add a delivery",
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({','.join('?' * 16)})",
+            _delivery_row(delivery),
+        )
+
+    async def claim_due(
+        self, holder: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Delivery]:
+        rows = self._write(
+            "claim deliveries",
+            f"UPDATE deliveries SET claimed_by=?, claim_until=? WHERE id IN ("
+            " SELECT id FROM deliveries WHERE status='pending' AND next_attempt_at<=?"
+            " AND (claim_until IS NULL OR claim_until<?) ORDER BY next_attempt_at LIMIT ?)"
+            f" RETURNING {_DELIVERY_COLUMNS}",
+            (holder, now + lease_seconds, now, now, limit),
+        ).fetchall()
+        return sorted((_delivery(row) for row in rows), key=lambda d: d.next_attempt_at or 0)
+
+    async def release_claims(self) -> int:
+        cursor = self._write(
+            "release delivery claims",
+            "UPDATE deliveries SET claimed_by=NULL, claim_until=NULL"
+            " WHERE status='pending' AND claimed_by IS NOT NULL",
+            (),
+        )
+        return cursor.rowcount
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        self._write(
+            "record a delivery",
+            "UPDATE deliveries SET status=?, attempts=?, next_attempt_at=?, last_attempt_at=?,"
+            " last_status=?, last_latency_ms=?, last_response=?, last_error=?, delivered_at=?,"
+            " body=coalesce(body, ?), claimed_by=NULL, claim_until=NULL WHERE id=?",
+            (
+                delivery.status.value,
+                delivery.attempts,
+                delivery.next_attempt_at,
+                delivery.last_attempt_at,
+                delivery.last_status,
+                delivery.last_latency_ms,
+                delivery.last_response,
+                delivery.last_error,
+                delivery.delivered_at,
+                delivery.body,
+                delivery.id,
+            ),
+        )
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        rows = self._read(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?", (delivery_id,))
+        return _delivery(rows[0]) if rows else None
+
+    async def deliveries(
+        self,
+        webhook_id: str,
+        status: DeliveryStatus | None,
+        before: tuple[float, str] | None,
+        limit: int,
+    ) -> list[Delivery]:
+        where: list[str] = ["webhook_id=?"]
+        args: list[Any] = [webhook_id]
+        if status is not None:
+            where.append("status=?")
+            args.append(status.value)
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            args += [before[0], before[1]]
+        rows = self._read(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [_delivery(row) for row in rows]
+
+    async def requeue(self, webhook_id: str, delivery_id: str, now: float) -> Delivery | None:
+        row = self._write(
+            "retry a delivery",
+            "UPDATE deliveries SET status='pending', next_attempt_at=?, claimed_by=NULL,"
+            f" claim_until=NULL WHERE id=? AND webhook_id=? RETURNING {_DELIVERY_COLUMNS}",
+            (now, delivery_id, webhook_id),
+        ).fetchone()
+        return _delivery(row) if row is not None else None
+
+    async def recover(self, webhook_id: str, since: float, now: float) -> int:
+        cursor = self._write(
+            "recover deliveries",
+            "UPDATE deliveries SET status='pending', next_attempt_at=?, claimed_by=NULL,"
+            " claim_until=NULL WHERE webhook_id=? AND status='failed' AND created_at>=?",
+            (now, webhook_id, since),
+        )
+        return cursor.rowcount
+
+    async def outbox_depth(self) -> int:
+        (count,) = self._read("SELECT count(*) FROM deliveries WHERE status='pending'", ())[0]
+        return int(count)
+
+
+def _endpoint_row(endpoint: Endpoint) -> tuple[Any, ...]:
+    return (
+        endpoint.id,
+        endpoint.owner,
+        endpoint.url,
+        json.dumps(list(endpoint.events)),
+        endpoint.project_id,
+        endpoint.description,
+        int(endpoint.enabled),
+        endpoint.secret,
+        endpoint.previous_secret,
+        endpoint.previous_until,
+        endpoint.created_at,
+        endpoint.updated_at,
+        endpoint.failing_since,
+        endpoint.disabled_reason,
+    )
+
+
+def _endpoint(row: Any) -> Endpoint:
+    (
+        id_,
+        owner,
+        url,
+        events,
+        project_id,
+        description,
+        enabled,
+        secret,
+        previous_secret,
+        previous_until,
+        created_at,
+        updated_at,
+        failing_since,
+        disabled_reason,
+    ) = row
+    return Endpoint(
+        id=id_,
+        owner=owner,
+        url=url,
+        events=tuple(json.loads(events)),
+        project_id=project_id,
+        description=description,
+        enabled=bool(enabled),
+        secret=secret,
+        created_at=created_at,
+        updated_at=updated_at,
+        previous_secret=previous_secret,
+        previous_until=previous_until,
+        failing_since=failing_since,
+        disabled_reason=disabled_reason,
+    )
+
+
+def _delivery_row(delivery: Delivery) -> tuple[Any, ...]:
+    return (
+        delivery.id,
+        delivery.webhook_id,
+        delivery.execution_id,
+        delivery.event_type,
+        delivery.event_at,
+        delivery.status.value,
+        delivery.created_at,
+        delivery.attempts,
+        delivery.next_attempt_at,
+        delivery.last_attempt_at,
+        delivery.last_status,
+        delivery.last_latency_ms,
+        delivery.last_response,
+        delivery.last_error,
+        delivery.delivered_at,
+        delivery.body,
+    )
+
+
+def _delivery(row: Any) -> Delivery:
+    (
+        id_,
+        webhook_id,
+        execution_id,
+        event_type,
+        event_at,
+        status,
+        created_at,
+        attempts,
+        next_attempt_at,
+        last_attempt_at,
+        last_status,
+        last_latency_ms,
+        last_response,
+        last_error,
+        delivered_at,
+        body,
+    ) = row
+    return Delivery(
+        id=id_,
+        webhook_id=webhook_id,
+        execution_id=execution_id,
+        event_type=event_type,
+        event_at=event_at,
+        status=DeliveryStatus(status),
+        created_at=created_at,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        last_attempt_at=last_attempt_at,
+        last_status=last_status,
+        last_latency_ms=last_latency_ms,
+        last_response=last_response,
+        last_error=last_error,
+        delivered_at=delivered_at,
+        body=bytes(body) if body is not None else None,
+    )

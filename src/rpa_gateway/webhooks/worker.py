@@ -1,0 +1,215 @@
+"""Delivers what the outbox holds: beside the supervisor, never in its way.
+
+It claims due deliveries (a lease, so a process killed mid-delivery leaves them to the
+next claim), sends each with bounded concurrency (overall and per endpoint), and records
+what came of it: a 2xx delivers; a 410 disables the endpoint; anything else is retried on
+the schedule, with jitter, then fails.  An endpoint failing longer than ``disable_after``
+is disabled.  A terminal event wakes it at once; retries fall due on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from rpa_gateway.executions import Event, EventKind, Execution
+from rpa_gateway.store.base import Store, StoreError
+from rpa_gateway.webhooks import payload
+from rpa_gateway.webhooks.model import Attempt, Delivery, DeliveryStatus, Endpoint
+from rpa_gateway.webhooks.sender import Sender
+from rpa_gateway.webhooks.signing import signed_headers
+from rpa_gateway.webhooks.store import WebhookStore
+
+log = logging.getLogger(__name__)
+
+_IDLE_CHECK = 1.0  # seconds between looks for retries falling due
+_FAILED_STORE_PAUSE = 2.0
+_ENDPOINT_BUSY_DELAY = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    retry_schedule: Sequence[float]  # seconds before each retry
+    disable_after: float  # seconds an endpoint may fail before it is disabled
+    max_result_bytes: int
+    max_in_flight: int = 64
+    max_per_endpoint: int = 8
+    jitter: float = 0.2  # each retry delay is spread by ± this fraction
+
+    def retry_delay(self, attempts: int) -> float | None:
+        """Seconds before the next attempt after ``attempts`` failed ones, or None: give up."""
+        if attempts > len(self.retry_schedule):
+            return None
+        base = self.retry_schedule[attempts - 1]
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        store: Store,
+        webhooks: WebhookStore,
+        sender: Sender,
+        policy: DeliveryPolicy,
+        *,
+        holder: str,
+        lease_seconds: float,
+    ) -> None:
+        self._store = store
+        self._webhooks = webhooks
+        self._sender = sender
+        self._policy = policy
+        self._holder = holder
+        self._lease = lease_seconds
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._per_endpoint: defaultdict[str, int] = defaultdict(int)
+        self._task: asyncio.Task[None] | None = None
+        store.add_listener(self._on_event)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_event(self, event: Event, execution: Execution) -> None:
+        if event.kind is EventKind.TERMINAL:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            released = await self._webhooks.release_claims()
+        except StoreError as exc:
+            log.warning("webhook delivery claims cannot be released: %s", exc)
+        else:
+            if released:
+                log.info(
+                    "%d webhook deliveries left in flight by the last process are due", released
+                )
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self._claim()
+            except StoreError as exc:
+                log.warning("webhook deliveries cannot be read now: %s", exc)
+                await asyncio.sleep(_FAILED_STORE_PAUSE)
+                continue
+            for delivery in claimed:
+                task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            if claimed and len(self._in_flight) < self._policy.max_in_flight:
+                continue  # more may be due now
+            try:
+                async with asyncio.timeout(_IDLE_CHECK):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _claim(self) -> list[Delivery]:
+        room = self._policy.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return []
+        claimed = await self._webhooks.claim_due(self._holder, time.time(), room, self._lease)
+        taken: list[Delivery] = []
+        for delivery in claimed:
+            if self._per_endpoint[delivery.webhook_id] >= self._policy.max_per_endpoint:
+                # Its endpoint has as many attempts in flight as it may: a little later.
+                delivery.next_attempt_at = time.time() + _ENDPOINT_BUSY_DELAY
+                await self._webhooks.save_delivery(delivery)
+                continue
+            self._per_endpoint[delivery.webhook_id] += 1
+            taken.append(delivery)
+        return taken
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        try:
+            await self._attempt(delivery)
+        except StoreError as exc:  # the claim lapses: the delivery is attempted again
+            log.warning("webhook delivery %s: cannot be recorded: %s", delivery.id, exc)
+        except Exception:
+            log.exception("webhook delivery %s failed inside the service", delivery.id)
+        finally:
+            self._per_endpoint[delivery.webhook_id] -= 1
+            if self._per_endpoint[delivery.webhook_id] <= 0:
+                del self._per_endpoint[delivery.webhook_id]
+            self._wake.set()
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        endpoint = await self._webhooks.endpoint(delivery.webhook_id)
+        if endpoint is None or not endpoint.enabled:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = (
+                "the endpoint was removed" if endpoint is None else "the endpoint is disabled"
+            )
+            await self._webhooks.save_delivery(delivery)
+            return
+        if delivery.body is None:
+            delivery.body = await self._body(delivery)
+        now = time.time()
+        headers = signed_headers(endpoint.signing_keys(now), delivery.id, int(now), delivery.body)
+        attempt = await self._sender.send(endpoint.url, headers, delivery.body)
+        await self._record(delivery, endpoint, attempt, time.time())
+
+    async def _body(self, delivery: Delivery) -> bytes:
+        execution = None
+        if delivery.execution_id is not None:
+            execution = await self._store.get(delivery.execution_id)
+        return payload.body(
+            delivery.event_type, delivery.event_at, execution, self._policy.max_result_bytes
+        )
+
+    async def _record(
+        self, delivery: Delivery, endpoint: Endpoint, attempt: Attempt, now: float
+    ) -> None:
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.last_status = attempt.status
+        delivery.last_latency_ms = attempt.latency_ms
+        delivery.last_response = attempt.response
+        delivery.last_error = attempt.error
+        if attempt.delivered:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+            await self._webhooks.save_delivery(delivery)
+            if endpoint.failing_since is not None:
+                await self._webhooks.endpoint_delivered(endpoint.id)
+            return
+        if attempt.gone:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.next_attempt_at = None
+            await self._webhooks.save_delivery(delivery)
+            await self._disable(endpoint, "the endpoint answered 410 Gone")
+            return
+        delay = self._policy.retry_delay(delivery.attempts)
+        if delay is None:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.next_attempt_at = None
+        else:
+            delivery.next_attempt_at = now + delay
+        await self._webhooks.save_delivery(delivery)
+        failing_since = await self._webhooks.endpoint_failed(endpoint.id, now)
+        if failing_since is not None and now - failing_since >= self._policy.disable_after:
+            days = self._policy.disable_after / 86400
+            await self._disable(endpoint, f"every delivery failed for {days:g} days")
+
+    async def _disable(self, endpoint: Endpoint, reason: str) -> None:
+        await self._webhooks.disable_endpoint(endpoint.id, reason)
+        host = urlsplit(endpoint.url).hostname  # not the URL: its query may hold a token
+        log.warning("webhook %s (to %s) disabled: %s", endpoint.id, host, reason)

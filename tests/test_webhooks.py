@@ -1,0 +1,339 @@
+"""Completion webhooks (issue 24) on the embedded store: a real gateway process, the fake
+upstream, and a real receiver that verifies every message with the ``standardwebhooks``
+package and keeps a dedup table by webhook-id.  Each test has its own caller key and its
+own inbox, so nothing another test sent is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from rpa_gateway.security import new_key
+from rpa_gateway.webhooks.addresses import GuardedResolver, RefusedAddress
+from tests.conftest import FAST, GatewayFactory
+from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.gateway_process import GatewayProcess
+from tests.native_client import auth, create
+from tests.redis_servers import RedisServer
+
+# Receivers run on 127.0.0.1: these gateways may reach it (as a compose network would).
+ON_LOOPBACK = {
+    "RPA_WEBHOOK_ALLOW_PRIVATE": "true",
+    "RPA_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "RPA_WEBHOOK_RETRY_SCHEDULE": "0.3,0.3,0.5,1,1,2,2,2,2,2",
+    "RPA_WEBHOOK_TIMEOUT": "5",
+}
+
+
+def key() -> str:
+    return f"hooks-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    started = WebhookReceiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def hooks_gateway(
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream
+) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("hooks")
+    process = GatewayProcess({**FAST, **fake.env(), **ON_LOOPBACK}, workdir).start()
+    yield process
+    process.stop()
+
+
+def register(gateway: GatewayProcess, caller: str, url: str, **fields: Any) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.base_url}/rpa/v1/webhooks",
+        json={"url": url, **fields},
+        headers=auth(caller),
+        timeout=10,
+    )
+
+
+def hook(gateway: GatewayProcess, caller: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(
+        method, f"{gateway.base_url}/rpa/v1/webhooks{path}", headers=auth(caller), timeout=10, **kw
+    )
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def start_many(gateway: GatewayProcess, caller: str, pid: str, count: int) -> list[str]:
+    async def all_of_them() -> list[str]:
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(base_url=gateway.base_url, limits=limits, timeout=30) as c:
+            replies = await asyncio.gather(
+                *(
+                    c.post(
+                        "/rpa/v1/executions",
+                        json={"project_id": pid, "params": {"i": i}},
+                        headers=auth(caller),
+                    )
+                    for i in range(count)
+                )
+            )
+        assert all(r.status_code == 202 for r in replies)
+        return [r.json()["id"] for r in replies]
+
+    return asyncio.run(all_of_them())
+
+
+def test_an_endpoint_is_registered_listed_changed_and_removed(
+    hooks_gateway: GatewayProcess, receiver: WebhookReceiver
+) -> None:
+    caller, other = key(), key()
+    made = register(hooks_gateway, caller, receiver.url("crud"), description="orders")
+    assert made.status_code == 201, made.text
+    endpoint = made.json()
+    assert endpoint["secret"].startswith("whsec_")
+    assert endpoint["events"] == [
+        "execution.succeeded",
+        "execution.failed",
+        "execution.cancelled",
+        "execution.timed_out",
+    ]
+    listed = hook(hooks_gateway, caller, "GET", "").json()["items"]
+    assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
+    one = hook(hooks_gateway, caller, "GET", f"/{endpoint['id']}").json()
+    assert "secret" not in one and one["description"] == "orders"
+    assert hook(hooks_gateway, other, "GET", f"/{endpoint['id']}").status_code == 404
+    assert hook(hooks_gateway, other, "GET", "").json()["items"] == []
+    changed = hook(
+        hooks_gateway,
+        caller,
+        "PATCH",
+        f"/{endpoint['id']}",
+        json={"events": ["execution.started"], "project_id": "p1", "enabled": False},
+    ).json()
+    assert (changed["events"], changed["project_id"], changed["enabled"]) == (
+        ["execution.started"],
+        "p1",
+        False,
+    )
+    assert hook(hooks_gateway, caller, "DELETE", f"/{endpoint['id']}").status_code == 204
+    assert hook(hooks_gateway, caller, "GET", f"/{endpoint['id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "http://example.com/x"}, "url"),  # http only to RPA_WEBHOOK_ALLOW_HOSTS
+        ({"url": "https://user:pw@example.com/x"}, "url"),
+        ({"url": "https://example.com/x", "events": ["execution.exploded"]}, "events"),
+        ({"url": "https://example.com/x", "events": []}, "events"),
+    ],
+)
+def test_a_bad_endpoint_is_a_422_naming_the_field(
+    hooks_gateway: GatewayProcess, fields: dict[str, Any], field: str
+) -> None:
+    refused = httpx.post(
+        f"{hooks_gateway.base_url}/rpa/v1/webhooks", json=fields, headers=auth(key()), timeout=10
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["fields"] == [field]
+
+
+def test_a_caller_has_at_most_its_share_of_endpoints(
+    start_gateway: GatewayFactory, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(**ON_LOOPBACK, RPA_WEBHOOKS_PER_TOKEN="2")
+    caller = key()
+    assert [register(gateway, caller, receiver.url("n")).status_code for _ in range(3)] == [
+        201,
+        201,
+        409,
+    ]
+    assert register(gateway, key(), receiver.url("n")).status_code == 201, "per caller"
+
+
+def test_every_end_reaches_the_receiver_once_through_failures_and_an_outage(
+    hooks_gateway: GatewayProcess, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    caller, pid, name = key(), new_project_id(), f"bulk-{uuid.uuid4().hex[:6]}"
+    secret = register(hooks_gateway, caller, receiver.url(name)).json()["secret"]
+    inbox = receiver.inbox(name, secret, fail_first=1)  # every message's first attempt: 500
+    fake.script(pid, steps=[{"status": "RUNNING"}, {"status": "COMPLETED", "result": {"data": {}}}])
+    ids = start_many(hooks_gateway, caller, pid, 500)
+    wait_for(lambda: len(inbox.accepted) >= 100, "the first deliveries")
+    port = receiver.port
+    receiver.stop()  # down for a while: attempts meet a closed port
+    time.sleep(2)
+    receiver.start(port)
+    more = start_many(hooks_gateway, caller, pid, 500)
+    wait_for(lambda: len(inbox.accepted) >= 1000, "every delivery", timeout=120)
+    delivered = {m["data"]["id"]: m for m in inbox.accepted.values()}
+    assert sorted(delivered) == sorted(ids + more)
+    assert all(m["type"] == "execution.succeeded" for m in delivered.values())
+    assert inbox.unverified == 0 and inbox.duplicates == 0
+    assert min(inbox.attempts.values()) >= 2, "first attempts were refused"
+    assert all(h["user-agent"].startswith("rpa-gateway/") for h in inbox.headers)
+
+
+def test_a_410_disables_the_endpoint(
+    hooks_gateway: GatewayProcess, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    caller, pid, name = key(), new_project_id(), f"gone-{uuid.uuid4().hex[:6]}"
+    made = register(hooks_gateway, caller, receiver.url(name)).json()
+    inbox = receiver.inbox(name, made["secret"], gone=True)
+    create(hooks_gateway.base_url, {"project_id": pid, "params": {}}, caller)
+    wait_for(lambda: inbox.attempts, "the attempt")
+    view = wait_for(
+        lambda: (
+            (v := hook(hooks_gateway, caller, "GET", f"/{made['id']}").json())["enabled"] is False
+            and v
+        ),
+        "the endpoint disabled",
+    )
+    assert "410" in view["disabled_reason"]
+    [delivery] = hook(hooks_gateway, caller, "GET", f"/{made['id']}/deliveries").json()["items"]
+    assert (delivery["status"], delivery["last_status"], delivery["attempts"]) == ("failed", 410, 1)
+
+
+def test_during_a_rotation_both_secrets_sign(
+    hooks_gateway: GatewayProcess, receiver: WebhookReceiver
+) -> None:
+    caller, name = key(), f"rotate-{uuid.uuid4().hex[:6]}"
+    made = register(hooks_gateway, caller, receiver.url(name)).json()
+    rotated = hook(hooks_gateway, caller, "POST", f"/{made['id']}/rotate-secret").json()
+    assert rotated["secret"] != made["secret"] and rotated["previous_secret_until"]
+    inbox = receiver.inbox(name, rotated["secret"])
+    inbox.secrets.append(made["secret"])
+    test = hook(hooks_gateway, caller, "POST", f"/{made['id']}/test")
+    assert test.status_code == 202
+    wait_for(lambda: inbox.accepted, "the test event")
+    [(message_id, message)] = inbox.accepted.items()
+    assert message["type"] == "webhook.test" and message_id == test.json()["id"]
+    assert inbox.verified_by[message_id] == [0, 1], "the new and the old secret both verify"
+
+
+def test_deliveries_are_listed_and_sent_again_on_request(
+    hooks_gateway: GatewayProcess, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    caller, pid, name = key(), new_project_id(), f"again-{uuid.uuid4().hex[:6]}"
+    made = register(hooks_gateway, caller, receiver.url(name)).json()
+    inbox = receiver.inbox(name, made["secret"])
+    execution_id = create(hooks_gateway.base_url, {"project_id": pid, "params": {}}, caller).json()[
+        "id"
+    ]
+    wait_for(lambda: inbox.accepted, "the delivery")
+    page = hook(hooks_gateway, caller, "GET", f"/{made['id']}/deliveries").json()
+    [delivery] = page["items"]
+    assert (delivery["execution_id"], delivery["status"], delivery["last_status"]) == (
+        execution_id,
+        "delivered",
+        204,
+    )
+    again = hook(hooks_gateway, caller, "POST", f"/{made['id']}/deliveries/{delivery['id']}/retry")
+    assert again.status_code == 202
+    wait_for(lambda: inbox.attempts[delivery["id"]] == 2, "the second send")
+    assert inbox.duplicates == 1, "the same webhook-id: the receiver's dedup drops it"
+
+
+def test_a_sigkill_in_mid_delivery_loses_no_delivery(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(**ON_LOOPBACK, RPA_TOKEN_KEY=new_key())  # runs resume alone
+    caller, pid, name = key(), new_project_id(), f"kill-{uuid.uuid4().hex[:6]}"
+    made = register(gateway, caller, receiver.url(name)).json()
+    inbox = receiver.inbox(name, made["secret"], delay=1.0)  # attempts in flight at the kill
+    ids = start_many(gateway, caller, pid, 100)
+    wait_for(lambda: inbox.in_flight >= 3, "deliveries under way")
+    gateway.stop(signal.SIGKILL)
+    inbox.delay = 0.0
+    restarted = GatewayProcess(gateway.env, gateway.workdir).start()
+    try:
+        # Well within the claims' lease (35 s): what the killed process held is due at once.
+        wait_for(lambda: len(inbox.accepted) >= 100, "every delivery", timeout=20)
+    finally:
+        restarted.stop()
+    assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
+    assert max(inbox.attempts.values()) >= 2, "some were in flight at the kill: sent again"
+
+
+def test_private_and_metadata_addresses_are_refused(
+    start_gateway: GatewayFactory, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(RPA_WEBHOOK_ALLOW_HOSTS="127.0.0.1,169.254.169.254,localhost")
+    caller = key()
+    for url in ("http://127.0.0.1:9/x", "http://169.254.169.254/latest/meta-data"):
+        refused = register(gateway, caller, url)
+        assert refused.status_code == 422 and "private" in refused.json()["message"], url
+    # A name is checked where it leads at each connection: localhost leads to 127.0.0.1.
+    name = f"named-{uuid.uuid4().hex[:6]}"
+    made = register(gateway, caller, f"http://localhost:{receiver.port}/hook/{name}").json()
+    inbox = receiver.inbox(name, made["secret"])
+    hook(gateway, caller, "POST", f"/{made['id']}/test")
+    delivery = wait_for(
+        lambda: [
+            d
+            for d in hook(gateway, caller, "GET", f"/{made['id']}/deliveries").json()["items"]
+            if d["attempts"]
+        ],
+        "the attempt",
+    )[0]
+    assert "private, loopback, link-local or metadata" in delivery["last_error"]
+    assert delivery["last_status"] is None and not inbox.attempts, "never called"
+
+
+class Scripted(AbstractResolver):
+    """DNS cannot be changed here: names resolve as the test says (in process)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
+        address = self.answers[host]
+        return [ResolveResult(hostname=host, host=address, port=port, family=2, proto=0, flags=0)]
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_name_re_pointed_at_the_metadata_address_is_not_reached() -> None:
+    inner = Scripted({"hooks.example.com": "93.184.216.34"})
+    guard = GuardedResolver(inner, allow_private=False)
+
+    async def resolve() -> list[ResolveResult]:
+        return await guard.resolve("hooks.example.com", 443)
+
+    assert asyncio.run(resolve())[0]["host"] == "93.184.216.34"
+    inner.answers["hooks.example.com"] = "169.254.169.254"  # re-pointed after registration
+    with pytest.raises(RefusedAddress):
+        asyncio.run(resolve())
+
+
+def test_on_redis_the_webhook_routes_say_they_are_not_there_yet(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        gateway = start_gateway(REDIS_ADDR=redis.addr, RPA_TOKEN_KEY=new_key())
+        refused = register(gateway, key(), "https://example.com/x")
+    finally:
+        redis.stop()
+    assert refused.status_code == 501 and "SQLite" in refused.json()["message"]
