@@ -261,7 +261,7 @@ def test_a_sigkill_in_mid_delivery_loses_no_delivery(
     made = register(gateway, caller, receiver.url(name)).json()
     inbox = receiver.inbox(name, made["secret"], delay=1.0)  # attempts in flight at the kill
     ids = start_many(gateway, caller, pid, 100)
-    wait_for(lambda: inbox.in_flight >= 3, "deliveries under way")
+    wait_for(lambda: inbox.in_flight >= 8, "as many attempts as one endpoint gets at once")
     gateway.stop(signal.SIGKILL)
     inbox.delay = 0.0
     restarted = GatewayProcess(gateway.env, gateway.workdir).start()
@@ -272,6 +272,7 @@ def test_a_sigkill_in_mid_delivery_loses_no_delivery(
         restarted.stop()
     assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
     assert max(inbox.attempts.values()) >= 2, "some were in flight at the kill: sent again"
+    assert inbox.most_in_flight == 8, "never more than 8 attempts at once to one endpoint"
 
 
 def test_private_and_metadata_addresses_are_refused(
@@ -337,3 +338,34 @@ def test_on_redis_the_webhook_routes_say_they_are_not_there_yet(
     finally:
         redis.stop()
     assert refused.status_code == 501 and "SQLite" in refused.json()["message"]
+
+
+def test_attempts_are_counted_by_outcome_and_timed(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(**ON_LOOPBACK, RPA_PROMETHEUS_ENABLE="true")
+    caller, pid, name = key(), new_project_id(), f"metrics-{uuid.uuid4().hex[:6]}"
+    made = register(gateway, caller, receiver.url(name)).json()
+    inbox = receiver.inbox(name, made["secret"], fail_first=1)
+    start_many(gateway, caller, pid, 3)
+    wait_for(lambda: len(inbox.accepted) == 3, "the deliveries")
+
+    def metrics() -> dict[str, float] | None:
+        text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+        assert made["secret"] not in text and receiver.url(name) not in text
+        seen = {
+            line.split("{")[0] + _outcome(line): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("rpa_webhook_") and "_bucket" not in line
+        }
+        return seen if seen.get("rpa_webhook_deliveries_total/delivered") == 3 else None
+
+    seen = wait_for(metrics, "the delivered count")
+    assert seen["rpa_webhook_deliveries_total/retried"] == 3, "first attempts refused"
+    assert seen["rpa_webhook_delivery_duration_seconds_count"] == 6
+    assert "rpa_webhook_outbox_depth" in seen
+
+
+def _outcome(line: str) -> str:
+    marker = 'outcome="'
+    return "/" + line.split(marker)[1].split('"')[0] if marker in line else ""

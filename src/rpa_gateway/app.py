@@ -117,7 +117,7 @@ def warn_without_projects(folder: Path, backend: Backend) -> None:
 
 
 def build_webhooks(
-    settings: Settings, store: Store, vault: TokenVault, holder: str
+    settings: Settings, store: Store, vault: TokenVault, holder: str, telemetry: Telemetry
 ) -> tuple[DeliveryWorker | None, WebhookRegistry | None]:
     """The delivery worker and the registry the API calls, on a store that keeps webhooks."""
     if store.webhooks is None:
@@ -128,17 +128,20 @@ def build_webhooks(
         user_agent=f"rpa-gateway/{__version__}",
         max_connections=DELIVERY_POLICY_CONNECTIONS,
     )
+    policy = DeliveryPolicy(
+        retry_schedule=settings.webhook_retry_delays,
+        disable_after=settings.rpa_webhook_disable_after,
+        max_result_bytes=settings.rpa_webhook_max_result_bytes,
+    )
     worker = DeliveryWorker(
         store,
         store.webhooks,
         sender,
-        DeliveryPolicy(
-            retry_schedule=settings.webhook_retry_delays,
-            disable_after=settings.rpa_webhook_disable_after,
-            max_result_bytes=settings.rpa_webhook_max_result_bytes,
-        ),
+        policy,
         holder=holder,
-        lease_seconds=settings.rpa_webhook_timeout + 30,
+        lease_seconds=policy.lease_seconds(settings.rpa_webhook_timeout),
+        observe=telemetry.webhook_attempt,
+        outbox_depth=lambda depth: setattr(telemetry, "outbox_depth", depth),
     )
     registry = WebhookRegistry(
         store.webhooks,
@@ -290,7 +293,7 @@ def create_app(settings: Settings) -> FastAPI:
             stall_seconds=settings.rpa_stream_stall_seconds,
             on_stalled=lambda: telemetry.slow_client("stalled"),
         )
-        deliveries, webhooks = build_webhooks(settings, store, vault, holder)
+        deliveries, webhooks = build_webhooks(settings, store, vault, holder, telemetry)
         app.state.components = Components(
             settings, store, service, lifecycle, telemetry, pings, backend, webhooks
         )

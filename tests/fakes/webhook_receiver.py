@@ -25,6 +25,7 @@ class Inbox:
     gone: bool = False  # answer 410
     delay: float = 0.0  # seconds before each answer
     in_flight: int = 0  # requests received and not answered yet
+    most_in_flight: int = 0
     attempts: Counter[str] = field(default_factory=Counter)  # by webhook-id
     accepted: dict[str, dict[str, Any]] = field(default_factory=dict)  # the dedup table
     duplicates: int = 0  # messages accepted again (a receiver's dedup drops them)
@@ -62,6 +63,7 @@ class WebhookReceiver:
             return web.Response(status=404)
         with self._lock:
             inbox.in_flight += 1
+            inbox.most_in_flight = max(inbox.most_in_flight, inbox.in_flight)
         try:
             if inbox.delay:
                 await asyncio.sleep(inbox.delay)

@@ -26,6 +26,8 @@ from rpa_gateway.telemetry.observer import ExecutionObserver
 from rpa_gateway.telemetry.spans import SpanRecorder
 from rpa_gateway.telemetry.tracelog import KafkaTraceLog
 from rpa_gateway.telemetry.tracing import span_recorder
+from rpa_gateway.telemetry.webhook_calls import record_webhook_attempt
+from rpa_gateway.webhooks.model import Attempt, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 _BATCH_INTERVAL = 0.1
 # The most telemetry's last flush may hold up an exit (then the rest is dropped).
 _SHUTDOWN_SECONDS = 5.0
+
 
 __all__ = ["Telemetry"]
 
@@ -50,6 +53,7 @@ class Telemetry:
         self._tasks: list[asyncio.Task[None]] = []
         self._deferred = Deferred()
         self._settings = settings
+        self.outbox_depth = 0  # webhook deliveries pending, as the worker last counted
         if settings.otlp_enable:
             self._spans, self._tracer_provider = span_recorder(settings)
         if settings.otlp_enable or settings.rpa_prometheus_enable:
@@ -58,6 +62,7 @@ class Telemetry:
                 self._meter_provider.get_meter("rpa_gateway"),
                 active_executions=lambda: self._observer.active if self._observer else 0,
                 open_streams=open_streams,
+                outbox_depth=lambda: self.outbox_depth,
             )
         if settings.kafka_on:
             self.tracelog = KafkaTraceLog(
@@ -105,6 +110,14 @@ class Telemetry:
             )
             or "off",
             f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
+        )
+
+    def webhook_attempt(
+        self, delivery: Delivery, attempt: Attempt, outcome: str, started_ns: int
+    ) -> None:
+        """One delivery attempt: its span, its outcome counted, its latency."""
+        record_webhook_attempt(
+            self._spans, self.instruments, delivery, attempt, outcome, started_ns
         )
 
     def mcp_call(self, tool: str, traceparent: str | None) -> McpCallRecord:

@@ -52,9 +52,18 @@ class Instruments:
     kafka_records: Tally
     mcp_calls: Tally
     slow_clients: Tally
+    webhook_deliveries: Tally
+    webhook_duration: Histogram
 
     @classmethod
-    def on(cls, meter: Meter, *, active_executions: Gauge, open_streams: Gauge) -> Instruments:
+    def on(
+        cls,
+        meter: Meter,
+        *,
+        active_executions: Gauge,
+        open_streams: Gauge,
+        outbox_depth: Gauge,
+    ) -> Instruments:
         # Levels are observed at collection time from the counts the service keeps anyway.
         meter.create_observable_gauge(
             "rpa_active_executions",
@@ -69,11 +78,22 @@ class Instruments:
         kafka_records = Tally("outcome", "reason")
         mcp_calls = Tally("tool", "outcome")
         slow_clients = Tally("reason")
+        webhook_deliveries = Tally("outcome")
+        meter.create_observable_gauge(
+            "rpa_webhook_outbox_depth",
+            callbacks=[_observe(outbox_depth)],
+            description="webhook deliveries pending (to be attempted, or attempted again)",
+        )
         for name, tally, description in (
             ("rpa_executions", executions, "finished executions by code, project, backend"),
             ("rpa_upstream_errors", upstream_errors, "failed backend calls by operation and kind"),
             ("rpa_kafka_records", kafka_records, "trace records by outcome: sent or dropped"),
             ("rpa_mcp_calls", mcp_calls, "MCP tool calls by tool and outcome"),
+            (
+                "rpa_webhook_deliveries",
+                webhook_deliveries,
+                "webhook delivery attempts by outcome: delivered, retried, failed, gone",
+            ),
             (
                 "rpa_slow_clients",
                 slow_clients,
@@ -97,6 +117,12 @@ class Instruments:
             kafka_records=kafka_records,
             mcp_calls=mcp_calls,
             slow_clients=slow_clients,
+            webhook_deliveries=webhook_deliveries,
+            webhook_duration=meter.create_histogram(
+                "rpa_webhook_delivery_duration",
+                unit="s",
+                description="one webhook delivery attempt, request to reply",
+            ),
         )
 
 

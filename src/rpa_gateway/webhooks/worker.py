@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 _IDLE_CHECK = 1.0  # seconds between looks for retries falling due
 _FAILED_STORE_PAUSE = 2.0
-_ENDPOINT_BUSY_DELAY = 0.5
+_DEPTH_EVERY = 5.0  # seconds between counts of the outbox (for its gauge)
+# (delivery, attempt, outcome, start in ns since the epoch): telemetry of one attempt.
+AttemptObserver = Callable[[Delivery, Attempt, str, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,12 @@ class DeliveryPolicy:
     max_in_flight: int = 64
     max_per_endpoint: int = 8
     jitter: float = 0.2  # each retry delay is spread by ± this fraction
+
+    def lease_seconds(self, attempt_timeout: float) -> float:
+        """How long a claim lasts: its attempt may wait for every other claimed one of its
+        endpoint to take the whole timeout first."""
+        waits = -(-self.max_in_flight // self.max_per_endpoint)
+        return attempt_timeout * waits + 30.0
 
     def retry_delay(self, attempts: int) -> float | None:
         """Seconds before the next attempt after ``attempts`` failed ones, or None: give up."""
@@ -60,7 +68,12 @@ class DeliveryWorker:
         *,
         holder: str,
         lease_seconds: float,
+        observe: AttemptObserver = lambda delivery, attempt, outcome, started_ns: None,
+        outbox_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
+        self._observe = observe
+        self._outbox_depth = outbox_depth
+        self._depth_counted_at = 0.0
         self._store = store
         self._webhooks = webhooks
         self._sender = sender
@@ -69,7 +82,9 @@ class DeliveryWorker:
         self._lease = lease_seconds
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Per endpoint: its attempts under way (and waiting for a turn), and its turns.
         self._per_endpoint: defaultdict[str, int] = defaultdict(int)
+        self._turns: dict[str, asyncio.Semaphore] = {}
         self._task: asyncio.Task[None] | None = None
         store.add_listener(self._on_event)
 
@@ -104,6 +119,7 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             try:
+                await self._count_outbox()
                 claimed = await self._claim()
             except StoreError as exc:
                 log.warning("webhook deliveries cannot be read now: %s", exc)
@@ -121,25 +137,29 @@ class DeliveryWorker:
             except TimeoutError:
                 pass
 
+    async def _count_outbox(self) -> None:
+        now = time.monotonic()
+        if now - self._depth_counted_at >= _DEPTH_EVERY:
+            self._depth_counted_at = now
+            self._outbox_depth(await self._webhooks.outbox_depth())
+
     async def _claim(self) -> list[Delivery]:
+        """Due deliveries, at most as many as may be under way; those of one endpoint
+        beyond its share wait their turn here, claimed (the lease covers the wait)."""
         room = self._policy.max_in_flight - len(self._in_flight)
         if room <= 0:
             return []
         claimed = await self._webhooks.claim_due(self._holder, time.time(), room, self._lease)
-        taken: list[Delivery] = []
         for delivery in claimed:
-            if self._per_endpoint[delivery.webhook_id] >= self._policy.max_per_endpoint:
-                # Its endpoint has as many attempts in flight as it may: a little later.
-                delivery.next_attempt_at = time.time() + _ENDPOINT_BUSY_DELAY
-                await self._webhooks.save_delivery(delivery)
-                continue
+            if self._per_endpoint[delivery.webhook_id] == 0:
+                self._turns[delivery.webhook_id] = asyncio.Semaphore(self._policy.max_per_endpoint)
             self._per_endpoint[delivery.webhook_id] += 1
-            taken.append(delivery)
-        return taken
+        return claimed
 
     async def _deliver(self, delivery: Delivery) -> None:
         try:
-            await self._attempt(delivery)
+            async with self._turns[delivery.webhook_id]:
+                await self._attempt(delivery)
         except StoreError as exc:  # the claim lapses: the delivery is attempted again
             log.warning("webhook delivery %s: cannot be recorded: %s", delivery.id, exc)
         except Exception:
@@ -148,6 +168,7 @@ class DeliveryWorker:
             self._per_endpoint[delivery.webhook_id] -= 1
             if self._per_endpoint[delivery.webhook_id] <= 0:
                 del self._per_endpoint[delivery.webhook_id]
+                del self._turns[delivery.webhook_id]
             self._wake.set()
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -162,9 +183,11 @@ class DeliveryWorker:
         if delivery.body is None:
             delivery.body = await self._body(delivery)
         now = time.time()
+        started_ns = time.time_ns()
         headers = signed_headers(endpoint.signing_keys(now), delivery.id, int(now), delivery.body)
         attempt = await self._sender.send(endpoint.url, headers, delivery.body)
-        await self._record(delivery, endpoint, attempt, time.time())
+        outcome = await self._record(delivery, endpoint, attempt, time.time())
+        self._observe(delivery, attempt, outcome, started_ns)
 
     async def _body(self, delivery: Delivery) -> bytes:
         execution = None
@@ -176,7 +199,8 @@ class DeliveryWorker:
 
     async def _record(
         self, delivery: Delivery, endpoint: Endpoint, attempt: Attempt, now: float
-    ) -> None:
+    ) -> str:
+        """Store what the attempt came to; the outcome: delivered, gone, retried, failed."""
         delivery.attempts += 1
         delivery.last_attempt_at = now
         delivery.last_status = attempt.status
@@ -190,13 +214,13 @@ class DeliveryWorker:
             await self._webhooks.save_delivery(delivery)
             if endpoint.failing_since is not None:
                 await self._webhooks.endpoint_delivered(endpoint.id)
-            return
+            return "delivered"
         if attempt.gone:
             delivery.status = DeliveryStatus.FAILED
             delivery.next_attempt_at = None
             await self._webhooks.save_delivery(delivery)
             await self._disable(endpoint, "the endpoint answered 410 Gone")
-            return
+            return "gone"
         delay = self._policy.retry_delay(delivery.attempts)
         if delay is None:
             delivery.status = DeliveryStatus.FAILED
@@ -208,6 +232,7 @@ class DeliveryWorker:
         if failing_since is not None and now - failing_since >= self._policy.disable_after:
             days = self._policy.disable_after / 86400
             await self._disable(endpoint, f"every delivery failed for {days:g} days")
+        return "failed" if delivery.status is DeliveryStatus.FAILED else "retried"
 
     async def _disable(self, endpoint: Endpoint, reason: str) -> None:
         await self._webhooks.disable_endpoint(endpoint.id, reason)
