@@ -6,7 +6,10 @@ own inbox, so nothing another test sent is counted."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -369,3 +372,51 @@ def test_attempts_are_counted_by_outcome_and_timed(
 def _outcome(line: str) -> str:
     marker = 'outcome="'
     return "/" + line.split(marker)[1].split('"')[0] if marker in line else ""
+
+
+def webhooks_cli(
+    gateway: GatewayProcess, caller: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "rpa_gateway", "webhooks", *args),
+            *("--url", gateway.base_url, "--token", caller),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_line_registers_tests_lists_and_removes(
+    hooks_gateway: GatewayProcess, receiver: WebhookReceiver
+) -> None:
+    caller, name = key(), f"cli-{uuid.uuid4().hex[:6]}"
+    added = webhooks_cli(
+        hooks_gateway, caller, "add", receiver.url(name), "--event", "execution.failed", "--json"
+    )
+    assert added.returncode == 0, added.stderr
+    made = json.loads(added.stdout)
+    inbox = receiver.inbox(name, made["secret"])
+    listed = webhooks_cli(hooks_gateway, caller, "ls").stdout.splitlines()
+    assert listed[0].split("\t")[:3] == ["ID", "STATE", "HEALTH"]
+    assert listed[1].split("\t")[:5] == [
+        made["id"],
+        "enabled",
+        "ok",
+        made["url"],
+        "execution.failed",
+    ]
+    sent = webhooks_cli(hooks_gateway, caller, "test", made["id"])
+    assert sent.returncode == 0 and "webhook.test" in sent.stdout
+    wait_for(lambda: inbox.accepted, "the test event")
+    rows = webhooks_cli(hooks_gateway, caller, "deliveries", made["id"]).stdout.splitlines()
+    delivery_id, event, _, status, attempts, http = rows[1].split("\t")[:6]
+    assert (event, status, attempts, http) == ("webhook.test", "delivered", "1", "204")
+    again = webhooks_cli(hooks_gateway, caller, "retry", made["id"], delivery_id)
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: inbox.attempts[delivery_id] == 2, "the second send")
+    assert webhooks_cli(hooks_gateway, caller, "rm", made["id"]).returncode == 0
+    gone = webhooks_cli(hooks_gateway, caller, "test", made["id"])
+    assert gone.returncode == 2 and "404" in gone.stderr

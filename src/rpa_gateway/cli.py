@@ -1,6 +1,6 @@
 """The command line: ``rpa-gateway serve``; against a running service ``run``, ``ls``,
-``show``, ``watch``, ``logs``, ``cancel``, ``projects`` and ``mcp``; ``keygen`` and
-``apikey``."""
+``show``, ``watch``, ``logs``, ``cancel``, ``projects``, ``webhooks`` and ``mcp``;
+``keygen`` and ``apikey``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,31 @@ def _mcp(args: argparse.Namespace) -> int:
         return serve_stdio(args.url, args.token)
     except KeyboardInterrupt:
         return 130
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from rpa_gateway.console import commands, webhooks
+    from rpa_gateway.console.client import GatewayClient, GatewayError
+
+    output = commands.Output(args.json)
+    try:
+        with GatewayClient(args.url, args.token) as client:
+            if args.action == "ls":
+                return webhooks.endpoints(client, output)
+            if args.action == "add":
+                return webhooks.add(
+                    client, output, args.endpoint_url, args.event, args.project, args.description
+                )
+            if args.action == "rm":
+                return webhooks.remove(client, output, args.id)
+            if args.action == "test":
+                return webhooks.test(client, output, args.id)
+            if args.action == "deliveries":
+                return webhooks.deliveries(client, output, args.id, args.status, args.limit)
+            return webhooks.retry(client, output, args.id, args.delivery_id)
+    except GatewayError as exc:
+        output.error(str(exc))
+        return commands.EXIT_UNREACHABLE
 
 
 def _console(args: argparse.Namespace) -> int:
@@ -220,6 +245,34 @@ def _add_console_commands(commands: Any, service: argparse.ArgumentParser) -> No
     commands.add_parser("projects", parents=parents, help="the projects the service can run")
     for name in ("ls", "show", "watch", "logs", "cancel", "projects"):
         commands.choices[name].set_defaults(handler=_console)
+    _add_webhook_commands(commands, parents)
+
+
+def _add_webhook_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    hooks = commands.add_parser("webhooks", help="webhook endpoints and their deliveries")
+    actions = hooks.add_subparsers(dest="action", required=True)
+    actions.add_parser("ls", parents=parents, help="this caller's endpoints and their health")
+    add = actions.add_parser("add", parents=parents, help="register an endpoint")
+    add.add_argument("endpoint_url", metavar="URL")
+    add.add_argument(
+        "--event",
+        action="append",
+        help="an event to send (repeatable; default: the four terminal ones)",
+    )
+    add.add_argument("--project", help="only this project_id's executions")
+    add.add_argument("--description", default="")
+    for name, what in (("rm", "remove an endpoint"), ("test", "send it a webhook.test event")):
+        actions.add_parser(name, parents=parents, help=what).add_argument("id")
+    deliveries = actions.add_parser(
+        "deliveries", parents=parents, help="an endpoint's deliveries, newest first"
+    )
+    deliveries.add_argument("id")
+    deliveries.add_argument("--status", choices=["pending", "delivered", "failed"])
+    deliveries.add_argument("--limit", type=int, default=50, help="at most this many (1-200)")
+    retry = actions.add_parser("retry", parents=parents, help="send a delivery again now")
+    retry.add_argument("id")
+    retry.add_argument("delivery_id")
+    hooks.set_defaults(handler=_webhooks)
 
 
 def build_parser() -> argparse.ArgumentParser:

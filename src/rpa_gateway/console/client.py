@@ -133,6 +133,10 @@ class GatewayClient:
                     raise GatewayError(0, f"the service cannot be reached: {exc}") from None
             time.sleep(retry)  # ended early (the service restarts) or dropped: re-attach
 
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any route's JSON answer (None for 204); refusals raise GatewayError."""
+        return self._json(method, path, **kwargs)
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
@@ -140,7 +144,7 @@ class GatewayClient:
             raise GatewayError(0, f"the service cannot be reached: {exc}") from None
         if response.status_code >= 400:
             raise _refusal(response)
-        return response.json()
+        return response.json() if response.status_code != 204 else None
 
 
 def _segment(text: str) -> str:
