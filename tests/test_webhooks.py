@@ -420,3 +420,83 @@ def test_the_command_line_registers_tests_lists_and_removes(
     assert webhooks_cli(hooks_gateway, caller, "rm", made["id"]).returncode == 0
     gone = webhooks_cli(hooks_gateway, caller, "test", made["id"])
     assert gone.returncode == 2 and "404" in gone.stderr
+
+
+def test_started_events_and_a_project_filter(
+    hooks_gateway: GatewayProcess, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    caller, wanted, other = key(), new_project_id(), new_project_id()
+    name = f"started-{uuid.uuid4().hex[:6]}"
+    made = register(
+        hooks_gateway,
+        caller,
+        receiver.url(name),
+        events=["execution.started", "execution.succeeded"],
+        project_id=wanted,
+    ).json()
+    inbox = receiver.inbox(name, made["secret"])
+    mine = create(hooks_gateway.base_url, {"project_id": wanted, "params": {}}, caller).json()
+    create(hooks_gateway.base_url, {"project_id": other, "params": {}}, caller)
+    wait_for(lambda: len(inbox.accepted) >= 2, "both events")
+    seen = sorted((m["type"], m["data"]["id"]) for m in inbox.accepted.values())
+    assert seen == [("execution.started", mine["id"]), ("execution.succeeded", mine["id"])]
+    started = next(m for m in inbox.accepted.values() if m["type"] == "execution.started")
+    assert started["data"]["upstream_id"] and started["timestamp"].endswith("Z")
+
+
+def test_a_result_over_the_bound_is_left_out_with_its_url(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(**ON_LOOPBACK, RPA_WEBHOOK_MAX_RESULT_BYTES="100")
+    caller, pid, name = key(), new_project_id(), f"large-{uuid.uuid4().hex[:6]}"
+    made = register(gateway, caller, receiver.url(name)).json()
+    inbox = receiver.inbox(name, made["secret"])
+    fake.script(pid, steps=[{"status": "COMPLETED", "result": {"data": {"rows": "x" * 1000}}}])
+    small = new_project_id()
+    fake.script(small, steps=[{"status": "COMPLETED", "result": {"data": {"rows": "x"}}}])
+    big = create(gateway.base_url, {"project_id": pid, "params": {}}, caller).json()["id"]
+    fits = create(gateway.base_url, {"project_id": small, "params": {}}, caller).json()["id"]
+    wait_for(lambda: len(inbox.accepted) == 2, "both ends")
+    by_id = {m["data"]["id"]: m["data"] for m in inbox.accepted.values()}
+    assert by_id[big]["result"]["data"] is None and by_id[big]["result_truncated"] is True
+    assert by_id[big]["result_url"] == f"/rpa/v1/executions/{big}"
+    assert by_id[fits]["result"]["data"] == {"rows": "x"} and "result_truncated" not in by_id[fits]
+
+
+def test_an_endpoint_failing_past_the_bound_is_disabled_and_recovered(
+    start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(
+        **{**ON_LOOPBACK, "RPA_WEBHOOK_RETRY_SCHEDULE": "0.2,0.2"},
+        RPA_WEBHOOK_DISABLE_AFTER="0.3",
+    )
+    caller, pid, name = key(), new_project_id(), f"failing-{uuid.uuid4().hex[:6]}"
+    url = receiver.url(name) + "?token=query-secret"
+    made = register(gateway, caller, url).json()
+    inbox = receiver.inbox(name, made["secret"], fail_first=3)  # every attempt of a delivery
+    execution_id = create(gateway.base_url, {"project_id": pid, "params": {}}, caller).json()["id"]
+    view = wait_for(
+        lambda: (
+            (v := hook(gateway, caller, "GET", f"/{made['id']}").json())["enabled"] is False and v
+        ),
+        "the endpoint disabled",
+    )
+    assert "failed for" in view["disabled_reason"]
+    log = gateway.log_text()
+    assert "disabled" in log and "query-secret" not in log and made["secret"] not in log
+    [failed] = wait_for(
+        lambda: hook(gateway, caller, "GET", f"/{made['id']}/deliveries?status=failed").json()[
+            "items"
+        ],
+        "the delivery failed",
+    )
+    assert failed["execution_id"] == execution_id and failed["last_status"] == 500
+    inbox.fail_first = 0  # the receiver is mended
+    enabled = hook(gateway, caller, "PATCH", f"/{made['id']}", json={"enabled": True}).json()
+    assert enabled["enabled"] and enabled["disabled_reason"] is None
+    recovered = hook(
+        gateway, caller, "POST", f"/{made['id']}/recover", json={"since": "2020-01-01T00:00:00Z"}
+    )
+    assert recovered.json() == {"requeued": 1}
+    wait_for(lambda: inbox.accepted, "the recovered delivery")
+    assert [m["data"]["id"] for m in inbox.accepted.values()] == [execution_id]
