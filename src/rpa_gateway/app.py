@@ -29,6 +29,7 @@ from rpa_gateway.api import (
 from rpa_gateway.api import webhooks as webhooks_api
 from rpa_gateway.api.components import Components
 from rpa_gateway.api.refusals import install_error_handlers
+from rpa_gateway.api.views import ExecutionView
 from rpa_gateway.backends.astron import AstronBackend
 from rpa_gateway.backends.base import Backend
 from rpa_gateway.backends.local import LocalBackend
@@ -126,7 +127,7 @@ def build_webhooks(
         timeout=settings.rpa_webhook_timeout,
         allow_private=settings.rpa_webhook_allow_private,
         user_agent=f"rpa-gateway/{__version__}",
-        max_connections=DELIVERY_POLICY_CONNECTIONS,
+        max_connections=WEBHOOK_CONNECTIONS,
     )
     policy = DeliveryPolicy(
         retry_schedule=settings.webhook_retry_delays,
@@ -139,9 +140,10 @@ def build_webhooks(
         sender,
         policy,
         holder=holder,
-        lease_seconds=policy.lease_seconds(settings.rpa_webhook_timeout),
+        lease_seconds=settings.rpa_webhook_timeout + 30,  # an attempt takes at most the first
+        render=lambda execution: ExecutionView.of(execution).model_dump(mode="json"),
         observe=telemetry.webhook_attempt,
-        outbox_depth=lambda depth: setattr(telemetry, "outbox_depth", depth),
+        outbox_depth=telemetry.count_outbox,
     )
     registry = WebhookRegistry(
         store.webhooks,
@@ -220,7 +222,7 @@ async def _agree_on_token_key(redis: RedisStore, settings: Settings) -> None:
 
 
 SHUTDOWN_STEP_SECONDS = 5.0
-DELIVERY_POLICY_CONNECTIONS = 100  # webhook connections open at once, all endpoints
+WEBHOOK_CONNECTIONS = 100  # connections to webhook endpoints open at once, all together
 
 
 async def _bounded(step: str, done: Awaitable[object]) -> None:

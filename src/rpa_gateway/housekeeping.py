@@ -25,6 +25,9 @@ async def sweep(store: Store, executions: ExecutionService, retention: float) ->
             purged += deleted
             if deleted < PURGE_BATCH:
                 break
+        if store.webhooks is not None:  # deliveries done (or failed) as long ago go too
+            while await store.webhooks.purge(now - retention, PURGE_BATCH) == PURGE_BATCH:
+                pass
     expired = await executions.expire_waiting(now)
     await store.purge_mcp_sessions(now)
     return purged, expired

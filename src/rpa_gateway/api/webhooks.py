@@ -15,8 +15,13 @@ from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import errors
 from rpa_gateway.cursors import decode_cursor, encode_position
 from rpa_gateway.webhooks.model import Delivery, DeliveryStatus, Endpoint
-from rpa_gateway.webhooks.registry import Changes, WebhookNotFound, WebhookRegistry
-from rpa_gateway.webhooks.store import TooManyEndpoints
+from rpa_gateway.webhooks.registry import (
+    Changes,
+    EndpointDisabled,
+    WebhookNotFound,
+    WebhookRegistry,
+)
+from rpa_gateway.webhooks.store import DeliveryBusy, TooManyEndpoints
 
 router = APIRouter(prefix="/rpa/v1/webhooks", tags=["webhooks"])
 T = TypeVar("T")
@@ -165,6 +170,14 @@ async def _found(call: Awaitable[T]) -> T:
         return await call
     except WebhookNotFound as exc:
         raise RequestRejected(404, "not_found", f"no webhook or delivery {exc}") from None
+    except EndpointDisabled as exc:
+        raise RequestRejected(
+            409, "webhook_disabled", f"webhook {exc} is disabled; enable it first (PATCH)"
+        ) from None
+    except DeliveryBusy as exc:
+        raise RequestRejected(
+            409, "delivery_in_flight", f"delivery {exc} is being attempted now"
+        ) from None
 
 
 @router.post(
@@ -172,7 +185,7 @@ async def _found(call: Awaitable[T]) -> T:
     status_code=201,
     response_model=WebhookWithSecret,
     operation_id="add_webhook",
-    responses=errors(401, 409, 422, 501),
+    responses=errors(400, 401, 409, 413, 422, 501),
     summary="Register a webhook endpoint",
     description="Answers with its `secret` (`whsec_…`), shown this once: every delivery is "
     "signed with it as Standard Webhooks specifies.",
@@ -221,7 +234,7 @@ async def get_webhook(request: Request, token: Caller, webhook_id: str) -> Webho
     "/{webhook_id}",
     response_model=WebhookView,
     operation_id="change_webhook",
-    responses=errors(401, 404, 422, 501),
+    responses=errors(400, 401, 404, 413, 422, 501),
     summary="Change an endpoint's url, events, project filter, description or enabled",
     description="Enabling a disabled endpoint clears its failure record.",
 )
@@ -275,7 +288,7 @@ async def rotate_secret(request: Request, token: Caller, webhook_id: str) -> Web
     status_code=202,
     response_model=DeliveryView,
     operation_id="test_webhook",
-    responses=errors(401, 404, 501),
+    responses=errors(401, 404, 409, 501),
     summary="Send a webhook.test event",
 )
 async def test_webhook(request: Request, token: Caller, webhook_id: str) -> DeliveryView:
@@ -329,7 +342,7 @@ async def list_deliveries(
     status_code=202,
     response_model=DeliveryView,
     operation_id="retry_webhook_delivery",
-    responses=errors(401, 404, 501),
+    responses=errors(401, 404, 409, 501),
     summary="Send a delivery again now, however it ended",
 )
 async def retry_delivery(
@@ -347,7 +360,7 @@ async def retry_delivery(
     status_code=202,
     response_model=Recovered,
     operation_id="recover_webhook_deliveries",
-    responses=errors(401, 404, 422, 501),
+    responses=errors(400, 401, 404, 413, 422, 501),
     summary="Send again every failed delivery created since a time",
 )
 async def recover(request: Request, token: Caller, webhook_id: str, body: RecoverIn) -> Recovered:

@@ -13,7 +13,7 @@ from typing import Any
 
 from rpa_gateway.store.base import StoreError
 from rpa_gateway.webhooks.model import Delivery, DeliveryStatus, Endpoint, subscribed
-from rpa_gateway.webhooks.store import TooManyEndpoints
+from rpa_gateway.webhooks.store import DeliveryBusy, TooManyEndpoints
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -57,6 +57,10 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_webhook
     ON deliveries (webhook_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deliveries_claimed ON deliveries (webhook_id)
+    WHERE claim_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (created_at)
+    WHERE status != 'pending';
 """
 
 _ENDPOINT_COLUMNS = (
@@ -145,7 +149,7 @@ class SqliteWebhooks:
         rows = self._read(f"SELECT {_ENDPOINT_COLUMNS} FROM webhooks WHERE id=?", (webhook_id,))
         return _endpoint(rows[0]) if rows else None
 
-    async def update_endpoint(self, endpoint: Endpoint) -> None:
+    async def update_endpoint(self, endpoint: Endpoint, *, reenabled: bool = False) -> None:
         self._write(
             "update a webhook",
             "UPDATE webhooks SET url=?, events=?, project_id=?, description=?, enabled=?,"
@@ -162,8 +166,8 @@ class SqliteWebhooks:
                 endpoint.previous_secret,
                 endpoint.previous_until,
                 endpoint.updated_at,
-                int(endpoint.enabled),
-                int(endpoint.enabled),
+                int(reenabled),
+                int(reenabled),
                 endpoint.id,
             ),
         )
@@ -212,16 +216,32 @@ class SqliteWebhooks:
             _delivery_row(delivery),
         )
 
+    async def next_due(self, now: float) -> float | None:
+        rows = self._read(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE status='pending'"
+            " AND (claim_until IS NULL OR claim_until<?)",
+            (now,),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def claim_due(
-        self, holder: str, now: float, limit: int, lease_seconds: float
+        self, holder: str, now: float, limit: int, lease_seconds: float, per_endpoint: int
     ) -> list[Delivery]:
+        # Each endpoint's share: what is claimed for it now counts against it, so one with
+        # a backlog never takes the turns of the others.
         rows = self._write(
             "claim deliveries",
             f"UPDATE deliveries SET claimed_by=?, claim_until=? WHERE id IN ("
-            " SELECT id FROM deliveries WHERE status='pending' AND next_attempt_at<=?"
-            " AND (claim_until IS NULL OR claim_until<?) ORDER BY next_attempt_at LIMIT ?)"
+            " WITH due AS (SELECT id, webhook_id, next_attempt_at, ROW_NUMBER() OVER"
+            "  (PARTITION BY webhook_id ORDER BY next_attempt_at) AS turn FROM deliveries"
+            "  WHERE status='pending' AND next_attempt_at<=? AND"
+            "  (claim_until IS NULL OR claim_until<?)),"
+            " held AS (SELECT webhook_id, count(*) AS n FROM deliveries"
+            "  WHERE claim_until IS NOT NULL AND claim_until>=? GROUP BY webhook_id)"
+            " SELECT due.id FROM due LEFT JOIN held USING (webhook_id)"
+            " WHERE due.turn + coalesce(held.n, 0) <= ? ORDER BY due.next_attempt_at LIMIT ?)"
             f" RETURNING {_DELIVERY_COLUMNS}",
-            (holder, now + lease_seconds, now, now, limit),
+            (holder, now + lease_seconds, now, now, now, per_endpoint, limit),
         ).fetchall()
         return sorted((_delivery(row) for row in rows), key=lambda d: d.next_attempt_at or 0)
 
@@ -239,7 +259,9 @@ class SqliteWebhooks:
             "record a delivery",
             "UPDATE deliveries SET status=?, attempts=?, next_attempt_at=?, last_attempt_at=?,"
             " last_status=?, last_latency_ms=?, last_response=?, last_error=?, delivered_at=?,"
-            " body=coalesce(body, ?), claimed_by=NULL, claim_until=NULL WHERE id=?",
+            # A body is kept only while it may be sent again (a retry rebuilds it).
+            " body=CASE WHEN ? = 'pending' THEN coalesce(body, ?) END,"
+            " claimed_by=NULL, claim_until=NULL WHERE id=?",
             (
                 delivery.status.value,
                 delivery.attempts,
@@ -250,6 +272,7 @@ class SqliteWebhooks:
                 delivery.last_response,
                 delivery.last_error,
                 delivery.delivered_at,
+                delivery.status.value,
                 delivery.body,
                 delivery.id,
             ),
@@ -284,18 +307,32 @@ class SqliteWebhooks:
     async def requeue(self, webhook_id: str, delivery_id: str, now: float) -> Delivery | None:
         row = self._write(
             "retry a delivery",
-            "UPDATE deliveries SET status='pending', next_attempt_at=?, claimed_by=NULL,"
-            f" claim_until=NULL WHERE id=? AND webhook_id=? RETURNING {_DELIVERY_COLUMNS}",
-            (now, delivery_id, webhook_id),
+            "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=?"
+            " WHERE id=? AND webhook_id=? AND (claim_until IS NULL OR claim_until<?)"
+            f" RETURNING {_DELIVERY_COLUMNS}",
+            (now, delivery_id, webhook_id, now),
         ).fetchone()
-        return _delivery(row) if row is not None else None
+        if row is not None:
+            return _delivery(row)
+        if await self.delivery(delivery_id) is not None:
+            raise DeliveryBusy(delivery_id)
+        return None
 
     async def recover(self, webhook_id: str, since: float, now: float) -> int:
         cursor = self._write(
             "recover deliveries",
-            "UPDATE deliveries SET status='pending', next_attempt_at=?, claimed_by=NULL,"
-            " claim_until=NULL WHERE webhook_id=? AND status='failed' AND created_at>=?",
+            "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=?"
+            " WHERE webhook_id=? AND status='failed' AND created_at>=?",
             (now, webhook_id, since),
+        )
+        return cursor.rowcount
+
+    async def purge(self, before: float, batch: int) -> int:
+        cursor = self._write(
+            "purge deliveries",
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+            " WHERE status != 'pending' AND created_at < ? LIMIT ?)",
+            (before, batch),
         )
         return cursor.rowcount
 

@@ -112,6 +112,10 @@ class Telemetry:
             f"topic {self._settings.kafka_topic}" if self.tracelog else "off",
         )
 
+    def count_outbox(self, depth: int) -> None:
+        """The pending webhook deliveries, as the worker counted them (a gauge)."""
+        self.outbox_depth = depth
+
     def webhook_attempt(
         self, delivery: Delivery, attempt: Attempt, outcome: str, started_ns: int
     ) -> None:

@@ -27,15 +27,31 @@ class RefusedAddress(OSError):
     """The name leads only to addresses webhooks may not reach."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
 def forbidden(address: str) -> bool:
-    """An address that is not the public internet."""
+    """An address that is not the public internet, itself or an IPv4 address it carries
+    (mapped, compatible, NAT64, 6to4, Teredo)."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
     except ValueError:
         return True
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    return any(_inner(a) for a in (ip, *_carried(ip)))
+
+
+def _inner(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip in METADATA_ADDRESSES or not ip.is_global or ip.is_multicast
+
+
+def _carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return [a for a in carried if a is not None]
 
 
 def url_problem(url: str, allow_hosts: Collection[str], allow_private: bool) -> str | None:
@@ -61,6 +77,16 @@ def url_problem(url: str, allow_hosts: Collection[str], allow_private: bool) -> 
             " (RPA_WEBHOOK_ALLOW_PRIVATE allows them)"
         )
     return None
+
+
+def literal_refused(url: str, allow_private: bool) -> str | None:
+    """Why a URL whose host is an address may not be reached now (None: it may, or its
+    host is a name, which the resolver checks).  Connections to a literal address skip
+    the resolver, and an endpoint may date from when private addresses were allowed."""
+    host = (urlsplit(url).hostname or "").lower()
+    if allow_private or not _is_address(host) or not forbidden(host):
+        return None
+    return f"{host} is a private, loopback, link-local or metadata address"
 
 
 def _is_address(host: str) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from rpa_gateway.executions import Status
@@ -42,11 +42,11 @@ class Endpoint:
     project_id: str | None
     description: str
     enabled: bool
-    secret: str
+    secret: str = field(repr=False)
     created_at: float
     updated_at: float
     # The secret before the last rotation, signing beside the new one until then.
-    previous_secret: str | None = None
+    previous_secret: str | None = field(default=None, repr=False)
     previous_until: float | None = None
     failing_since: float | None = None  # first failed attempt since the last success
     disabled_reason: str | None = None

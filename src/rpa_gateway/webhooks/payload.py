@@ -8,22 +8,22 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from rpa_gateway.api.views import ExecutionView
-from rpa_gateway.executions import Execution
+from rpa_gateway.executions import JsonObject
 
 
-def body(
-    event_type: str, event_at: float, execution: Execution | None, max_result_bytes: int
-) -> bytes:
-    data: dict[str, Any] = {}
-    if execution is not None:
-        data = ExecutionView.of(execution).model_dump(mode="json")
-        result = data.get("result")
-        if isinstance(result, dict) and _size(result.get("data")) > max_result_bytes:
-            result["data"] = None
-            data["result_truncated"] = True
-            data["result_url"] = f"/rpa/v1/executions/{execution.id}"
-    message = {"type": event_type, "timestamp": _instant(event_at), "data": data}
+def body(event_type: str, event_at: float, view: JsonObject | None, max_result_bytes: int) -> bytes:
+    """``view``: the execution as the API shows it (None for a test event)."""
+    data: JsonObject = dict(view) if view is not None else {}
+    result = data.get("result")
+    if isinstance(result, dict) and _size(result.get("data")) > max_result_bytes:
+        data["result"] = {**result, "data": None}
+        data["result_truncated"] = True
+        data["result_url"] = f"/rpa/v1/executions/{data['id']}"
+    message: dict[str, Any] = {
+        "type": event_type,
+        "timestamp": _instant(event_at),
+        "data": data,
+    }
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 

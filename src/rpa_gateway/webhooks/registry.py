@@ -32,6 +32,10 @@ class WebhookNotFound(Exception):
     """No such endpoint (or delivery) for this caller: another owner's look the same."""
 
 
+class EndpointDisabled(Exception):
+    """The endpoint is disabled: nothing is sent to it until it is enabled again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Destinations:
     """Where endpoints may point (RPA_WEBHOOK_ALLOW_HOSTS, RPA_WEBHOOK_ALLOW_PRIVATE)."""
@@ -119,12 +123,13 @@ class WebhookRegistry:
             endpoint.project_id = _checked_project(changes.project_id)
         if changes.description is not None:
             endpoint.description = _checked_description(changes.description)
+        reenabled = changes.enabled is True and not endpoint.enabled
         if changes.enabled is not None:
             endpoint.enabled = changes.enabled
-            if changes.enabled:
-                endpoint.failing_since = endpoint.disabled_reason = None
+        if reenabled:
+            endpoint.failing_since = endpoint.disabled_reason = None
         endpoint.updated_at = time.time()
-        await self._webhooks.update_endpoint(endpoint)
+        await self._webhooks.update_endpoint(endpoint, reenabled=reenabled)
         return endpoint
 
     async def remove(self, token: str, webhook_id: str, *, every_owner: bool) -> None:
@@ -144,8 +149,8 @@ class WebhookRegistry:
         return endpoint
 
     async def test(self, token: str, webhook_id: str, *, every_owner: bool) -> Delivery:
-        """A ``webhook.test`` event, delivered as any other."""
-        endpoint = await self.get(token, webhook_id, every_owner=every_owner)
+        """A ``webhook.test`` event, delivered as any other.  Raises EndpointDisabled."""
+        endpoint = await self._enabled(token, webhook_id, every_owner=every_owner)
         now = time.time()
         delivery = Delivery(
             id=f"msg_{secrets.token_hex(16)}",
@@ -177,7 +182,7 @@ class WebhookRegistry:
     async def retry(
         self, token: str, webhook_id: str, delivery_id: str, *, every_owner: bool
     ) -> Delivery:
-        await self.get(token, webhook_id, every_owner=every_owner)
+        await self._enabled(token, webhook_id, every_owner=every_owner)
         delivery = await self._webhooks.requeue(webhook_id, delivery_id, time.time())
         if delivery is None:
             raise WebhookNotFound(delivery_id)
@@ -189,6 +194,12 @@ class WebhookRegistry:
         count = await self._webhooks.recover(webhook_id, since, time.time())
         self._wake_worker()
         return count
+
+    async def _enabled(self, token: str, webhook_id: str, *, every_owner: bool) -> Endpoint:
+        endpoint = await self.get(token, webhook_id, every_owner=every_owner)
+        if not endpoint.enabled:
+            raise EndpointDisabled(webhook_id)
+        return endpoint
 
     def _owner(self, token: str) -> str:
         return self._vault.fingerprint(token)

@@ -9,7 +9,7 @@ import time
 import aiohttp
 from aiohttp.resolver import DefaultResolver
 
-from rpa_gateway.webhooks.addresses import GuardedResolver, describe
+from rpa_gateway.webhooks.addresses import GuardedResolver, describe, literal_refused
 from rpa_gateway.webhooks.model import Attempt
 
 RESPONSE_KEPT = 1024  # bytes of a reply a delivery records
@@ -21,6 +21,7 @@ class Sender:
         self, *, timeout: float, allow_private: bool, user_agent: str, max_connections: int
     ) -> None:
         self._user_agent = user_agent
+        self._allow_private = allow_private
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections,
@@ -34,6 +35,9 @@ class Sender:
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
         began = time.monotonic()
+        refused = literal_refused(url, self._allow_private)
+        if refused is not None:
+            return Attempt(None, 0.0, error=refused)
         request_headers = {
             **headers,
             "Content-Type": "application/json",

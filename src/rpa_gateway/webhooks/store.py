@@ -13,6 +13,10 @@ class TooManyEndpoints(Exception):
     """The caller has as many endpoints as it may (RPA_WEBHOOKS_PER_TOKEN)."""
 
 
+class DeliveryBusy(Exception):
+    """The delivery is being attempted right now."""
+
+
 class WebhookStore(Protocol):
     async def add_endpoint(self, endpoint: Endpoint, limit: int) -> None:
         """Raises TooManyEndpoints when its owner has ``limit`` already."""
@@ -24,9 +28,9 @@ class WebhookStore(Protocol):
 
     async def endpoint(self, webhook_id: str) -> Endpoint | None: ...
 
-    async def update_endpoint(self, endpoint: Endpoint) -> None:
+    async def update_endpoint(self, endpoint: Endpoint, *, reenabled: bool = False) -> None:
         """Store what a caller may change: url, events, project, description, enabled,
-        secrets (a rotation); enabling clears the failure record."""
+        secrets (a rotation); ``reenabled`` clears the failure record."""
         ...
 
     async def remove_endpoint(self, webhook_id: str) -> bool:
@@ -45,11 +49,16 @@ class WebhookStore(Protocol):
 
     async def add_delivery(self, delivery: Delivery) -> None: ...
 
+    async def next_due(self, now: float) -> float | None:
+        """When the next unclaimed pending delivery falls due (None: there is none)."""
+        ...
+
     async def claim_due(
-        self, holder: str, now: float, limit: int, lease_seconds: float
+        self, holder: str, now: float, limit: int, lease_seconds: float, per_endpoint: int
     ) -> list[Delivery]:
         """Up to ``limit`` pending deliveries due by ``now``, none claimed by a live holder,
-        now held by ``holder`` for ``lease_seconds``."""
+        at most ``per_endpoint`` claimed for one endpoint at a time, now held by
+        ``holder`` for ``lease_seconds``."""
         ...
 
     async def release_claims(self) -> int:
@@ -74,11 +83,16 @@ class WebhookStore(Protocol):
         ...
 
     async def requeue(self, webhook_id: str, delivery_id: str, now: float) -> Delivery | None:
-        """Send it again from now, however it ended."""
+        """Send it again from now, the retry schedule from its start, however it ended.
+        Raises DeliveryBusy while it is being attempted."""
         ...
 
     async def recover(self, webhook_id: str, since: float, now: float) -> int:
         """Send again every failed delivery created since ``since``; how many."""
+        ...
+
+    async def purge(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` delivered or failed deliveries created before ``before``."""
         ...
 
     async def outbox_depth(self) -> int:

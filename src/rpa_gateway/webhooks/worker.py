@@ -13,12 +13,11 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rpa_gateway.executions import Event, EventKind, Execution
+from rpa_gateway.executions import Event, EventKind, Execution, JsonObject
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.webhooks import payload
 from rpa_gateway.webhooks.model import Attempt, Delivery, DeliveryStatus, Endpoint
@@ -44,12 +43,6 @@ class DeliveryPolicy:
     max_per_endpoint: int = 8
     jitter: float = 0.2  # each retry delay is spread by ± this fraction
 
-    def lease_seconds(self, attempt_timeout: float) -> float:
-        """How long a claim lasts: its attempt may wait for every other claimed one of its
-        endpoint to take the whole timeout first."""
-        waits = -(-self.max_in_flight // self.max_per_endpoint)
-        return attempt_timeout * waits + 30.0
-
     def retry_delay(self, attempts: int) -> float | None:
         """Seconds before the next attempt after ``attempts`` failed ones, or None: give up."""
         if attempts > len(self.retry_schedule):
@@ -68,9 +61,11 @@ class DeliveryWorker:
         *,
         holder: str,
         lease_seconds: float,
+        render: Callable[[Execution], JsonObject],
         observe: AttemptObserver = lambda delivery, attempt, outcome, started_ns: None,
         outbox_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
+        self._render = render  # the execution as GET /rpa/v1/executions/{id} shows it
         self._observe = observe
         self._outbox_depth = outbox_depth
         self._depth_counted_at = 0.0
@@ -82,9 +77,6 @@ class DeliveryWorker:
         self._lease = lease_seconds
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        # Per endpoint: its attempts under way (and waiting for a turn), and its turns.
-        self._per_endpoint: defaultdict[str, int] = defaultdict(int)
-        self._turns: dict[str, asyncio.Semaphore] = {}
         self._task: asyncio.Task[None] | None = None
         store.add_listener(self._on_event)
 
@@ -95,7 +87,8 @@ class DeliveryWorker:
         self._wake.set()
 
     def _on_event(self, event: Event, execution: Execution) -> None:
-        if event.kind is EventKind.TERMINAL:
+        # An end, or a run the platform took (execution.started): deliveries may be due.
+        if event.kind is EventKind.TERMINAL or "upstream_id" in event.data:
             self._wake.set()
 
     async def stop(self) -> None:
@@ -105,6 +98,7 @@ class DeliveryWorker:
         for task in list(self._in_flight):
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._sender.aclose()
 
     async def _run(self) -> None:
         try:
@@ -120,22 +114,38 @@ class DeliveryWorker:
             self._wake.clear()
             try:
                 await self._count_outbox()
-                claimed = await self._claim()
-            except StoreError as exc:
+                wait = await self._send_due()
+            except Exception as exc:  # a store fault, or a bug: the loop must go on
+                if not isinstance(exc, StoreError):
+                    log.exception("webhook deliveries: a fault inside the service")
                 log.warning("webhook deliveries cannot be read now: %s", exc)
-                await asyncio.sleep(_FAILED_STORE_PAUSE)
-                continue
-            for delivery in claimed:
-                task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-            if claimed and len(self._in_flight) < self._policy.max_in_flight:
-                continue  # more may be due now
-            try:
-                async with asyncio.timeout(_IDLE_CHECK):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+                wait = _FAILED_STORE_PAUSE
+            if wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _send_due(self) -> float:
+        """Start what is due; the seconds until more may be (0: look again at once)."""
+        now = time.time()
+        due = await self._webhooks.next_due(now)
+        if due is None or due > now:  # nothing to claim: no write
+            return min(_IDLE_CHECK, due - now) if due is not None else _IDLE_CHECK
+        room = self._policy.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return _IDLE_CHECK  # a finishing attempt wakes the loop
+        claimed = await self._webhooks.claim_due(
+            self._holder, now, room, self._lease, self._policy.max_per_endpoint
+        )
+        for delivery in claimed:
+            task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        # Claimed some: more may be due.  None (endpoints at their share): an attempt
+        # ending wakes the loop.
+        return 0 if claimed else _IDLE_CHECK
 
     async def _count_outbox(self) -> None:
         now = time.monotonic()
@@ -143,32 +153,14 @@ class DeliveryWorker:
             self._depth_counted_at = now
             self._outbox_depth(await self._webhooks.outbox_depth())
 
-    async def _claim(self) -> list[Delivery]:
-        """Due deliveries, at most as many as may be under way; those of one endpoint
-        beyond its share wait their turn here, claimed (the lease covers the wait)."""
-        room = self._policy.max_in_flight - len(self._in_flight)
-        if room <= 0:
-            return []
-        claimed = await self._webhooks.claim_due(self._holder, time.time(), room, self._lease)
-        for delivery in claimed:
-            if self._per_endpoint[delivery.webhook_id] == 0:
-                self._turns[delivery.webhook_id] = asyncio.Semaphore(self._policy.max_per_endpoint)
-            self._per_endpoint[delivery.webhook_id] += 1
-        return claimed
-
     async def _deliver(self, delivery: Delivery) -> None:
         try:
-            async with self._turns[delivery.webhook_id]:
-                await self._attempt(delivery)
+            await self._attempt(delivery)
         except StoreError as exc:  # the claim lapses: the delivery is attempted again
             log.warning("webhook delivery %s: cannot be recorded: %s", delivery.id, exc)
         except Exception:
             log.exception("webhook delivery %s failed inside the service", delivery.id)
         finally:
-            self._per_endpoint[delivery.webhook_id] -= 1
-            if self._per_endpoint[delivery.webhook_id] <= 0:
-                del self._per_endpoint[delivery.webhook_id]
-                del self._turns[delivery.webhook_id]
             self._wake.set()
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -194,7 +186,10 @@ class DeliveryWorker:
         if delivery.execution_id is not None:
             execution = await self._store.get(delivery.execution_id)
         return payload.body(
-            delivery.event_type, delivery.event_at, execution, self._policy.max_result_bytes
+            delivery.event_type,
+            delivery.event_at,
+            self._render(execution) if execution is not None else None,
+            self._policy.max_result_bytes,
         )
 
     async def _record(
@@ -212,8 +207,8 @@ class DeliveryWorker:
             delivery.delivered_at = now
             delivery.next_attempt_at = None
             await self._webhooks.save_delivery(delivery)
-            if endpoint.failing_since is not None:
-                await self._webhooks.endpoint_delivered(endpoint.id)
+            # Always: another attempt to it may have failed since the endpoint was read.
+            await self._webhooks.endpoint_delivered(endpoint.id)
             return "delivered"
         if attempt.gone:
             delivery.status = DeliveryStatus.FAILED
