@@ -186,13 +186,6 @@ class SqliteWebhooks:
             raise self._write_failed("remove a webhook", exc) from exc
         return removed.rowcount > 0
 
-    async def endpoint_delivered(self, webhook_id: str) -> None:
-        self._write(
-            "record a delivery",
-            "UPDATE webhooks SET failing_since=NULL WHERE id=? AND failing_since IS NOT NULL",
-            (webhook_id,),
-        )
-
     async def endpoint_failed(self, webhook_id: str, now: float) -> float | None:
         row = self._write(
             "record a failed delivery",
@@ -254,9 +247,22 @@ class SqliteWebhooks:
         )
         return cursor.rowcount
 
-    async def save_delivery(self, delivery: Delivery) -> None:
-        self._write(
-            "record a delivery",
+    async def save_delivery(self, delivery: Delivery, *, endpoint_ok: bool = False) -> None:
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._save_delivery(delivery)
+                if endpoint_ok:
+                    self._db.execute(
+                        "UPDATE webhooks SET failing_since=NULL"
+                        " WHERE id=? AND failing_since IS NOT NULL",
+                        (delivery.webhook_id,),
+                    )
+        except sqlite3.Error as exc:
+            raise self._write_failed("record a delivery", exc) from exc
+
+    def _save_delivery(self, delivery: Delivery) -> None:
+        self._db.execute(
             "UPDATE deliveries SET status=?, attempts=?, next_attempt_at=?, last_attempt_at=?,"
             " last_status=?, last_latency_ms=?, last_response=?, last_error=?, delivered_at=?,"
             # A body is kept only while it may be sent again (a retry rebuilds it).

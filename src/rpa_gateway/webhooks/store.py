@@ -37,10 +37,6 @@ class WebhookStore(Protocol):
         """Remove it; its pending deliveries fail."""
         ...
 
-    async def endpoint_delivered(self, webhook_id: str) -> None:
-        """A 2xx: the endpoint is failing no longer."""
-        ...
-
     async def endpoint_failed(self, webhook_id: str, now: float) -> float | None:
         """A failed attempt: since when the endpoint has been failing (None: it is gone)."""
         ...
@@ -66,8 +62,9 @@ class WebhookStore(Protocol):
         killed predecessor held is due again at once; how many."""
         ...
 
-    async def save_delivery(self, delivery: Delivery) -> None:
-        """The delivery after an attempt (its claim released)."""
+    async def save_delivery(self, delivery: Delivery, *, endpoint_ok: bool = False) -> None:
+        """The delivery after an attempt (its claim released); ``endpoint_ok`` (it was
+        delivered): in the same step, its endpoint is failing no longer."""
         ...
 
     async def delivery(self, delivery_id: str) -> Delivery | None: ...

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 _IDLE_CHECK = 1.0  # seconds between looks for retries falling due
 _FAILED_STORE_PAUSE = 2.0
 _DEPTH_EVERY = 5.0  # seconds between counts of the outbox (for its gauge)
+# Seconds an endpoint read is used for (a change or a removal takes effect within it).
+ENDPOINT_FRESHNESS = 1.0
+_ENDPOINTS_KEPT = 10_000
+# Seconds a wake waits for more ends to come, so one claim takes several.
+_GATHER = 0.1
 # (delivery, attempt, outcome, start in ns since the epoch): telemetry of one attempt.
 AttemptObserver = Callable[[Delivery, Attempt, str, int], None]
 
@@ -77,6 +82,7 @@ class DeliveryWorker:
         self._lease = lease_seconds
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
         self._task: asyncio.Task[None] | None = None
         store.add_listener(self._on_event)
 
@@ -126,6 +132,8 @@ class DeliveryWorker:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                else:
+                    await asyncio.sleep(_GATHER)
 
     async def _send_due(self) -> float:
         """Start what is due; the seconds until more may be (0: look again at once)."""
@@ -163,8 +171,20 @@ class DeliveryWorker:
         finally:
             self._wake.set()
 
+    async def _endpoint(self, webhook_id: str) -> Endpoint | None:
+        """The endpoint as read at most ENDPOINT_FRESHNESS seconds ago."""
+        now = time.monotonic()
+        known = self._endpoints.get(webhook_id)
+        if known is not None and now - known[0] < ENDPOINT_FRESHNESS:
+            return known[1]
+        endpoint = await self._webhooks.endpoint(webhook_id)
+        if len(self._endpoints) > _ENDPOINTS_KEPT:
+            self._endpoints.clear()
+        self._endpoints[webhook_id] = (now, endpoint)
+        return endpoint
+
     async def _attempt(self, delivery: Delivery) -> None:
-        endpoint = await self._webhooks.endpoint(delivery.webhook_id)
+        endpoint = await self._endpoint(delivery.webhook_id)
         if endpoint is None or not endpoint.enabled:
             delivery.status = DeliveryStatus.FAILED
             delivery.last_error = (
@@ -206,9 +226,9 @@ class DeliveryWorker:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.delivered_at = now
             delivery.next_attempt_at = None
-            await self._webhooks.save_delivery(delivery)
-            # Always: another attempt to it may have failed since the endpoint was read.
-            await self._webhooks.endpoint_delivered(endpoint.id)
+            # The endpoint's failure record is cleared always: another attempt to it may
+            # have failed since it was read.
+            await self._webhooks.save_delivery(delivery, endpoint_ok=True)
             return "delivered"
         if attempt.gone:
             delivery.status = DeliveryStatus.FAILED
