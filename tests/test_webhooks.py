@@ -21,7 +21,9 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from rpa_gateway.security import new_key
+from rpa_gateway.store.sqlite import SqliteStore
 from rpa_gateway.webhooks.addresses import GuardedResolver, RefusedAddress, forbidden
+from rpa_gateway.webhooks.model import Delivery, DeliveryStatus
 from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
 from tests.fakes.webhook_receiver import WebhookReceiver
@@ -560,3 +562,29 @@ def test_an_address_allowed_when_registered_is_refused_once_the_setting_says_so(
     finally:
         strict.stop()
     assert "127.0.0.1 is a private" in attempted["last_error"] and not inbox.attempts
+
+
+def test_done_deliveries_go_with_retention_and_pending_ones_stay(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, list[str]]:
+        store = SqliteStore(tmp_path / "rpa-gateway.db")
+        hooks = store.webhooks
+        assert hooks is not None
+        old = time.time() - 100
+        for status in DeliveryStatus:
+            delivery = Delivery(
+                id=f"msg_{status.value}",
+                webhook_id="wh_1",
+                execution_id=None,
+                event_type="webhook.test",
+                event_at=old,
+                status=status,
+                created_at=old,
+                next_attempt_at=old + 1000,
+            )
+            await hooks.add_delivery(delivery)
+        purged = await hooks.purge(old + 10, 500)
+        left = [d.id for d in await hooks.deliveries("wh_1", None, None, 10)]
+        await store.close()
+        return purged, left
+
+    assert asyncio.run(scenario()) == (2, ["msg_pending"])
