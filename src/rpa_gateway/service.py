@@ -307,7 +307,8 @@ class ExecutionService:
             await self._store.request_cancel(execution_id)
             await self._store.notify(CANCEL, execution_id)
         try:
-            async with asyncio.timeout(self._cancel_wait):
+            wait = self._cancel_wait if execution.request.managed else _CANCEL_WAIT
+            async with asyncio.timeout(wait):
                 await self._until_finished(execution_id)
         except TimeoutError:
             log.warning("execution %s: cancel still in progress", execution_id)

@@ -98,6 +98,9 @@ class Supervisor:
         self._recorder: asyncio.Task[None] | None = None
         self._driven_by_owner: Counter[str] = Counter()
         self._creating: set[str] = set()  # executions whose create is under way
+        # Executions whose driver is cancelling them already (telling the backend): a
+        # second interruption would tell it twice.
+        self._cancelling: set[str] = set()
         # New executions recorded with create_started set, to be created by this process.
         self._create_recorded: set[str] = set()
         # Left to another process (lease lost, or handed over while draining): stop driving,
@@ -191,6 +194,7 @@ class Supervisor:
 
     def _forget(self, execution_id: str) -> None:
         self._started.discard(execution_id)
+        self._cancelling.discard(execution_id)
         self._create_recorded.discard(execution_id)
         self._abandoned.discard(execution_id)
         self._tasks.pop(execution_id, None)
@@ -218,7 +222,9 @@ class Supervisor:
             return
         driven.cancel_requested = True
         await self._save(driven)
-        if execution.id in self._started and execution.id not in self._creating:
+        # Its driver may have seen the flag during the save, and be telling the backend.
+        busy = self._creating | self._cancelling
+        if execution.id in self._started and execution.id not in busy:
             self._tasks[execution.id].cancel()
         # Not started yet: a task cancelled before its first step never runs its body, so
         # leave it be; _outcome sees the flag first thing.
@@ -289,6 +295,7 @@ class Supervisor:
                 # In memory only (nothing awaited here, so no cancel can slip in between):
                 # after a restart the platform is asked again and answers the same.
                 execution.cancel_requested = False
+                self._cancelling.discard(execution.id)
 
     async def _cancelled_anyway(self, execution: Execution, token: str) -> Outcome:
         """The caller's cancel ends the execution even when telling the backend fails."""
@@ -582,6 +589,7 @@ class Supervisor:
         self.abandon(execution_id)
 
     async def _timed_out(self, execution: Execution, token: str) -> Outcome:
+        self._cancelling.add(execution.id)
         reply = await self._cancel_upstream(execution, token)
         log.info("execution %s: deadline passed (upstream cancel: %s)", execution.id, reply.value)
         last = self._last_state.get(execution.id)
@@ -599,6 +607,7 @@ class Supervisor:
     async def _cancelled(self, execution: Execution, token: str) -> Outcome:
         """The end of a caller's cancel.  Raises _NotCancellable when the backend says the
         run cannot be cancelled."""
+        self._cancelling.add(execution.id)
         reply = await self._cancel_upstream(execution, token)
         log.info(
             "execution %s: cancelled by the caller (upstream cancel: %s)",
