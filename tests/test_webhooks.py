@@ -254,6 +254,9 @@ def test_deliveries_are_listed_and_sent_again_on_request(
         "delivered",
         204,
     )
+    other = register(hooks_gateway, caller, receiver.url(f"{name}-b")).json()["id"]
+    elsewhere = hook(hooks_gateway, caller, "POST", f"/{other}/deliveries/{delivery['id']}/retry")
+    assert elsewhere.status_code == 404, "a delivery is retried only through its own webhook"
     again = hook(hooks_gateway, caller, "POST", f"/{made['id']}/deliveries/{delivery['id']}/retry")
     assert again.status_code == 202
     wait_for(lambda: inbox.attempts[delivery["id"]] == 2, "the second send")

@@ -344,6 +344,15 @@ class Supervisor:
         except TimeoutError:
             if not deadline_scope.expired():
                 raise
+            if execution.id in self._cancelling:  # the platform was told to stop already
+                return Outcome(
+                    Status.CANCELLED,
+                    Code.CANCELLED,
+                    codes.cancelled_message(
+                        "cancelled by the caller; the stop is unconfirmed: the deadline came"
+                        " before the RPA platform confirmed the robot stopped"
+                    ),
+                )
             return await self._timed_out(execution, token)
 
     async def _start_run(self, execution: Execution, token: str) -> Outcome | None:

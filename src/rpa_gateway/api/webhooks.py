@@ -360,7 +360,7 @@ async def retry_delivery(
     status_code=202,
     response_model=Recovered,
     operation_id="recover_webhook_deliveries",
-    responses=errors(400, 401, 404, 413, 422, 501),
+    responses=errors(400, 401, 404, 409, 413, 422, 501),
     summary="Send again every failed delivery created since a time",
 )
 async def recover(request: Request, token: Caller, webhook_id: str, body: RecoverIn) -> Recovered:

@@ -57,6 +57,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_webhook
     ON deliveries (webhook_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (webhook_id, next_attempt_at)
+    WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_claimed ON deliveries (webhook_id)
     WHERE claim_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (created_at)
@@ -103,7 +105,7 @@ class SqliteWebhooks:
         self._db = db
         self._write_failed = write_failed
 
-    def _write(self, what: str, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    def _write(self, what: str, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> sqlite3.Cursor:
         try:
             with self._db:
                 return self._db.execute(sql, args)
@@ -220,21 +222,32 @@ class SqliteWebhooks:
     async def claim_due(
         self, holder: str, now: float, limit: int, lease_seconds: float, per_endpoint: int
     ) -> list[Delivery]:
-        # Each endpoint's share: what is claimed for it now counts against it, so one with
-        # a backlog never takes the turns of the others.
+        # Each endpoint's first due deliveries (an index seek each, however long a backlog),
+        # then its share: what is claimed for it now counts against it, so one with a
+        # backlog never takes the turns of the others.
         rows = self._write(
             "claim deliveries",
-            f"UPDATE deliveries SET claimed_by=?, claim_until=? WHERE id IN ("
-            " WITH due AS (SELECT id, webhook_id, next_attempt_at, ROW_NUMBER() OVER"
-            "  (PARTITION BY webhook_id ORDER BY next_attempt_at) AS turn FROM deliveries"
-            "  WHERE status='pending' AND next_attempt_at<=? AND"
-            "  (claim_until IS NULL OR claim_until<?)),"
+            "UPDATE deliveries SET claimed_by=:holder, claim_until=:until WHERE id IN ("
+            " WITH candidates AS (SELECT d.id, d.webhook_id, d.next_attempt_at"
+            "  FROM webhooks w JOIN deliveries d ON d.id IN (SELECT id FROM deliveries"
+            "   WHERE webhook_id=w.id AND status='pending' AND next_attempt_at<=:now"
+            "   AND (claim_until IS NULL OR claim_until<:now)"
+            "   ORDER BY next_attempt_at LIMIT :share)),"
+            " ranked AS (SELECT id, webhook_id, next_attempt_at, ROW_NUMBER() OVER"
+            "  (PARTITION BY webhook_id ORDER BY next_attempt_at) AS turn FROM candidates),"
             " held AS (SELECT webhook_id, count(*) AS n FROM deliveries"
-            "  WHERE claim_until IS NOT NULL AND claim_until>=? GROUP BY webhook_id)"
-            " SELECT due.id FROM due LEFT JOIN held USING (webhook_id)"
-            " WHERE due.turn + coalesce(held.n, 0) <= ? ORDER BY due.next_attempt_at LIMIT ?)"
+            "  WHERE claim_until IS NOT NULL AND claim_until>=:now GROUP BY webhook_id)"
+            " SELECT ranked.id FROM ranked LEFT JOIN held USING (webhook_id)"
+            " WHERE ranked.turn + coalesce(held.n, 0) <= :share"
+            " ORDER BY ranked.next_attempt_at LIMIT :limit)"
             f" RETURNING {_DELIVERY_COLUMNS}",
-            (holder, now + lease_seconds, now, now, now, per_endpoint, limit),
+            {
+                "holder": holder,
+                "until": now + lease_seconds,
+                "now": now,
+                "share": per_endpoint,
+                "limit": limit,
+            },
         ).fetchall()
         return sorted((_delivery(row) for row in rows), key=lambda d: d.next_attempt_at or 0)
 
@@ -320,7 +333,8 @@ class SqliteWebhooks:
         ).fetchone()
         if row is not None:
             return _delivery(row)
-        if await self.delivery(delivery_id) is not None:
+        existing = await self.delivery(delivery_id)
+        if existing is not None and existing.webhook_id == webhook_id:
             raise DeliveryBusy(delivery_id)
         return None
 

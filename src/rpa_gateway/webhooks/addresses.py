@@ -27,7 +27,7 @@ class RefusedAddress(OSError):
     """The name leads only to addresses webhooks may not reach."""
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
@@ -49,7 +49,7 @@ def _carried(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddres
     if not isinstance(ip, ipaddress.IPv6Address):
         return []
     carried = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
-    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+    if any(ip in prefix for prefix in _NAT64) or ip in _IPV4_COMPATIBLE:
         carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return [a for a in carried if a is not None]
 

@@ -190,7 +190,7 @@ class WebhookRegistry:
         return delivery
 
     async def recover(self, token: str, webhook_id: str, since: float, *, every_owner: bool) -> int:
-        await self.get(token, webhook_id, every_owner=every_owner)
+        await self._enabled(token, webhook_id, every_owner=every_owner)
         count = await self._webhooks.recover(webhook_id, since, time.time())
         self._wake_worker()
         return count

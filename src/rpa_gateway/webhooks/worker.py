@@ -83,6 +83,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
+        self._gather = False
         self._task: asyncio.Task[None] | None = None
         store.add_listener(self._on_event)
 
@@ -90,12 +91,14 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="webhook-deliveries")
 
     def wake(self) -> None:
+        """New deliveries were recorded: gather more for a moment, then claim them."""
+        self._gather = True
         self._wake.set()
 
     def _on_event(self, event: Event, execution: Execution) -> None:
         # An end, or a run the platform took (execution.started): deliveries may be due.
         if event.kind is EventKind.TERMINAL or "upstream_id" in event.data:
-            self._wake.set()
+            self.wake()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -132,7 +135,8 @@ class DeliveryWorker:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
-                else:
+                if self._gather:  # not for an attempt's end: its endpoint's turn is free
+                    self._gather = False
                     await asyncio.sleep(_GATHER)
 
     async def _send_due(self) -> float:
@@ -151,9 +155,9 @@ class DeliveryWorker:
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        # Claimed some: more may be due.  None (endpoints at their share): an attempt
-        # ending wakes the loop.
-        return 0 if claimed else _IDLE_CHECK
+        # As many as there was room for: more may be due.  Fewer (endpoints at their
+        # share): an attempt ending wakes the loop.
+        return 0 if len(claimed) == room else _IDLE_CHECK
 
     async def _count_outbox(self) -> None:
         now = time.monotonic()
@@ -251,5 +255,6 @@ class DeliveryWorker:
 
     async def _disable(self, endpoint: Endpoint, reason: str) -> None:
         await self._webhooks.disable_endpoint(endpoint.id, reason)
+        self._endpoints.pop(endpoint.id, None)
         host = urlsplit(endpoint.url).hostname  # not the URL: its query may hold a token
         log.warning("webhook %s (to %s) disabled: %s", endpoint.id, host, reason)
