@@ -34,6 +34,7 @@ from rpa_gateway.json_rules import decode_reply
 # After the run's process exits and its group is killed: time to read what is left in its
 # pipes, unless a process that left the group still holds them.
 _OUTPUT_GRACE = 2.0
+_GROUP_CHECK = 0.05  # seconds between looks for a stopped group's last process
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class LocalRun:
         self._result: JsonObject | None = None
         self._process: RunProcess | None = None
         self._stopping: TaskPhase | None = None
+        self._stopped = asyncio.Event()  # a stop's grace is over and the group killed
         self._last_progress_at = 0.0
         self._held_progress: Progress | None = None
 
@@ -84,7 +86,9 @@ class LocalRun:
         self._emit_final(TaskState(phase, phase.name, error=reason))
 
     async def stop(self, phase: TaskPhase) -> None:
-        """Ends the run: SIGTERM to its group, SIGKILL after the grace period."""
+        """Ends the run: SIGTERM to its group, SIGKILL after the grace period to whatever
+        of the group is left.  The leader dying at once (SIGTERM's default) does not end
+        the grace: the rest of the group gets it to clean up too."""
         if self.final is not None:
             return
         self._stopping = phase
@@ -94,10 +98,12 @@ class LocalRun:
         try:
             async with asyncio.timeout(self.kill_grace):
                 await asyncio.shield(self._process.exited)
+                await _group_gone(self._process.pid)
         except TimeoutError:
             pass
         _signal_group(self._process.pid, signal.SIGKILL)
         await asyncio.shield(self._process.exited)
+        self._stopped.set()
 
     async def run(self) -> None:
         try:
@@ -135,6 +141,8 @@ class LocalRun:
                 await asyncio.shield(process.exited)
         except TimeoutError:
             await self.stop(TaskPhase.TIMED_OUT)
+        if self._stopping is not None:  # the leader died of a stop: the group's grace runs
+            await self._stopped.wait()
         # Leave nothing of the group behind: this also closes the pipes a grandchild may
         # hold, so what is still in them is read to its end at once.
         _signal_group(process.pid, signal.SIGKILL)
@@ -287,6 +295,32 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
         stdin.write(data)
         await stdin.drain()
         stdin.close()
+
+
+async def _group_gone(pgid: int) -> None:
+    """Until no live process of the group is left (a zombie has nothing left to do: one
+    whose parent died waits for init to reap it, which may be never in a container)."""
+    while _group_alive(pgid):  # noqa: ASYNC110 - nothing signals a group's last exit
+        await asyncio.sleep(_GROUP_CHECK)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                # After the command's closing parenthesis: state, ppid, pgrp.
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
