@@ -21,6 +21,7 @@ from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, events, get
 from tests.redis_servers import RedisServer
 from tests.sse_client import exec_stream
+from tests.waiting import wait_for
 
 TOKEN_KEY = "mS4jW1cZr3bZk7pQvQyX0Gm8bYtq2w5hJb0c1d2e3f4"
 MANAGED_FIELDS = ("idempotency_key", "execution_timeout")
@@ -72,16 +73,6 @@ def queries(fake: FakeUpstream, run_ids: set[str]) -> list[str]:
 
 def execution_of(stream_ids: list[str]) -> str:
     return stream_ids[0].split(":")[0]
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def ended(base_url: str, execution_id: str, token: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -315,6 +306,11 @@ def test_params_beyond_the_platform_s_json_limits_are_refused_before_sending(
     assert creates(fake, pid) == []
     fits = create(managed_gateway.base_url, {"project_id": pid, "params": {"rows": [1]}}, caller)
     assert fits.status_code == 202
+    # The compat door: a client that reads only data lines sees the refusal, not a success.
+    body = {"project_id": pid, "sid": "s", "params": {"rows": [1, 2, 3, 4]}}
+    frame = exec_stream(managed_gateway.base_url, body, token=caller).terminal
+    assert frame["code"] == 55001 and "params.rows" in frame["message"]
+    assert len(creates(fake, pid)) == 1, "only the one that fits was sent"
 
 
 @pytest.mark.parametrize("refuses_unknown_fields", [False, True])

@@ -30,6 +30,7 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.gateway_process import GatewayProcess
 from tests.native_client import auth, create, get
 from tests.redis_servers import RedisServer
+from tests.waiting import wait_for
 
 # Receivers run on 127.0.0.1: these gateways may reach it (as a compose network would).
 ON_LOOPBACK = {
@@ -74,16 +75,6 @@ def hook(gateway: GatewayProcess, caller: str, method: str, path: str, **kw: Any
     return httpx.request(
         method, f"{gateway.base_url}/rpa/v1/webhooks{path}", headers=auth(caller), timeout=10, **kw
     )
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def start_many(gateway: GatewayProcess, caller: str, pid: str, count: int) -> list[str]:

@@ -23,8 +23,9 @@ from rpa_gateway.api.openapi_docs import (
     links_to_the_execution,
     native_stream,
 )
+from rpa_gateway.api.paging import page_after
 from rpa_gateway.api.views import ExecutionPage, ExecutionView
-from rpa_gateway.cursors import decode_cursor, encode_cursor
+from rpa_gateway.cursors import encode_cursor
 from rpa_gateway.event_stream import EventStreamResponse
 from rpa_gateway.executions import MAX_SEQ, Status, parse_seq
 from rpa_gateway.store.base import ListQuery
@@ -71,13 +72,7 @@ async def list_executions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> ExecutionPage:
-    before = None
-    if cursor:
-        before = decode_cursor(cursor)
-        if before is None:
-            raise RequestRejected(
-                400, "invalid_cursor", "cursor is not one this API returned", ["cursor"]
-            )
+    before = page_after(cursor)
     items = await components(request).executions.list_executions(
         token,
         ListQuery(owner="", status=status, project_id=project_id, limit=limit + 1, before=before),

@@ -13,7 +13,8 @@ from rpa_gateway.api.auth import Caller, is_admin
 from rpa_gateway.api.components import components
 from rpa_gateway.api.errors import RequestRejected
 from rpa_gateway.api.openapi_docs import errors
-from rpa_gateway.cursors import decode_cursor, encode_position
+from rpa_gateway.api.paging import page_after
+from rpa_gateway.cursors import encode_position
 from rpa_gateway.webhooks.model import Delivery, DeliveryStatus, Endpoint
 from rpa_gateway.webhooks.registry import (
     Changes,
@@ -312,13 +313,7 @@ async def list_deliveries(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeliveryPage:
-    before = None
-    if cursor:
-        before = decode_cursor(cursor)
-        if before is None:
-            raise RequestRejected(
-                400, "invalid_cursor", "cursor is not one this API returned", ["cursor"]
-            )
+    before = page_after(cursor)
     webhooks = registry(request)
     found = await _found(
         webhooks.deliveries(

@@ -21,46 +21,30 @@ SAFE_INTEGER = 2**53 - 1
 def check_params(params: Any, limits: JsonLimits) -> None:
     """Raise :class:`InvalidRequest` naming the first part of ``params`` the limits refuse."""
     size = len(json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > limits.max_bytes:
-        raise InvalidRequest(
-            f"params take {size} bytes as JSON; the RPA platform takes at most {limits.max_bytes}",
-            "params",
-        )
+    _bound("params", size, limits.max_bytes, "bytes as JSON")
     _check(params, "params", 0, limits)
 
 
-def _check(value: Any, where: str, depth: int, limits: JsonLimits) -> None:
-    if isinstance(value, dict | list) and depth > limits.max_depth:
+def _bound(where: str, found: int, most: int, unit: str) -> None:
+    if found > most:
         raise InvalidRequest(
-            f"{where} is nested {depth} deep; the RPA platform takes at most"
-            f" {limits.max_depth} levels",
-            where,
+            f"{where}: {found} {unit}; the RPA platform takes at most {most}", where
         )
+
+
+def _check(value: Any, where: str, depth: int, limits: JsonLimits) -> None:
+    if isinstance(value, dict | list):
+        _bound(where, depth, limits.max_depth, "levels deep")
     if isinstance(value, dict):
-        if len(value) > limits.max_object_properties:
-            raise InvalidRequest(
-                f"{where} has {len(value)} properties; the RPA platform takes at most"
-                f" {limits.max_object_properties}",
-                where,
-            )
+        _bound(where, len(value), limits.max_object_properties, "properties")
         for name, item in value.items():
             _check(item, f"{where}.{name}", depth + 1, limits)
     elif isinstance(value, list):
-        if len(value) > limits.max_array_items:
-            raise InvalidRequest(
-                f"{where} has {len(value)} items; the RPA platform takes at most"
-                f" {limits.max_array_items}",
-                where,
-            )
+        _bound(where, len(value), limits.max_array_items, "items")
         for index, item in enumerate(value):
             _check(item, f"{where}[{index}]", depth + 1, limits)
     elif isinstance(value, str):
-        if len(value) > limits.max_string_length:
-            raise InvalidRequest(
-                f"{where} is {len(value)} characters long; the RPA platform takes at most"
-                f" {limits.max_string_length}",
-                where,
-            )
+        _bound(where, len(value), limits.max_string_length, "characters")
     elif (
         isinstance(value, int | float)
         and not isinstance(value, bool)

@@ -10,10 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rpa_gateway.backends import legacy
 from rpa_gateway.backends.base import TaskPhase, TaskState
 from rpa_gateway.backends.replies import as_object
 from rpa_gateway.backends.run_times import run_seconds
-from rpa_gateway.executions import ExecutionRequest, JsonObject
+from rpa_gateway.executions import ExecutionRequest
 
 MAX_EXECUTION_TIMEOUT = 86_400  # seconds: the platform's bound for execution_timeout
 WORKING = frozenset({"accepted", "running"})
@@ -38,16 +39,9 @@ def execution_timeout(seconds_left: float) -> int:
 
 
 def create_body(execution_id: str, request: ExecutionRequest, seconds_left: float) -> str:
-    """The create's body as it is sent, every time (the platform fingerprints it)."""
-    body: JsonObject = {
-        "project_id": request.project_id,
-        "params": request.params,
-        "exec_position": request.exec_position,
-    }
-    if request.version is not None:
-        body["version"] = request.version
-    if request.phone_number:
-        body["phone_number"] = request.phone_number
+    """The create's body as it is sent, every time (the platform fingerprints it): the
+    legacy body and the two managed fields."""
+    body = legacy.create_body(request)
     body["idempotency_key"] = idempotency_key(execution_id)
     body["execution_timeout"] = execution_timeout(seconds_left)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
