@@ -9,7 +9,13 @@ from rpa_gateway.security import new_key
 from tests import gateway_process
 from tests.fakes.rpa_upstream import FakeUpstream
 from tests.gateway_process import GatewayProcess
-from tests.redis_servers import RedisServer
+from tests.redis_servers import (
+    RedisClusterNodes,
+    RedisServer,
+    cluster_servers,
+    standalone_server,
+)
+from tests.stores import PASSWORD, Stores
 
 # Short intervals so every scenario finishes in well under a second of polling.
 FAST = {
@@ -91,3 +97,37 @@ def no_gateway_left_running() -> Iterator[None]:
     yield
     for gateway in gateway_process.running - before:
         gateway.stop()
+
+
+# --- stores of every kind (tests/stores.py), for the store suites ---------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with standalone_server(tmp_path_factory.mktemp("redis"), password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    with cluster_servers(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+def _stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    if request.param == "redis":
+        return Stores(tmp_path, server=request.getfixturevalue("redis_server"))
+    if request.param == "cluster":
+        return Stores(tmp_path, cluster=request.getfixturevalue("redis_cluster"))
+    return Stores(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    return _stores(request, tmp_path)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    """Stores that several processes share (Redis)."""
+    return _stores(request, tmp_path)

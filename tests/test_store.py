@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,112 +45,12 @@ from rpa_gateway.store.hub import ChangeSubscription, MessageSubscription
 from rpa_gateway.store.redis import RedisStore
 from rpa_gateway.store.sqlite import SqliteStore
 from tests.redis_servers import (
-    RedisClusterNodes,
     RedisServer,
-    cluster_servers,
     standalone_server,
 )
+from tests.stores import PASSWORD, SCENARIO_TIMEOUT, Stores
 
-PASSWORD = "s3cret-pw"  # the standalone server asks for it: every test authenticates
-SCENARIO_TIMEOUT = 20.0  # a store that hangs fails its test instead of the suite
 WAIT = 5.0  # for what should come at once: an event, a notice
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with standalone_server(tmp_path_factory.mktemp("redis"), password=PASSWORD) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
-    with cluster_servers(tmp_path_factory.mktemp("redis-cluster")) as cluster:
-        yield cluster
-
-
-Scenario = Callable[..., Awaitable[None]]
-
-
-class Stores:
-    """Opens stores of one kind, inside the test's event loop, all on the same data."""
-
-    def __init__(
-        self,
-        tmp_path: Path,
-        server: RedisServer | None = None,
-        cluster: RedisClusterNodes | None = None,
-    ) -> None:
-        self.tmp_path = tmp_path
-        self.server = server
-        self.cluster = cluster
-        self.prefix = f"t{uuid.uuid4().hex[:12]}"
-
-    async def open(self, *, retention_seconds: float = 3600.0, holder: str = "") -> Store:
-        if self.server is not None:
-            return await RedisStore.connect(
-                self.server.addr,
-                password=PASSWORD,
-                prefix=self.prefix,
-                retention_seconds=retention_seconds,
-                holder=holder,
-            )
-        if self.cluster is not None:
-            return await RedisStore.connect(
-                cluster_seeds=self.cluster.seeds,
-                prefix=self.prefix,
-                retention_seconds=retention_seconds,
-                holder=holder,
-            )
-        return SqliteStore(self.tmp_path / "store.db")
-
-    def run(self, scenario: Scenario, *, instances: int = 1, **options: Any) -> None:
-        """``scenario(store, ...)`` with ``instances`` stores, as many processes would."""
-
-        async def main() -> None:
-            stores: list[Store] = []
-            try:
-                for _ in range(instances):
-                    stores.append(await self.open(**options))
-                async with asyncio.timeout(SCENARIO_TIMEOUT):
-                    await scenario(*stores)
-            finally:
-                for store in stores:
-                    await store.close()
-
-        asyncio.run(main())
-
-    def kill_pubsub(self) -> None:
-        """Drop every pub/sub connection, as a network blip or a failover does.
-
-        A synchronous client on purpose: the stores' event loop does not run until every
-        connection is gone, so no store can reconnect in between."""
-        nodes = self.cluster.nodes if self.cluster is not None else [self.server]
-        for node in nodes:
-            assert node is not None
-            client = node.client()
-            try:
-                client.client_kill_filter(_type="pubsub")
-            finally:
-                client.close()
-
-
-def _stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
-    if request.param == "redis":
-        return Stores(tmp_path, server=request.getfixturevalue("redis_server"))
-    if request.param == "cluster":
-        return Stores(tmp_path, cluster=request.getfixturevalue("redis_cluster"))
-    return Stores(tmp_path)
-
-
-@pytest.fixture(params=["sqlite", "redis", "cluster"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
-    return _stores(request, tmp_path)
-
-
-@pytest.fixture(params=["redis", "cluster"])
-def shared_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
-    """Stores that several processes share (Redis)."""
-    return _stores(request, tmp_path)
 
 
 # --- helpers -----------------------------------------------------------------------------

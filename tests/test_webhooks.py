@@ -257,7 +257,8 @@ def test_deliveries_are_listed_and_sent_again_on_request(
 def test_a_sigkill_in_mid_delivery_loses_no_delivery(
     start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
 ) -> None:
-    gateway = start_gateway(**ON_LOOPBACK, RPA_TOKEN_KEY=new_key())  # runs resume alone
+    # runs resume alone; claims lease for 2 x 10 + 5 s, longer than the wait below
+    gateway = start_gateway(**{**ON_LOOPBACK, "RPA_WEBHOOK_TIMEOUT": "10"}, RPA_TOKEN_KEY=new_key())
     caller, pid, name = key(), new_project_id(), f"kill-{uuid.uuid4().hex[:6]}"
     made = register(gateway, caller, receiver.url(name)).json()
     inbox = receiver.inbox(name, made["secret"], delay=1.0)  # attempts in flight at the kill
@@ -268,7 +269,7 @@ def test_a_sigkill_in_mid_delivery_loses_no_delivery(
     inbox.delay = 0.0
     restarted = GatewayProcess(gateway.env, gateway.workdir).start()
     try:
-        # Well within the claims' lease (35 s): what the killed process held is due at once.
+        # Well within the claims' lease (25 s): what the killed process held is due at once.
         wait_for(lambda: len(inbox.accepted) >= 100, "every delivery", timeout=20)
     finally:
         restarted.stop()
@@ -329,17 +330,58 @@ def test_a_name_re_pointed_at_the_metadata_address_is_not_reached() -> None:
         asyncio.run(resolve())
 
 
-def test_on_redis_the_webhook_routes_say_they_are_not_there_yet(
-    tmp_path: Path, start_gateway: GatewayFactory
+def delivered_by(gateway: GatewayProcess) -> float:
+    text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    lines = [line for line in text.splitlines() if line.startswith("rpa_webhook_deliveries_total")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'outcome="delivered"' in line)
+
+
+def test_two_replicas_on_redis_deliver_every_end_once(
+    tmp_path: Path, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
 ) -> None:
     (tmp_path / "redis").mkdir()
     redis = RedisServer(tmp_path / "redis").start()
+    caller, pid, name = key(), new_project_id(), f"pair-{uuid.uuid4().hex[:6]}"
     try:
-        gateway = start_gateway(REDIS_ADDR=redis.addr, RPA_TOKEN_KEY=new_key())
-        refused = register(gateway, key(), "https://example.com/x")
+        shared = {**ON_LOOPBACK, "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}
+        shared["RPA_PROMETHEUS_ENABLE"] = "true"
+        one, two = start_gateway(**shared), start_gateway(**shared)
+        secret = register(one, caller, receiver.url(name)).json()["secret"]
+        inbox = receiver.inbox(name, secret, fail_first=1)  # every first attempt: 500
+        fake.script(pid, steps=[{"status": "RUNNING"}, {"status": "COMPLETED", "result": {}}])
+        ids = start_many(one, caller, pid, 500) + start_many(two, caller, pid, 500)
+        wait_for(lambda: len(inbox.accepted) >= 1000, "every delivery", timeout=180)
+        by_each = (delivered_by(one), delivered_by(two))
     finally:
         redis.stop()
-    assert refused.status_code == 501 and "SQLite" in refused.json()["message"]
+    assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
+    assert inbox.unverified == 0
+    assert min(inbox.attempts.values()) >= 2, "first attempts were refused"
+    assert sum(by_each) >= 1000 and min(by_each) > 0, f"both replicas delivered: {by_each}"
+
+
+def test_on_redis_a_killed_replicas_deliveries_are_taken_over(
+    tmp_path: Path, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis").start()
+    caller, pid, name = key(), new_project_id(), f"takeover-{uuid.uuid4().hex[:6]}"
+    try:
+        shared = {**ON_LOOPBACK, "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}
+        shared |= {"RPA_WEBHOOK_TIMEOUT": "2", "RPA_LEASE_SECONDS": "2"}
+        doomed = start_gateway(**shared)
+        secret = register(doomed, caller, receiver.url(name)).json()["secret"]
+        inbox = receiver.inbox(name, secret, delay=1.0)  # attempts in flight at the kill
+        ids = start_many(doomed, caller, pid, 40)
+        wait_for(lambda: inbox.in_flight >= 8, "the replica's attempts in flight")
+        doomed.stop(signal.SIGKILL)
+        inbox.delay = 0.0
+        start_gateway(**shared)  # the survivor: it takes over the claims once they lapse
+        wait_for(lambda: len(inbox.accepted) >= 40, "every delivery", timeout=60)
+    finally:
+        redis.stop()
+    assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
+    assert max(inbox.attempts.values()) >= 2, "some were in flight at the kill: sent again"
 
 
 def test_attempts_are_counted_by_outcome_and_timed(

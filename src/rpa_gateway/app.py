@@ -119,10 +119,8 @@ def warn_without_projects(folder: Path, backend: Backend) -> None:
 
 def build_webhooks(
     settings: Settings, store: Store, vault: TokenVault, holder: str, telemetry: Telemetry
-) -> tuple[DeliveryWorker | None, WebhookRegistry | None]:
-    """The delivery worker and the registry the API calls, on a store that keeps webhooks."""
-    if store.webhooks is None:
-        return None, None
+) -> tuple[DeliveryWorker, WebhookRegistry]:
+    """The delivery worker and the registry the API calls."""
     sender = Sender(
         timeout=settings.rpa_webhook_timeout,
         allow_private=settings.rpa_webhook_allow_private,
@@ -140,7 +138,9 @@ def build_webhooks(
         sender,
         policy,
         holder=holder,
-        lease_seconds=settings.rpa_webhook_timeout + 30,  # an attempt takes at most the first
+        # An attempt takes at most the timeout (and its recording a moment): a dead
+        # replica's claims are due again soon after.
+        lease_seconds=2 * settings.rpa_webhook_timeout + 5,
         render=lambda execution: ExecutionView.of(execution).model_dump(mode="json"),
         observe=telemetry.webhook_attempt,
         outbox_depth=telemetry.count_outbox,
@@ -313,8 +313,7 @@ def create_app(settings: Settings) -> FastAPI:
                 resumed,
                 waiting,
             )
-        if deliveries is not None:
-            deliveries.start()
+        deliveries.start()
         background = [
             asyncio.create_task(
                 run_housekeeping(
@@ -348,8 +347,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task  # a loop that died has logged why; shut down all the same
             driven = supervisor.driven()
             await _bounded("stopping the supervisor", supervisor.stop())
-            if deliveries is not None:
-                await _bounded("stopping webhook deliveries", deliveries.stop())
+            await _bounded("stopping webhook deliveries", deliveries.stop())
             with contextlib.suppress(Exception):  # sync logs store faults; nothing stops shutdown
                 await _bounded("keeping what was learned", schedules.sync())
             with contextlib.suppress(StoreError):

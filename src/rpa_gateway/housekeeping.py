@@ -25,12 +25,11 @@ async def sweep(store: Store, executions: ExecutionService, retention: float) ->
             purged += deleted
             if deleted < PURGE_BATCH:
                 break
-        if store.webhooks is not None:  # deliveries done (or failed) as long ago go too
-            while True:
-                deleted = await store.webhooks.purge(now - retention, PURGE_BATCH)
-                if deleted < PURGE_BATCH:
-                    break
-                await asyncio.sleep(0)  # the store answers without yielding: let others in
+        while True:  # deliveries done (or failed) as long ago go too
+            deleted = await store.webhooks.purge(now - retention, PURGE_BATCH)
+            if deleted < PURGE_BATCH:
+                break
+            await asyncio.sleep(0)  # the store answers without yielding: let others in
     expired = await executions.expire_waiting(now)
     await store.purge_mcp_sessions(now)
     return purged, expired

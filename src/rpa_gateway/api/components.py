@@ -26,7 +26,7 @@ class Components:
     telemetry: Telemetry
     pings: PingSweep
     backend: Backend
-    webhooks: WebhookRegistry | None = None  # None: the store keeps no webhooks
+    webhooks: WebhookRegistry
 
 
 def components(request: Request) -> Components:

@@ -81,8 +81,8 @@ class ListQuery:
 
 
 class Store(Protocol):
-    # Webhook endpoints and deliveries; None where this store does not keep them yet.
-    webhooks: WebhookStore | None
+    # Webhook endpoints and deliveries.
+    webhooks: WebhookStore
 
     async def create(
         self,

@@ -86,6 +86,13 @@ from rpa_gateway.store.base import (
 )
 from rpa_gateway.store.hub import ChangeSubscription, Hub, Listener, MessageSubscription
 from rpa_gateway.store.redis_subscriber import Subscriber, SubscriberError
+from rpa_gateway.store.redis_webhooks import (
+    FANOUT_LUA,
+    RedisWebhooks,
+    fan_out_call,
+    webhook_keys,
+)
+from rpa_gateway.webhooks import model as webhook_events
 from rpa_gateway.webhooks.store import WebhookStore
 
 log = logging.getLogger(__name__)
@@ -127,10 +134,15 @@ redis.call('PUBLISH', ARGV[11], ARGV[12])
 return 1
 """
 
+# Webhooks (_APPEND's ARGV[7..13], _FINISH's ARGV[13..17]): on one server ('1') the event's
+# deliveries are written in the same script (redis_webhooks.FANOUT_LUA), so no crash keeps
+# the event without them; a cluster writes them right after (see finish()).
 # Fencing (in _APPEND, _FINISH, _SAVE): with a holder given (ARGV[6], ARGV[11], ARGV[1]),
 # a write is refused (-1) while another holds the lease (the last key): a process past its
 # lease, whose execution another took over, cannot write it any more.
-_APPEND = """
+_APPEND = (
+    FANOUT_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
   return 0
 end
@@ -139,18 +151,24 @@ if ARGV[6] ~= '' then
   if holder and holder ~= ARGV[6] then return -1 end
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 14))
+if ARGV[7] == '1' then
+  fanout(ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[13])
+end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[1] .. '}')
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return seq
 """
+)
 
 # ARGV[1]: the terminal event as stored (without the result, which the record holds),
 # ARGV[12] as published (with it).  ARGV[4]: retention in milliseconds, '0' to keep the
 # execution forever.  ARGV[5]: on one
 # server the indexes are tidied here too ('1'; '2' also the idempotency key KEYS[6]): the
 # id ARGV[6] leaves KEYS[4] (unfinished), ARGV[7] enters KEYS[5] (finished) at ARGV[8].
-_FINISH = """
+_FINISH = (
+    FANOUT_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
   return 0
 end
@@ -159,7 +177,7 @@ if ARGV[11] ~= '' then
   if holder and holder ~= ARGV[11] then return -1 end
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 13))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 18))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -172,10 +190,14 @@ if ARGV[5] ~= '0' then
     if ARGV[5] == '2' then redis.call('PEXPIRE', KEYS[6], ARGV[4]) end
   end
 end
+if ARGV[13] == '1' then
+  fanout(ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[6], ARGV[8], ARGV[8])
+end
 redis.call('PUBLISH', ARGV[3], ARGV[2] .. seq .. ',"ev":' .. ARGV[12] .. '}')
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return seq
 """
+)
 
 _SAVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -363,8 +385,8 @@ class RedisStore:
         holder: str = "",
     ) -> None:
         self._client = client
-        # Webhooks are kept by the SQLite store only, so far (see README, Webhooks).
-        self.webhooks: WebhookStore | None = None
+        self._webhook_keys = webhook_keys(prefix)
+        self.webhooks: WebhookStore = RedisWebhooks(self._script, prefix)
         # This process's lease holder id: its writes of an execution are refused while
         # another process holds the execution's lease (fencing); "": unfenced (tools).
         self._holder = holder
@@ -645,8 +667,14 @@ class RedisStore:
         args = [stored, self._message_head(execution.id), self._keys.live(execution.id)]
         args += self._change(execution, kind, data, now)
         args.append(self._holder)
+        started = kind is EventKind.STATE and "upstream_id" in data  # the platform took it
+        args += self._fan_out_args(execution, webhook_events.STARTED, started, now)
+        args.append(execution.id)
+        args.append(repr(now))
         async with self._redis("append event"):
             seq = int(await self._eval(_APPEND, keys, [*args, *_pairs(fields)]))
+            if seq > 0 and started and not self._one_server:
+                await self._fan_out_apart(execution, webhook_events.STARTED, now)
         if seq < 0:
             raise self._fenced(execution.id)
         if not seq:
@@ -692,10 +720,16 @@ class RedisStore:
         args += [tidy, execution.id, member, repr(now)]
         args += self._change(execution, EventKind.TERMINAL, data, now)
         args += [self._holder, _event_json(EventKind.TERMINAL, data, now)]
+        event_type = webhook_events.terminal_event(outcome.status)
+        args += self._fan_out_args(execution, event_type, True, now)
         keys.append(self._keys.lease(execution.id))  # the last key (see _FINISH)
         async with self._redis("finish execution"):
             seq = int(await self._eval(_FINISH, keys, [*args, *_pairs(fields)]))
-            if seq > 0 and not self._one_server:
+            # A cluster: the deliveries, then the indexes.  Until both are written the
+            # execution stays in the unfinished index, whose sweep fans out what a crash
+            # (or a failure) left (see _fan_out_late).
+            tidy_apart = seq > 0 and not self._one_server
+            if tidy_apart and await self._fan_out_apart(execution, event_type, now):
                 await self._tidy_finished(execution, member)
         if seq > 0:
             await self._count_bytes(execution.owner, grown)
@@ -712,6 +746,42 @@ class RedisStore:
         if announce:
             self._hub.publish(event, execution)
         return event
+
+    def _fan_out_args(
+        self, execution: Execution, event_type: str, wanted: bool, now: float
+    ) -> list[str]:
+        """A script's webhook arguments: on one server, the deliveries are its own."""
+        fan_out = wanted and self._one_server
+        return [
+            "1" if fan_out else "0",
+            self._webhook_keys,
+            execution.owner,
+            execution.request.project_id,
+            event_type,
+        ]
+
+    async def _fan_out_apart(self, execution: Execution, event_type: str, event_at: float) -> bool:
+        """A cluster's deliveries of an event stored already (inside a ``_redis`` block);
+        False when they could not be written now."""
+        call = fan_out_call(
+            self._webhook_keys,
+            execution.owner,
+            execution.request.project_id,
+            execution.id,
+            event_type,
+            event_at,
+            time.time(),
+        )
+        try:
+            await self._eval(*call)
+        except _REDIS_ERRORS as exc:
+            log.warning(
+                "execution %s: its webhook deliveries are recorded later: %s",
+                execution.id,
+                self._describe(exc),
+            )
+            return False
+        return True
 
     async def _tidy_finished(self, execution: Execution, member: str) -> None:
         """The indexes, after the end is stored.  A crash (or failure) before this leaves
@@ -822,11 +892,21 @@ class RedisStore:
             page = rows[start : start + _PAGE]
             executions = await self._load([execution_id for execution_id, _ in page])
             for (execution_id, created_at), execution in zip(page, executions, strict=True):
-                if execution is not None and execution.finished_at is None:
+                if execution is None:
+                    if _abandoned(created_at):
+                        stale.append(execution_id)
+                elif execution.finished_at is None:
                     found.append(execution)
-                elif execution is not None or _abandoned(created_at):
+                elif self._one_server or await self._fan_out_late(execution):
                     stale.append(execution_id)
         return found, stale
+
+    async def _fan_out_late(self, execution: Execution) -> bool:
+        """A cluster's sweep: an end whose deliveries a crash between its two writes may
+        have cut off (written once, whatever came before: a delivery's id is its event's)."""
+        assert execution.finished_at is not None
+        event_type = webhook_events.terminal_event(execution.status)
+        return await self._fan_out_apart(execution, event_type, execution.finished_at)
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
         key = self._keys.every if query.owner is None else self._keys.owner(query.owner)
@@ -1359,6 +1439,12 @@ class RedisStore:
         await self._client.aclose()
 
     # --- Redis calls -----------------------------------------------------------
+    async def _script(
+        self, what: str, script: str, keys: Sequence[str], args: Sequence[str | bytes]
+    ) -> Any:
+        async with self._redis(what):
+            return await self._eval(script, keys, args)
+
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         try:
             return await self._client.evalsha(_sha(script), len(keys), *keys, *args)

@@ -193,9 +193,7 @@ class SqliteStore:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
-        self.webhooks: WebhookStore | None = webhook_tables.SqliteWebhooks(
-            self._db, self._write_failed
-        )
+        self.webhooks: WebhookStore = webhook_tables.SqliteWebhooks(self._db, self._write_failed)
 
     def _bound(self, max_bytes: int) -> None:
         """The database and its WAL together within ``max_bytes``: a quarter is kept for the
