@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -16,6 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import GatewayFactory
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.gateway_process import GatewayProcess
 from tests.native_client import start_execution
 from tests.nginx_proxy import NginxProxy
@@ -211,3 +213,53 @@ def test_the_monitor_works_through_nginx(
         until(browser, lambda: row_status(browser, counting) == "SUCCEEDED")
     finally:
         proxy.stop()
+
+
+def webhook_health(browser: WebDriver) -> dict[str, str]:
+    found = browser.execute_script(
+        "return [...document.querySelectorAll('#webhook-table tbody tr')]"
+        ".map((row) => [row.dataset.id, row.dataset.health, row.textContent]);"
+    )
+    return {str(row[0]): f"{row[1]}|{row[2]}" for row in found}
+
+
+def test_each_webhook_endpoints_health_is_shown(
+    start_gateway: GatewayFactory, browser: WebDriver
+) -> None:
+    receiver = WebhookReceiver().start()
+    try:
+        gateway = start_gateway(
+            upstream=False,
+            RPA_BACKEND="local",
+            RPA_PROJECTS_DIR=str(EXAMPLES),
+            RPA_WEBHOOK_ALLOW_PRIVATE="true",
+            RPA_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
+            RPA_WEBHOOK_RETRY_SCHEDULE="30",
+        )
+        made = {}
+        scripts = {"fine": {}, "failing": {"fail_first": 99}, "gone": {"gone": True}}
+        for name, script in scripts.items():
+            reply = httpx.post(
+                f"{gateway.base_url}/rpa/v1/webhooks",
+                json={"url": receiver.url(name)},
+                headers={"Authorization": "Bearer carol"},
+                timeout=10,
+            )
+            made[name] = reply.json()["id"]
+            receiver.inbox(name, reply.json()["secret"], **script)
+        start(gateway, "carol", "hello", {"name": "Ada"})
+        sign_in(browser, gateway.base_url, "carol")
+        expected = {made["fine"]: "healthy", made["failing"]: "failing", made["gone"]: "disabled"}
+
+        def shown() -> bool:
+            health = webhook_health(browser)
+            return {k: v.split("|")[0] for k, v in health.items()} == expected
+
+        until(browser, shown, within=20.0)
+        rows = webhook_health(browser)
+        assert "410" in rows[made["gone"]] and "HTTP 500" in rows[made["failing"]]
+        assert "delivered (HTTP 204)" in rows[made["fine"]]
+        assert "/hook/" not in "".join(rows.values()), "the host only, never the whole URL"
+        screenshot(browser, "monitor-webhooks.png")
+    finally:
+        receiver.stop()

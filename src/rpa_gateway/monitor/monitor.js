@@ -412,6 +412,80 @@ async function cancelShown() {
   refreshView(detail);
 }
 
+// --- webhooks: each endpoint's health ------------------------------------------------
+const WEBHOOKS_EVERY_MS = 5000;
+
+function webhookHealth(hook) {
+  if (!hook.enabled) {
+    return ["disabled", hook.disabled_reason ? `disabled: ${hook.disabled_reason}` : "disabled"];
+  }
+  if (hook.failing_since) {
+    return ["failing", `failing since ${new Date(hook.failing_since).toLocaleString()}`];
+  }
+  return ["healthy", "healthy"];
+}
+
+function lastDelivery(delivery) {
+  if (!delivery) return "none yet";
+  const reply = delivery.last_status ? `HTTP ${delivery.last_status}` : delivery.last_error || "no reply";
+  const when = delivery.last_attempt_at ? new Date(delivery.last_attempt_at).toLocaleTimeString() : "";
+  if (delivery.status === "pending" && !delivery.attempts) return `${delivery.event_type}: waiting`;
+  return `${delivery.event_type}: ${delivery.status} (${reply}) ${when}`.trim();
+}
+
+async function renderWebhooks(session) {
+  const response = await api("/rpa/v1/webhooks");
+  if (!response.ok || session !== state.session) return;
+  const hooks = (await response.json()).items;
+  const lasts = await Promise.all(
+    hooks.map(async (hook) => {
+      const page = await api(`/rpa/v1/webhooks/${encodeURIComponent(hook.id)}/deliveries?limit=1`);
+      return page.ok ? (await page.json()).items[0] : undefined;
+    }),
+  );
+  if (session !== state.session) return;
+  const rows = hooks.map((hook, i) => {
+    const [health, text] = webhookHealth(hook);
+    const row = document.createElement("tr");
+    row.dataset.id = hook.id;
+    row.dataset.health = health;
+    let host = "";
+    try {
+      host = new URL(hook.url).host; // not the whole URL: its query may hold a token
+    } catch {
+      host = "?";
+    }
+    const cells = [
+      [text, `health h-${health}`],
+      [host, "host"],
+      [hook.events.join(", "), "events"],
+      [hook.project_id || "all", "project"],
+      [lastDelivery(lasts[i]), "last"],
+      [hook.id, "id"],
+    ];
+    for (const [value, cls] of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      cell.className = cls;
+      row.append(cell);
+    }
+    return row;
+  });
+  $("#webhook-table tbody").replaceChildren(...rows);
+  $("#webhooks").hidden = rows.length === 0;
+}
+
+async function followWebhooks(session) {
+  while (session === state.session) {
+    try {
+      await renderWebhooks(session);
+    } catch (error) {
+      if (error instanceof Unauthorized) return;
+    }
+    await sleep(WEBHOOKS_EVERY_MS);
+  }
+}
+
 // --- session ----------------------------------------------------------------------
 async function signIn(session) {
   $("#sign-in").hidden = true;
@@ -428,6 +502,7 @@ async function signIn(session) {
     followFeed(session, opened);
     await Promise.race([following, sleep(5000)]);
     await loadList(session);
+    followWebhooks(session);
   } catch (error) {
     if (error instanceof Unauthorized) signOut(error.message);
   }
@@ -444,6 +519,8 @@ function signOut(message) {
   $("#sign-out").hidden = true;
   $("#sign-in").hidden = false;
   $("#executions tbody").replaceChildren();
+  $("#webhook-table tbody").replaceChildren();
+  $("#webhooks").hidden = true;
   setConnection("signed out", "off");
   const error = $("#sign-in-error");
   error.hidden = !message;
