@@ -6,6 +6,7 @@ that stores the event (``SqliteStore.finish``): no crash can keep one without th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -104,6 +105,7 @@ class SqliteWebhooks:
     ) -> None:
         self._db = db
         self._write_failed = write_failed
+        self._to_save: list[tuple[Delivery, bool, asyncio.Future[None]]] = []
 
     def _write(self, what: str, sql: str, args: tuple[Any, ...] | dict[str, Any]) -> sqlite3.Cursor:
         try:
@@ -261,18 +263,37 @@ class SqliteWebhooks:
         return cursor.rowcount
 
     async def save_delivery(self, delivery: Delivery, *, endpoint_ok: bool = False) -> None:
+        # Group commit: the attempts that end in one turn of the loop (replies to one
+        # claim come together) are written in one transaction, most of whose cost is the
+        # index pages it writes whatever the rows.
+        if not self._to_save:
+            asyncio.get_running_loop().call_soon(self._save_all)
+        saved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_save.append((delivery, endpoint_ok, saved))
+        await saved
+
+    def _save_all(self) -> None:
+        batch, self._to_save = self._to_save, []
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._save_delivery(delivery)
-                if endpoint_ok:
-                    self._db.execute(
-                        "UPDATE webhooks SET failing_since=NULL"
-                        " WHERE id=? AND failing_since IS NOT NULL",
-                        (delivery.webhook_id,),
-                    )
+                for delivery, endpoint_ok, _ in batch:
+                    self._save_delivery(delivery)
+                    if endpoint_ok:
+                        self._db.execute(
+                            "UPDATE webhooks SET failing_since=NULL"
+                            " WHERE id=? AND failing_since IS NOT NULL",
+                            (delivery.webhook_id,),
+                        )
         except sqlite3.Error as exc:
-            raise self._write_failed("record a delivery", exc) from exc
+            failure = self._write_failed("record a delivery", exc)
+            for _, _, saved in batch:
+                if not saved.done():
+                    saved.set_exception(failure)
+            return
+        for _, _, saved in batch:
+            if not saved.done():
+                saved.set_result(None)
 
     def _save_delivery(self, delivery: Delivery) -> None:
         self._db.execute(

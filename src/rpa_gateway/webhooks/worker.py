@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -20,7 +21,13 @@ from urllib.parse import urlsplit
 from rpa_gateway.executions import Event, EventKind, Execution, JsonObject
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.webhooks import payload
-from rpa_gateway.webhooks.model import Attempt, Delivery, DeliveryStatus, Endpoint
+from rpa_gateway.webhooks.model import (
+    TERMINAL_EVENTS,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+)
 from rpa_gateway.webhooks.sender import Sender
 from rpa_gateway.webhooks.signing import signed_headers
 from rpa_gateway.webhooks.store import WebhookStore
@@ -35,6 +42,10 @@ ENDPOINT_FRESHNESS = 1.0
 _ENDPOINTS_KEPT = 10_000
 # Seconds a wake waits for more ends to come, so one claim takes several.
 _GATHER = 0.1
+# Executions that just ended, kept for the bodies of their deliveries (attempted within a
+# moment as a rule) so they are not read back: at most so many, for so long.
+_ENDED_KEPT = 64
+_ENDED_SECONDS = 5.0
 # (delivery, attempt, outcome, start in ns since the epoch): telemetry of one attempt.
 AttemptObserver = Callable[[Delivery, Attempt, str, int], None]
 
@@ -83,7 +94,12 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
+        self._ended: OrderedDict[str, tuple[float, Execution]] = OrderedDict()
         self._gather = False
+        # Due deliveries were left unclaimed (their endpoints at their share): an attempt's
+        # end frees a turn, so it wakes the loop.  Otherwise ends do not: a claim per end
+        # was most of what a delivery cost.
+        self._held_back = False
         self._task: asyncio.Task[None] | None = None
         store.add_listener(self._on_event)
 
@@ -97,7 +113,14 @@ class DeliveryWorker:
 
     def _on_event(self, event: Event, execution: Execution) -> None:
         # An end, or a run the platform took (execution.started): deliveries may be due.
-        if event.kind is EventKind.TERMINAL or "upstream_id" in event.data:
+        if event.kind is EventKind.TERMINAL:
+            now = time.monotonic()
+            ended = self._ended
+            ended[execution.id] = (now, execution)
+            while len(ended) > _ENDED_KEPT or next(iter(ended.values()))[0] < now - _ENDED_SECONDS:
+                ended.popitem(last=False)
+            self.wake()
+        elif "upstream_id" in event.data:
             self.wake()
 
     async def stop(self) -> None:
@@ -147,10 +170,16 @@ class DeliveryWorker:
             return min(_IDLE_CHECK, due - now) if due is not None else _IDLE_CHECK
         room = self._policy.max_in_flight - len(self._in_flight)
         if room <= 0:
+            self._held_back = True
             return _IDLE_CHECK  # a finishing attempt wakes the loop
         claimed = await self._webhooks.claim_due(
             self._holder, now, room, self._lease, self._policy.max_per_endpoint
         )
+        if len(claimed) < room:
+            left = await self._webhooks.next_due(now)
+            self._held_back = left is not None and left <= now
+        else:
+            self._held_back = True
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
             self._in_flight.add(task)
@@ -173,13 +202,15 @@ class DeliveryWorker:
         except Exception:
             log.exception("webhook delivery %s failed inside the service", delivery.id)
         finally:
-            self._wake.set()
+            # A retry scheduled: the loop times its next look by it.
+            if self._held_back or delivery.status is DeliveryStatus.PENDING:
+                self._wake.set()
 
-    async def _endpoint(self, webhook_id: str) -> Endpoint | None:
-        """The endpoint as read at most ENDPOINT_FRESHNESS seconds ago."""
+    async def _endpoint(self, webhook_id: str, *, fresh: bool = False) -> Endpoint | None:
+        """The endpoint as read at most ENDPOINT_FRESHNESS seconds ago (``fresh``: now)."""
         now = time.monotonic()
         known = self._endpoints.get(webhook_id)
-        if known is not None and now - known[0] < ENDPOINT_FRESHNESS:
+        if known is not None and now - known[0] < ENDPOINT_FRESHNESS and not fresh:
             return known[1]
         endpoint = await self._webhooks.endpoint(webhook_id)
         if len(self._endpoints) > _ENDPOINTS_KEPT:
@@ -189,6 +220,8 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: Delivery) -> None:
         endpoint = await self._endpoint(delivery.webhook_id)
+        if endpoint is None or not endpoint.enabled:  # as read: it may be back since
+            endpoint = await self._endpoint(delivery.webhook_id, fresh=True)
         if endpoint is None or not endpoint.enabled:
             delivery.status = DeliveryStatus.FAILED
             delivery.last_error = (
@@ -208,7 +241,11 @@ class DeliveryWorker:
     async def _body(self, delivery: Delivery) -> bytes:
         execution = None
         if delivery.execution_id is not None:
-            execution = await self._store.get(delivery.execution_id)
+            known = self._ended.get(delivery.execution_id)
+            if known is not None and delivery.event_type in TERMINAL_EVENTS:
+                execution = known[1]
+            else:
+                execution = await self._store.get(delivery.execution_id)
         return payload.body(
             delivery.event_type,
             delivery.event_at,
