@@ -336,24 +336,32 @@ def delivered_by(gateway: GatewayProcess) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'outcome="delivered"' in line)
 
 
-def test_two_replicas_on_redis_deliver_every_end_once(
-    tmp_path: Path, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
-) -> None:
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own."""
     (tmp_path / "redis").mkdir()
-    redis = RedisServer(tmp_path / "redis").start()
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def on_redis(redis: RedisServer, **env: str) -> dict[str, str]:
+    """Settings for replicas sharing ``redis``."""
+    return {**ON_LOOPBACK, "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key(), **env}
+
+
+def test_two_replicas_on_redis_deliver_every_end_once(
+    redis: RedisServer, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+) -> None:
     caller, pid, name = key(), new_project_id(), f"pair-{uuid.uuid4().hex[:6]}"
-    try:
-        shared = {**ON_LOOPBACK, "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}
-        shared["RPA_PROMETHEUS_ENABLE"] = "true"
-        one, two = start_gateway(**shared), start_gateway(**shared)
-        secret = register(one, caller, receiver.url(name)).json()["secret"]
-        inbox = receiver.inbox(name, secret, fail_first=1)  # every first attempt: 500
-        fake.script(pid, steps=[{"status": "RUNNING"}, {"status": "COMPLETED", "result": {}}])
-        ids = start_many(one, caller, pid, 500) + start_many(two, caller, pid, 500)
-        wait_for(lambda: len(inbox.accepted) >= 1000, "every delivery", timeout=180)
-        by_each = (delivered_by(one), delivered_by(two))
-    finally:
-        redis.stop()
+    shared = on_redis(redis, RPA_PROMETHEUS_ENABLE="true")
+    one, two = start_gateway(**shared), start_gateway(**shared)
+    secret = register(one, caller, receiver.url(name)).json()["secret"]
+    inbox = receiver.inbox(name, secret, fail_first=1)  # every first attempt: 500
+    fake.script(pid, steps=[{"status": "RUNNING"}, {"status": "COMPLETED", "result": {}}])
+    ids = start_many(one, caller, pid, 500) + start_many(two, caller, pid, 500)
+    wait_for(lambda: len(inbox.accepted) >= 1000, "every delivery", timeout=180)
+    by_each = (delivered_by(one), delivered_by(two))
     assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
     assert inbox.unverified == 0
     assert min(inbox.attempts.values()) >= 2, "first attempts were refused"
@@ -361,25 +369,19 @@ def test_two_replicas_on_redis_deliver_every_end_once(
 
 
 def test_on_redis_a_killed_replicas_deliveries_are_taken_over(
-    tmp_path: Path, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
+    redis: RedisServer, start_gateway: GatewayFactory, fake: FakeUpstream, receiver: WebhookReceiver
 ) -> None:
-    (tmp_path / "redis").mkdir()
-    redis = RedisServer(tmp_path / "redis").start()
     caller, pid, name = key(), new_project_id(), f"takeover-{uuid.uuid4().hex[:6]}"
-    try:
-        shared = {**ON_LOOPBACK, "REDIS_ADDR": redis.addr, "RPA_TOKEN_KEY": new_key()}
-        shared |= {"RPA_WEBHOOK_TIMEOUT": "2", "RPA_LEASE_SECONDS": "2"}
-        doomed = start_gateway(**shared)
-        secret = register(doomed, caller, receiver.url(name)).json()["secret"]
-        inbox = receiver.inbox(name, secret, delay=1.0)  # attempts in flight at the kill
-        ids = start_many(doomed, caller, pid, 40)
-        wait_for(lambda: inbox.in_flight >= 8, "the replica's attempts in flight")
-        doomed.stop(signal.SIGKILL)
-        inbox.delay = 0.0
-        start_gateway(**shared)  # the survivor: it takes over the claims once they lapse
-        wait_for(lambda: len(inbox.accepted) >= 40, "every delivery", timeout=60)
-    finally:
-        redis.stop()
+    shared = on_redis(redis, RPA_WEBHOOK_TIMEOUT="2", RPA_LEASE_SECONDS="2")
+    doomed = start_gateway(**shared)
+    secret = register(doomed, caller, receiver.url(name)).json()["secret"]
+    inbox = receiver.inbox(name, secret, delay=1.0)  # attempts in flight at the kill
+    ids = start_many(doomed, caller, pid, 40)
+    wait_for(lambda: inbox.in_flight >= 8, "the replica's attempts in flight")
+    doomed.stop(signal.SIGKILL)
+    inbox.delay = 0.0
+    start_gateway(**shared)  # the survivor: it takes over the claims once they lapse
+    wait_for(lambda: len(inbox.accepted) >= 40, "every delivery", timeout=60)
     assert sorted(m["data"]["id"] for m in inbox.accepted.values()) == sorted(ids)
     assert max(inbox.attempts.values()) >= 2, "some were in flight at the kill: sent again"
 

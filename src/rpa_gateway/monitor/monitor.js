@@ -162,6 +162,16 @@ function duration(item, now) {
   return Math.max(0, end - item.created_at);
 }
 
+// Cells as text (never markup: what they show comes from callers), each with its class.
+function appendCells(row, cells) {
+  for (const [text, cls] of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    cell.className = cls;
+    row.append(cell);
+  }
+}
+
 function renderList() {
   const status = $("#filter-status").value;
   const project = $("#filter-project").value;
@@ -188,12 +198,7 @@ function renderList() {
       [item.code === undefined || item.code === null ? "" : String(item.code), "code"],
       [item.id, "id"],
     ];
-    for (const [text, cls] of cells) {
-      const cell = document.createElement("td");
-      cell.textContent = text;
-      cell.className = cls;
-      row.append(cell);
-    }
+    appendCells(row, cells);
     row.addEventListener("click", () => openDetail(item.id));
     rows.push(row);
   }
@@ -463,12 +468,7 @@ async function renderWebhooks(session) {
       [lastDelivery(lasts[i]), "last"],
       [hook.id, "id"],
     ];
-    for (const [value, cls] of cells) {
-      const cell = document.createElement("td");
-      cell.textContent = value;
-      cell.className = cls;
-      row.append(cell);
-    }
+    appendCells(row, cells);
     return row;
   });
   $("#webhook-table tbody").replaceChildren(...rows);

@@ -209,7 +209,9 @@ end
 return 1
 """
 
-# ARGV: p, id.  The endpoint goes; its pending deliveries (returned) are failed after.
+# ARGV: p, id.  The endpoint goes; its pending deliveries (returned) are failed after.  It
+# stays in the ready set: whatever a failure leaves of them is claimed, and the attempt
+# finding the endpoint gone fails it.
 _REMOVE_ENDPOINT = """
 local p, wid = ARGV[1], ARGV[2]
 local raw = redis.call('HGET', p .. 'ep', wid)
@@ -218,7 +220,6 @@ redis.call('HDEL', p .. 'ep', wid)
 redis.call('SREM', p .. 'owner:' .. cjson.decode(raw).owner, wid)
 redis.call('HDEL', p .. 'failing', wid)
 redis.call('HDEL', p .. 'disabled', wid)
-redis.call('ZREM', p .. 'ready', wid)
 return redis.call('ZRANGE', p .. 'due:' .. wid, 0, -1)
 """
 
@@ -265,10 +266,9 @@ local p = ARGV[1]
 local ready = redis.call('ZRANGE', p .. 'ready', 0, 0, 'WITHSCORES')
 local lapse = redis.call('ZRANGE', p .. 'claims', 0, 0, 'WITHSCORES')
 local best = false
-if #ready > 0 then best = tonumber(ready[2]) end
-if #lapse > 0 and (not best or tonumber(lapse[2]) < best) then best = tonumber(lapse[2]) end
-if not best then return false end
-return tostring(best)
+if #ready > 0 then best = ready[2] end
+if #lapse > 0 and (not best or tonumber(lapse[2]) < tonumber(best)) then best = lapse[2] end
+return best
 """
 
 _READ_DELIVERIES = """

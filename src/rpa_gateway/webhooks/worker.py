@@ -172,21 +172,22 @@ class DeliveryWorker:
         if room <= 0:
             self._held_back = True
             return _IDLE_CHECK  # a finishing attempt wakes the loop
+        self._held_back = True  # until known: an attempt ending meanwhile wakes the loop
         claimed = await self._webhooks.claim_due(
             self._holder, now, room, self._lease, self._policy.max_per_endpoint
         )
+        wait = 0.0
         if len(claimed) < room:
             left = await self._webhooks.next_due(now)
             self._held_back = left is not None and left <= now
-        else:
-            self._held_back = True
+            wait = _IDLE_CHECK if left is None or left <= now else min(_IDLE_CHECK, left - now)
         for delivery in claimed:
             task = asyncio.create_task(self._deliver(delivery), name=f"webhook-{delivery.id}")
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         # As many as there was room for: more may be due.  Fewer (endpoints at their
         # share): an attempt ending wakes the loop.
-        return 0 if len(claimed) == room else _IDLE_CHECK
+        return wait
 
     async def _count_outbox(self) -> None:
         now = time.monotonic()
