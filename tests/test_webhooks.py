@@ -626,3 +626,21 @@ def test_done_deliveries_go_with_retention_and_pending_ones_stay(tmp_path: Path)
         return purged, left
 
     assert asyncio.run(scenario()) == (2, ["msg_pending"])
+
+
+def test_with_a_token_key_secrets_are_sealed_at_rest_and_still_sign(
+    start_gateway: GatewayFactory, receiver: WebhookReceiver
+) -> None:
+    gateway = start_gateway(**ON_LOOPBACK, RPA_TOKEN_KEY=new_key())
+    caller, name = key(), f"sealed-{uuid.uuid4().hex[:6]}"
+    made = register(gateway, caller, receiver.url(name)).json()
+    rotated = hook(gateway, caller, "POST", f"/{made['id']}/rotate-secret").json()
+    inbox = receiver.inbox(name, rotated["secret"])
+    inbox.secrets.append(made["secret"])
+    hook(gateway, caller, "POST", f"/{made['id']}/test")
+    wait_for(lambda: inbox.accepted, "the test event")
+    assert list(inbox.verified_by.values()) == [[0, 1]], "both secrets, opened, sign"
+    stored = b"".join(path.read_bytes() for path in gateway.database.parent.glob("rpa-gateway.db*"))
+    for secret in (made["secret"], rotated["secret"]):
+        assert secret.encode() not in stored
+        assert secret.removeprefix("whsec_").encode() not in stored

@@ -53,6 +53,7 @@ from rpa_gateway.supervisor import PollPolicy, Supervisor
 from rpa_gateway.telemetry import Telemetry
 from rpa_gateway.telemetry.calls import NO_CALLS, Calls
 from rpa_gateway.webhooks.registry import Destinations, WebhookRegistry
+from rpa_gateway.webhooks.secrets import SecretSealer
 from rpa_gateway.webhooks.sender import Sender
 from rpa_gateway.webhooks.worker import DeliveryPolicy, DeliveryWorker
 
@@ -142,6 +143,7 @@ def build_webhooks(
         # replica's claims are due again soon after.
         lease_seconds=2 * settings.rpa_webhook_timeout + 5,
         render=lambda execution: ExecutionView.of(execution).model_dump(mode="json"),
+        sealer=SecretSealer(vault),
         observe=telemetry.webhook_attempt,
         outbox_depth=telemetry.count_outbox,
     )

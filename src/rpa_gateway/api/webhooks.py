@@ -178,7 +178,7 @@ async def _found(call: Awaitable[T]) -> T:
     status_code=201,
     response_model=WebhookWithSecret,
     operation_id="add_webhook",
-    responses=errors(400, 401, 409, 413, 422, 501),
+    responses=errors(400, 401, 409, 413, 422),
     summary="Register a webhook endpoint",
     description="Answers with its `secret` (`whsec_…`), shown this once: every delivery is "
     "signed with it as Standard Webhooks specifies.",
@@ -202,7 +202,7 @@ async def add_webhook(request: Request, token: Caller, body: WebhookIn) -> Webho
     "",
     response_model=WebhookList,
     operation_id="list_webhooks",
-    responses=errors(401, 501),
+    responses=errors(401),
     summary="This caller's webhook endpoints (an operator's: every caller's)",
 )
 async def list_webhooks(request: Request, token: Caller) -> WebhookList:
@@ -214,7 +214,7 @@ async def list_webhooks(request: Request, token: Caller) -> WebhookList:
     "/{webhook_id}",
     response_model=WebhookView,
     operation_id="get_webhook",
-    responses=errors(401, 404, 501),
+    responses=errors(401, 404),
     summary="One webhook endpoint (never its secret)",
 )
 async def get_webhook(request: Request, token: Caller, webhook_id: str) -> WebhookView:
@@ -227,7 +227,7 @@ async def get_webhook(request: Request, token: Caller, webhook_id: str) -> Webho
     "/{webhook_id}",
     response_model=WebhookView,
     operation_id="change_webhook",
-    responses=errors(400, 401, 404, 413, 422, 501),
+    responses=errors(400, 401, 404, 413, 422),
     summary="Change an endpoint's url, events, project filter, description or enabled",
     description="Enabling a disabled endpoint clears its failure record.",
 )
@@ -254,7 +254,7 @@ async def change_webhook(
     "/{webhook_id}",
     status_code=204,
     operation_id="remove_webhook",
-    responses=errors(401, 404, 501),
+    responses=errors(401, 404),
     summary="Remove an endpoint; its pending deliveries fail",
 )
 async def remove_webhook(request: Request, token: Caller, webhook_id: str) -> Response:
@@ -267,7 +267,7 @@ async def remove_webhook(request: Request, token: Caller, webhook_id: str) -> Re
     "/{webhook_id}/rotate-secret",
     response_model=WebhookWithSecret,
     operation_id="rotate_webhook_secret",
-    responses=errors(401, 404, 501),
+    responses=errors(401, 404),
     summary="A new secret; the old one signs beside it for RPA_WEBHOOK_ROTATION_SECONDS",
 )
 async def rotate_secret(request: Request, token: Caller, webhook_id: str) -> WebhookWithSecret:
@@ -281,7 +281,7 @@ async def rotate_secret(request: Request, token: Caller, webhook_id: str) -> Web
     status_code=202,
     response_model=DeliveryView,
     operation_id="test_webhook",
-    responses=errors(401, 404, 409, 501),
+    responses=errors(401, 404, 409),
     summary="Send a webhook.test event",
 )
 async def test_webhook(request: Request, token: Caller, webhook_id: str) -> DeliveryView:
@@ -294,7 +294,7 @@ async def test_webhook(request: Request, token: Caller, webhook_id: str) -> Deli
     "/{webhook_id}/deliveries",
     response_model=DeliveryPage,
     operation_id="list_webhook_deliveries",
-    responses=errors(400, 401, 404, 501),
+    responses=errors(400, 401, 404),
     summary="An endpoint's deliveries, newest first",
 )
 async def list_deliveries(
@@ -329,7 +329,7 @@ async def list_deliveries(
     status_code=202,
     response_model=DeliveryView,
     operation_id="retry_webhook_delivery",
-    responses=errors(401, 404, 409, 501),
+    responses=errors(401, 404, 409),
     summary="Send a delivery again now, however it ended",
 )
 async def retry_delivery(
@@ -347,7 +347,7 @@ async def retry_delivery(
     status_code=202,
     response_model=Recovered,
     operation_id="recover_webhook_deliveries",
-    responses=errors(400, 401, 404, 409, 413, 422, 501),
+    responses=errors(400, 401, 404, 409, 413, 422),
     summary="Send again every failed delivery created since a time",
 )
 async def recover(request: Request, token: Caller, webhook_id: str, body: RecoverIn) -> Recovered:

@@ -21,6 +21,7 @@ from rpa_gateway.webhooks.model import (
     DeliveryStatus,
     Endpoint,
 )
+from rpa_gateway.webhooks.secrets import SecretSealer
 from rpa_gateway.webhooks.signing import new_secret
 from rpa_gateway.webhooks.store import WebhookStore
 
@@ -69,6 +70,7 @@ class WebhookRegistry:
     ) -> None:
         self._webhooks = webhooks
         self._vault = vault
+        self._sealer = SecretSealer(vault)
         self._destinations = destinations
         self._per_caller = per_caller
         self._rotation_seconds = rotation_seconds
@@ -97,7 +99,7 @@ class WebhookRegistry:
             created_at=now,
             updated_at=now,
         )
-        await self._webhooks.add_endpoint(endpoint, self._per_caller)
+        await self._webhooks.add_endpoint(self._sealer.sealed(endpoint), self._per_caller)
         return endpoint
 
     async def endpoints(self, token: str, *, every_owner: bool) -> list[Endpoint]:
@@ -129,7 +131,7 @@ class WebhookRegistry:
         if reenabled:
             endpoint.failing_since = endpoint.disabled_reason = None
         endpoint.updated_at = time.time()
-        await self._webhooks.update_endpoint(endpoint, reenabled=reenabled)
+        await self._webhooks.update_endpoint(self._sealer.sealed(endpoint), reenabled=reenabled)
         return endpoint
 
     async def remove(self, token: str, webhook_id: str, *, every_owner: bool) -> None:
@@ -145,7 +147,7 @@ class WebhookRegistry:
         endpoint.previous_until = now + self._rotation_seconds
         endpoint.secret = new_secret()
         endpoint.updated_at = now
-        await self._webhooks.update_endpoint(endpoint)
+        await self._webhooks.update_endpoint(self._sealer.sealed(endpoint))
         return endpoint
 
     async def test(self, token: str, webhook_id: str, *, every_owner: bool) -> Delivery:

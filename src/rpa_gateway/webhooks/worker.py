@@ -10,6 +10,7 @@ is disabled.  A terminal event wakes it at once; retries fall due on their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -28,6 +29,7 @@ from rpa_gateway.webhooks.model import (
     DeliveryStatus,
     Endpoint,
 )
+from rpa_gateway.webhooks.secrets import SecretSealer
 from rpa_gateway.webhooks.sender import Sender
 from rpa_gateway.webhooks.signing import signed_headers
 from rpa_gateway.webhooks.store import WebhookStore
@@ -46,6 +48,10 @@ _GATHER = 0.1
 # moment as a rule) so they are not read back: at most so many, for so long.
 _ENDED_KEPT = 64
 _ENDED_SECONDS = 5.0
+_UNSEALED = (
+    "the endpoint's secret cannot be opened: it was sealed with another RPA_TOKEN_KEY"
+    " (rotate the secret, or give the service that key)"
+)
 # (delivery, attempt, outcome, start in ns since the epoch): telemetry of one attempt.
 AttemptObserver = Callable[[Delivery, Attempt, str, int], None]
 
@@ -78,10 +84,12 @@ class DeliveryWorker:
         holder: str,
         lease_seconds: float,
         render: Callable[[Execution], JsonObject],
+        sealer: SecretSealer,
         observe: AttemptObserver = lambda delivery, attempt, outcome, started_ns: None,
         outbox_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
         self._render = render  # the execution as GET /rpa/v1/executions/{id} shows it
+        self._sealer = sealer
         self._observe = observe
         self._outbox_depth = outbox_depth
         self._depth_counted_at = 0.0
@@ -214,10 +222,23 @@ class DeliveryWorker:
         if known is not None and now - known[0] < ENDPOINT_FRESHNESS and not fresh:
             return known[1]
         endpoint = await self._webhooks.endpoint(webhook_id)
+        if endpoint is not None:
+            endpoint = self._opened(endpoint)
         if len(self._endpoints) > _ENDPOINTS_KEPT:
             self._endpoints.clear()
         self._endpoints[webhook_id] = (now, endpoint)
         return endpoint
+
+    def _opened(self, endpoint: Endpoint) -> Endpoint:
+        """Its secrets as they sign ("" for one that cannot be opened)."""
+        previous = endpoint.previous_secret
+        return dataclasses.replace(
+            endpoint,
+            secret=self._sealer.opened(endpoint.secret, endpoint.id) or "",
+            previous_secret=(
+                self._sealer.opened(previous, endpoint.id) if previous is not None else None
+            ),
+        )
 
     async def _attempt(self, delivery: Delivery) -> None:
         endpoint = await self._endpoint(delivery.webhook_id)
@@ -234,8 +255,12 @@ class DeliveryWorker:
             delivery.body = await self._body(delivery)
         now = time.time()
         started_ns = time.time_ns()
-        headers = signed_headers(endpoint.signing_keys(now), delivery.id, int(now), delivery.body)
-        attempt = await self._sender.send(endpoint.url, headers, delivery.body)
+        if endpoint.secret:
+            keys = endpoint.signing_keys(now)
+            headers = signed_headers(keys, delivery.id, int(now), delivery.body)
+            attempt = await self._sender.send(endpoint.url, headers, delivery.body)
+        else:  # retried as any failure: the key may come back (or the secret be rotated)
+            attempt = Attempt(None, 0.0, error=_UNSEALED)
         outcome = await self._record(delivery, endpoint, attempt, time.time())
         self._observe(delivery, attempt, outcome, started_ns)
 
