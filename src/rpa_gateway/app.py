@@ -126,7 +126,6 @@ def build_webhooks(
         timeout=settings.rpa_webhook_timeout,
         allow_private=settings.rpa_webhook_allow_private,
         user_agent=f"rpa-gateway/{__version__}",
-        max_connections=WEBHOOK_CONNECTIONS,
     )
     policy = DeliveryPolicy(
         retry_schedule=settings.webhook_retry_delays,
@@ -224,7 +223,6 @@ async def _agree_on_token_key(redis: RedisStore, settings: Settings) -> None:
 
 
 SHUTDOWN_STEP_SECONDS = 5.0
-WEBHOOK_CONNECTIONS = 100  # connections to webhook endpoints open at once, all together
 
 
 async def _bounded(step: str, done: Awaitable[object]) -> None:

@@ -1,15 +1,17 @@
-"""One attempt of one delivery over HTTP: its own pooled client (deliveries never wait on
-the platform's connections, nor it on theirs), no redirects followed, the reply read up to
-a bound, every connection made only to an address the guard let through."""
+"""One attempt of one delivery over HTTP: its own connections (deliveries never wait on
+the platform's, nor it on theirs), no redirects followed, the reply read up to a bound,
+every connection made only to an address the guard let through."""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import time
 
-import aiohttp
 from aiohttp.resolver import DefaultResolver
 
 from rpa_gateway.webhooks.addresses import GuardedResolver, describe, literal_refused
+from rpa_gateway.webhooks.http1 import Http1Client
 from rpa_gateway.webhooks.model import Attempt
 
 RESPONSE_KEPT = 1024  # bytes of a reply a delivery records
@@ -18,19 +20,18 @@ _RESPONSE_READ = 64 * 1024  # bytes read at most before the connection is droppe
 
 class Sender:
     def __init__(
-        self, *, timeout: float, allow_private: bool, user_agent: str, max_connections: int
+        self,
+        *,
+        timeout: float,
+        allow_private: bool,
+        user_agent: str,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._user_agent = user_agent
+        self._timeout = timeout
         self._allow_private = allow_private
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=max_connections,
-                resolver=GuardedResolver(DefaultResolver(), allow_private),
-                use_dns_cache=False,  # resolved (and checked) at each new connection
-            ),
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+        self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+        self._client = Http1Client(
+            GuardedResolver(DefaultResolver(), allow_private), ssl_context=ssl_context
         )
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
@@ -38,28 +39,21 @@ class Sender:
         refused = literal_refused(url, self._allow_private)
         if refused is not None:
             return Attempt(None, 0.0, error=refused)
-        request_headers = {
-            **headers,
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
-        }
         try:
-            async with self._session.post(
-                url, data=body, headers=request_headers, allow_redirects=False
-            ) as reply:
-                head = await reply.content.read(_RESPONSE_READ)
-                return Attempt(
-                    reply.status,
-                    _ms(began),
-                    response=head[:RESPONSE_KEPT].decode("utf-8", "replace"),
+            async with asyncio.timeout(self._timeout):
+                status, head = await self._client.post(
+                    url, {**self._headers, **headers}, body, read_limit=_RESPONSE_READ
                 )
         except TimeoutError:
             return Attempt(None, _ms(began), error="timed out")
-        except (aiohttp.ClientError, OSError) as exc:
+        except (OSError, ValueError) as exc:
             return Attempt(None, _ms(began), error=describe(exc)[:300])
+        return Attempt(
+            status, _ms(began), response=head[:RESPONSE_KEPT].decode("utf-8", "replace")
+        )
 
     async def aclose(self) -> None:
-        await self._session.close()
+        await self._client.aclose()
 
 
 def _ms(began: float) -> float:
