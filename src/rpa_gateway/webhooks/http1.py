@@ -60,6 +60,21 @@ class _Connection:
 
 
 Origin = tuple[str, str, int]
+_PREPARED_KEPT = 10_000  # URLs whose request line is kept ready
+
+
+def _prepare(url: str) -> tuple[Origin, str]:
+    """Where a URL's requests go, and their request line and Host header."""
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    host = (parts.hostname or "").encode("idna").decode()
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    target = quote(parts.path or "/", safe=_TARGET_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+    named = f"[{host}]" if ":" in host else host
+    authority = named if port == _DEFAULT_PORTS[scheme] else f"{named}:{port}"
+    return (scheme, host, port), f"POST {target} HTTP/1.1\r\nHost: {authority}"
 
 
 class Http1Client:
@@ -76,25 +91,23 @@ class Http1Client:
         self._idle_per_origin = idle_per_origin
         self._idle_seconds = idle_seconds
         self._idle: defaultdict[Origin, list[_Connection]] = defaultdict(list)
+        self._prepared: dict[str, tuple[Origin, str]] = {}
 
     async def post(
         self, url: str, headers: dict[str, str], body: bytes, *, read_limit: int
     ) -> tuple[int, bytes]:
         """(status, the reply's body up to ``read_limit`` bytes)."""
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        host = (parts.hostname or "").encode("idna").decode()
-        port = parts.port or _DEFAULT_PORTS[scheme]
-        target = quote(parts.path or "/", safe=_TARGET_SAFE)
-        if parts.query:
-            target += "?" + quote(parts.query, safe=_TARGET_SAFE)
-        named = f"[{host}]" if ":" in host else host
-        authority = named if port == _DEFAULT_PORTS[scheme] else f"{named}:{port}"
-        lines = [f"POST {target} HTTP/1.1", f"Host: {authority}"]
+        prepared = self._prepared.get(url)
+        if prepared is None:
+            if len(self._prepared) >= _PREPARED_KEPT:
+                self._prepared.clear()
+            prepared = self._prepared[url] = _prepare(url)
+        origin, request_line = prepared
+        lines = [request_line]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        origin = (scheme, host, port)
+        scheme, host, port = origin
         connection = self._take_idle(origin)
         if connection is not None:
             try:

@@ -16,6 +16,7 @@ from rpa_gateway.webhooks.model import Attempt
 
 RESPONSE_KEPT = 1024  # bytes of a reply a delivery records
 _RESPONSE_READ = 64 * 1024  # bytes read at most before the connection is dropped
+_URLS_KEPT = 10_000
 
 
 class Sender:
@@ -29,6 +30,7 @@ class Sender:
     ) -> None:
         self._timeout = timeout
         self._allow_private = allow_private
+        self._refusals: dict[str, str | None] = {}  # by URL: literal_refused's answer
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
         self._client = Http1Client(
             GuardedResolver(DefaultResolver(), allow_private), ssl_context=ssl_context
@@ -36,7 +38,11 @@ class Sender:
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
         began = time.monotonic()
-        refused = literal_refused(url, self._allow_private)
+        if url not in self._refusals:
+            if len(self._refusals) >= _URLS_KEPT:
+                self._refusals.clear()
+            self._refusals[url] = literal_refused(url, self._allow_private)
+        refused = self._refusals[url]
         if refused is not None:
             return Attempt(None, 0.0, error=refused)
         try:
