@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from rpa_gateway.webhooks.http1 import _prepare
 from rpa_gateway.webhooks.sender import RESPONSE_KEPT, Sender
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -32,20 +33,22 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 
 def answering(
-    *replies: bytes, close: bool = False, hold: bool = False
+    *replies: bytes, close: bool = False, hold: bool = False, close_after: int = 0
 ) -> tuple[Handler, list[bytes]]:
-    """A server that answers each request on a connection with the next reply (``hold``:
-    then keeps the connection open until the client closes it)."""
+    """A server that answers each request with the next reply (``hold``: then keeps the
+    connection open until the client closes it).  ``seen`` gets each request, and a
+    ``b"CONNECTION"`` marker for each connection accepted."""
     seen: list[bytes] = []
     queue = list(replies)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(b"CONNECTION")
         try:
             while queue:
                 seen.append(await read_request(reader))
                 writer.write(queue.pop(0))
                 await writer.drain()
-                if close:
+                if close or len(replies) - len(queue) == close_after:
                     break
             if hold:
                 await reader.read()
@@ -82,13 +85,69 @@ def test_a_post_carries_its_headers_and_body_and_the_connection_is_kept() -> Non
         await one.aclose()
         server.close()
         assert (first.status, second.status) == (204, 204)
-        assert len(seen) == 2, "both on one connection (the handler serves one)"
-        head, body = seen[0].split(b"\r\n\r\n")
+        assert seen.count(b"CONNECTION") == 1 and len(seen) == 3, "both on one connection"
+        head, body = seen[1].split(b"\r\n\r\n")
         assert head.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
         assert b"\r\nwebhook-id: msg_1" in head and b"\r\nUser-Agent: rpa-gateway/t" in head
         assert b"\r\nHost: 127.0.0.1:" in head and body == b'{"a":1}'
 
     asyncio.run(scenario())
+
+
+def test_replies_with_a_body_keep_the_connection_and_early_hints_are_skipped() -> None:
+    async def scenario() -> None:
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + ok
+        handle, seen = answering(ok, hints, ok)
+        server = await serving(handle)
+        one = sender()
+        replies = [await one.send(url(server), {}, b"{}") for _ in range(3)]
+        await one.aclose()
+        server.close()
+        assert [(r.status, r.response) for r in replies] == [(200, "ok")] * 3
+        assert seen.count(b"CONNECTION") == 1, "all three on one connection"
+
+    asyncio.run(scenario())
+
+
+def test_a_protocol_switch_is_a_failed_attempt() -> None:
+    async def scenario() -> None:
+        switch = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        handle, _ = answering(switch)
+        server = await serving(handle)
+        attempt = await sender().send(url(server), {}, b"{}")
+        server.close()
+        assert attempt.status is None and "switched protocols" in (attempt.error or "")
+
+    asyncio.run(scenario())
+
+
+def test_a_reply_cut_off_on_a_kept_connection_is_not_sent_again() -> None:
+    async def scenario() -> None:
+        # The second reply breaks off, and the connection with it; a third is ready for a
+        # request sent again, which must not come: the server had read the second.
+        cut = b"HTTP/1.1 200 O"
+        handle, seen = answering(NO_CONTENT, cut, NO_CONTENT, close_after=2)
+        server = await serving(handle)
+        one = sender()
+        first = await one.send(url(server), {}, b"{}")
+        second = await one.send(url(server), {}, b"{}")
+        await one.aclose()
+        server.close()
+        assert first.status == 204 and second.status is None and second.error
+        assert seen.count(b"CONNECTION") == 1 and len(seen) == 3, "not sent again"
+
+    asyncio.run(scenario())
+
+
+def test_hosts_are_read_as_aiohttp_reads_them() -> None:
+    origin, line = _prepare("https://faß.de/in box?q=a b")
+    assert origin == ("https", "xn--fa-hia.de", 443), "IDNA 2008: not fass.de"
+    assert line == "POST /in%20box?q=a+b HTTP/1.1\r\nHost: xn--fa-hia.de"
+    origin, line = _prepare("http://[::1]:8080/")
+    assert origin == ("http", "::1", 8080) and line.endswith("Host: [::1]:8080")
 
 
 def test_a_redirect_is_not_followed() -> None:
@@ -100,7 +159,7 @@ def test_a_redirect_is_not_followed() -> None:
         server = await serving(handle)
         attempt = await sender().send(url(server), {}, b"{}")
         server.close()
-        assert attempt.status == 302 and not attempt.delivered and len(seen) == 1
+        assert attempt.status == 302 and not attempt.delivered and len(seen) == 2
 
     asyncio.run(scenario())
 
@@ -149,7 +208,8 @@ def test_an_idle_connection_the_server_closed_is_replaced() -> None:
         second = await one.send(url(server), {}, b"{}")
         await one.aclose()
         server.close()
-        assert (first.status, second.status, len(seen)) == (204, 204, 2)
+        assert (first.status, second.status) == (204, 204)
+        assert seen.count(b"CONNECTION") == 2 and len(seen) == 4
 
     asyncio.run(scenario())
 

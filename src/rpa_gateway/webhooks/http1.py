@@ -3,9 +3,11 @@ parsed by httptools (the C parser uvicorn uses), nothing else.
 
 Why not the service's aiohttp client: a webhook attempt is one POST whose reply is read
 to a bound and mostly thrown away, and aiohttp's request machinery (sessions, timers,
-tracing, cookie and header handling) cost ~80 µs of CPU an attempt against ~25 µs here
-(``bench/webhooks.py`` has the per-execution figure).  Redirects are not followed; a
-connection is made only to an address the resolver let through (see addresses.py).
+tracing, cookie and header handling) costs about twice the CPU of this one per attempt
+(``bench/webhook_client.py``), which was most of what a delivery cost.  URLs are read by
+yarl, as aiohttp reads them (IDNA 2008 hosts, the same escaping).  Redirects are not
+followed; a connection is made only to an address the resolver let through (see
+addresses.py).
 """
 
 from __future__ import annotations
@@ -14,30 +16,41 @@ import asyncio
 import socket
 import ssl
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
 
 import httptools
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 64 * 1024
-# Characters a request target keeps as they are (the rest percent-encoded).
-_TARGET_SAFE = "/%:@!$&'()*+,;=-._~?"
+_PREPARED_KEPT = 10_000  # URLs whose request line is kept ready
+_SWEEP_EVERY = 5.0  # seconds between looks for idle connections past their time
 
 
 class ReplyError(ConnectionError):
-    """The connection ended (or broke) before a whole reply head came."""
+    """No whole reply came: the connection broke, ended early, or the reply was not HTTP."""
+
+
+class _Stale(ReplyError):
+    """A kept-alive connection ended (or was reset) before any byte of a reply: the server
+    had closed it while idle, so the request may be sent again on a new one."""
 
 
 @dataclass(slots=True)
 class _Reply:
     limit: int
+    parser: httptools.HttpResponseParser | None = None
+    received: bool = False  # any byte of a reply
     head_done: bool = False
     done: bool = False
+    extra: bool = False  # bytes past the reply: the connection is not reused
+    keep_alive: bool = False  # read when the reply completes: the parser forgets after
     body: bytearray = field(default_factory=bytearray)
     cut: bool = False  # more body than ``limit``: the rest is not read
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True
 
     def on_headers_complete(self) -> None:
         self.head_done = True
@@ -49,6 +62,12 @@ class _Reply:
         self.body += chunk[: max(room, 0)]
 
     def on_message_complete(self) -> None:
+        assert self.parser is not None
+        if 100 <= self.parser.get_status_code() < 200:  # informational: the reply follows
+            self.head_done = False
+            self.body.clear()
+            return
+        self.keep_alive = self.parser.should_keep_alive()
         self.done = True
 
 
@@ -60,21 +79,17 @@ class _Connection:
 
 
 Origin = tuple[str, str, int]
-_PREPARED_KEPT = 10_000  # URLs whose request line is kept ready
 
 
 def _prepare(url: str) -> tuple[Origin, str]:
     """Where a URL's requests go, and their request line and Host header."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    host = (parts.hostname or "").encode("idna").decode()
-    port = parts.port or _DEFAULT_PORTS[scheme]
-    target = quote(parts.path or "/", safe=_TARGET_SAFE)
-    if parts.query:
-        target += "?" + quote(parts.query, safe=_TARGET_SAFE)
+    parsed = URL(url)
+    scheme, host, port = parsed.scheme, parsed.raw_host or "", parsed.port
+    if scheme not in ("http", "https") or not host or port is None:
+        raise ValueError(f"not an http(s) URL with a host: scheme {scheme!r}")
     named = f"[{host}]" if ":" in host else host
-    authority = named if port == _DEFAULT_PORTS[scheme] else f"{named}:{port}"
-    return (scheme, host, port), f"POST {target} HTTP/1.1\r\nHost: {authority}"
+    authority = named if parsed.explicit_port is None else f"{named}:{port}"
+    return (scheme, host, port), f"POST {parsed.raw_path_qs or '/'} HTTP/1.1\r\nHost: {authority}"
 
 
 class Http1Client:
@@ -84,13 +99,17 @@ class Http1Client:
         *,
         ssl_context: ssl.SSLContext | None = None,
         idle_per_origin: int = 8,
+        idle_in_all: int = 256,
         idle_seconds: float = 30.0,
     ) -> None:
         self._resolver = resolver
         self._ssl = ssl_context or ssl.create_default_context()
         self._idle_per_origin = idle_per_origin
+        self._idle_in_all = idle_in_all
         self._idle_seconds = idle_seconds
-        self._idle: defaultdict[Origin, list[_Connection]] = defaultdict(list)
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle_count = 0
+        self._swept_at = time.monotonic()
         self._prepared: dict[str, tuple[Origin, str]] = {}
 
     async def post(
@@ -107,14 +126,14 @@ class Http1Client:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        scheme, host, port = origin
+        self._sweep()
         connection = self._take_idle(origin)
         if connection is not None:
             try:
                 return await self._exchange(origin, connection, request, read_limit)
-            except ReplyError:
-                pass  # an idle connection the server had closed: once more on a new one
-        connection = await self._connect(scheme, host, port)
+            except _Stale:
+                pass  # closed by the server while idle: once more, on a new connection
+        connection = await self._connect(*origin)
         return await self._exchange(origin, connection, request, read_limit)
 
     async def aclose(self) -> None:
@@ -122,16 +141,48 @@ class Http1Client:
             for connection in connections:
                 connection.writer.close()
         self._idle.clear()
+        self._idle_count = 0
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         oldest = time.monotonic() - self._idle_seconds
         while idle:
             connection = idle.pop()
-            if connection.idle_since > oldest and not connection.writer.is_closing():
+            self._idle_count -= 1
+            usable = not connection.reader.at_eof() and not connection.writer.is_closing()
+            if usable and connection.idle_since > oldest:
                 return connection
             connection.writer.close()
         return None
+
+    def _keep(self, origin: Origin, connection: _Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) >= self._idle_per_origin or self._idle_count >= self._idle_in_all:
+            connection.writer.close()
+            return
+        connection.idle_since = time.monotonic()
+        idle.append(connection)
+        self._idle_count += 1
+
+    def _sweep(self) -> None:
+        """Close connections idle past their time, whatever origin they go to."""
+        now = time.monotonic()
+        if now - self._swept_at < _SWEEP_EVERY:
+            return
+        self._swept_at = now
+        oldest = now - self._idle_seconds
+        for origin in list(self._idle):
+            fresh = []
+            for connection in self._idle[origin]:
+                if connection.idle_since > oldest and not connection.reader.at_eof():
+                    fresh.append(connection)
+                else:
+                    connection.writer.close()
+            self._idle_count -= len(self._idle[origin]) - len(fresh)
+            if fresh:
+                self._idle[origin] = fresh
+            else:
+                del self._idle[origin]
 
     async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
         tls = self._ssl if scheme == "https" else None
@@ -156,26 +207,33 @@ class Http1Client:
     ) -> tuple[int, bytes]:
         reply = _Reply(read_limit)
         parser = httptools.HttpResponseParser(reply)
+        reply.parser = parser
         keep = False
         try:
             connection.writer.write(request)
             while not reply.done and not reply.cut:
-                data = await connection.reader.read(_CHUNK)
+                try:
+                    data = await connection.reader.read(_CHUNK)
+                except (ConnectionResetError, BrokenPipeError) as exc:
+                    if not reply.received:
+                        raise _Stale(f"the connection was reset before a reply: {exc}") from exc
+                    raise ReplyError(f"the connection broke during the reply: {exc}") from exc
                 if not data:
-                    if not reply.head_done:
-                        raise ReplyError("the connection closed before a reply")
-                    break  # a body read to the connection's end
+                    if not reply.received:
+                        raise _Stale("the connection closed before a reply")
+                    if reply.head_done:
+                        break  # a body read to the connection's end
+                    raise ReplyError("the connection closed in the middle of a reply")
+                reply.received = True
                 parser.feed_data(data)
-            keep = reply.done and not reply.cut and parser.should_keep_alive()
-        except (httptools.HttpParserError, ConnectionError) as exc:
-            if isinstance(exc, ReplyError):
-                raise
-            if not reply.head_done:
-                raise ReplyError(f"no valid reply: {exc}") from exc
+            keep = reply.done and reply.keep_alive and not (reply.cut or reply.extra)
+        except httptools.HttpParserUpgrade as exc:
+            raise ReplyError("the endpoint switched protocols instead of answering") from exc
+        except httptools.HttpParserError as exc:
+            raise ReplyError(f"the reply is not HTTP/1.1: {exc}") from exc
         finally:
-            if keep and len(self._idle[origin]) < self._idle_per_origin:
-                connection.idle_since = time.monotonic()
-                self._idle[origin].append(connection)
+            if keep:
+                self._keep(origin, connection)
             else:
                 connection.writer.close()
         return parser.get_status_code(), bytes(reply.body)

@@ -54,9 +54,9 @@ class Sender:
             return Attempt(None, _ms(began), error="timed out")
         except (OSError, ValueError) as exc:
             return Attempt(None, _ms(began), error=describe(exc)[:300])
-        return Attempt(
-            status, _ms(began), response=head[:RESPONSE_KEPT].decode("utf-8", "replace")
-        )
+        except Exception as exc:  # whatever an endpoint does is its own failure
+            return Attempt(None, _ms(began), error=f"{type(exc).__name__}: {exc}"[:300])
+        return Attempt(status, _ms(began), response=head[:RESPONSE_KEPT].decode("utf-8", "replace"))
 
     async def aclose(self) -> None:
         await self._client.aclose()
