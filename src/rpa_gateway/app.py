@@ -141,7 +141,7 @@ def build_webhooks(
         # An attempt takes at most the timeout (and its recording a moment): a dead
         # replica's claims are due again soon after.
         lease_seconds=2 * settings.rpa_webhook_timeout + 5,
-        render=lambda execution: ExecutionView.of(execution).model_dump(mode="json"),
+        render=lambda execution: ExecutionView.of(execution).model_dump_json().encode(),
         sealer=SecretSealer(vault),
         observe=telemetry.webhook_attempt,
         outbox_depth=telemetry.count_outbox,

@@ -8,23 +8,21 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from rpa_gateway.executions import JsonObject
 
-
-def body(event_type: str, event_at: float, view: JsonObject | None, max_result_bytes: int) -> bytes:
-    """``view``: the execution as the API shows it (None for a test event)."""
-    data: JsonObject = dict(view) if view is not None else {}
+def body(event_type: str, event_at: float, view: bytes | None, max_result_bytes: int) -> bytes:
+    """``view``: the execution as the API shows it, in JSON (None for a test event)."""
+    head = f'{{"type":"{event_type}","timestamp":"{_instant(event_at)}","data":'.encode()
+    if view is None:
+        return head + b"{}}"
+    if len(view) <= max_result_bytes:  # its result cannot be over the bound: as it is
+        return head + view + b"}"
+    data = json.loads(view)
     result = data.get("result")
     if isinstance(result, dict) and _size(result.get("data")) > max_result_bytes:
         data["result"] = {**result, "data": None}
         data["result_truncated"] = True
         data["result_url"] = f"/rpa/v1/executions/{data['id']}"
-    message: dict[str, Any] = {
-        "type": event_type,
-        "timestamp": _instant(event_at),
-        "data": data,
-    }
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    return head + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"}"
 
 
 def _size(value: Any) -> int:

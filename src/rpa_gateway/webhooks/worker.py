@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rpa_gateway.executions import Event, EventKind, Execution, JsonObject
+from rpa_gateway.executions import Event, EventKind, Execution
 from rpa_gateway.store.base import Store, StoreError
 from rpa_gateway.webhooks import payload
 from rpa_gateway.webhooks.model import (
@@ -83,12 +83,12 @@ class DeliveryWorker:
         *,
         holder: str,
         lease_seconds: float,
-        render: Callable[[Execution], JsonObject],
+        render: Callable[[Execution], bytes],
         sealer: SecretSealer,
         observe: AttemptObserver = lambda delivery, attempt, outcome, started_ns: None,
         outbox_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
-        self._render = render  # the execution as GET /rpa/v1/executions/{id} shows it
+        self._render = render  # the execution in JSON, as GET /rpa/v1/executions/{id} shows it
         self._sealer = sealer
         self._observe = observe
         self._outbox_depth = outbox_depth
