@@ -232,6 +232,9 @@ class Http1Client:
         except httptools.HttpParserError as exc:
             raise ReplyError(f"the reply is not HTTP/1.1: {exc}") from exc
         finally:
+            # The parser holds the reply and the reply the parser: a cycle through an
+            # object the collector cannot see into, kept forever unless broken here.
+            reply.parser = None
             if keep:
                 self._keep(origin, connection)
             else:
