@@ -8,6 +8,17 @@ rpa-gateway (default settings, INFO logs) side by side under the same load at th
 moment, each with its own fake upstream, and prints rpa-gateway's CPU per execution as a
 ratio of the floor's (issue 13 asks for at most 1.0).
 
+Two methods, two questions (``--method``; both by default, each its own median):
+
+- **sequential**: floor, rpa-gateway, floor again, each under the load alone on the
+  machine (the other idle), the floor's figure the mean of its two runs.  What each costs
+  per execution: the question a user sizing a machine asks.
+- **side by side**: both under load at the same moment.  What each gets of a machine it
+  shares: two processes on two cores measure contention as much as cost.
+
+``--fixed`` runs rpa-gateway on the floor's own schedule (no learned one: the project's
+runs are not shown to it first).
+
     .venv/bin/python bench/floor.py --streams 1000 --rate 100 --duration 10
 """
 
@@ -101,6 +112,16 @@ def floor_app(create_url: str, query_url: str) -> web.Application:
 
 
 def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+    return _round(args, workdir, sequential=False)
+
+
+def round_sequential(args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Any]]:
+    return _round(args, workdir, sequential=True)
+
+
+def _round(
+    args: argparse.Namespace, workdir: Path, *, sequential: bool
+) -> dict[str, dict[str, Any]]:
     with ExitStack() as stack:
         (workdir / "rpa-gateway").mkdir(parents=True)
         (workdir / "floor").mkdir()
@@ -136,12 +157,31 @@ def round_side_by_side(args: argparse.Namespace, workdir: Path) -> dict[str, dic
             )
             time.sleep(6.0)
         time.sleep(1.0)
-        results, spent = load_together(
-            running,
-            lambda svc: Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60),
+
+        def load(svc: Services) -> Load:
+            return Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60)
+
+        if not sequential:
+            results, spent = load_together(running, load)
+            return side_by_side_figures(running, results, spent, args.streams)
+        runs = []
+        for name in ("floor", "rpa-gateway", "floor"):
+            alone = {name: running[name]}
+            results, spent = load_together(alone, load)
+            runs.append(side_by_side_figures(alone, results, spent, args.streams)[name])
+            time.sleep(1.0)
+        before, service, after = runs
+        # CPU: the mean of the floor's runs around rpa-gateway's.  RSS per open stream:
+        # the floor's first run, the one that grows its memory from the same warmed
+        # state as rpa-gateway's only run (a second run reuses what the first grew).
+        floor = dict(before)
+        floor["cpu_ms_per_execution"] = round(
+            (before["cpu_ms_per_execution"] + after["cpu_ms_per_execution"]) / 2, 3
         )
-        figures = side_by_side_figures(running, results, spent, args.streams)
-    return figures
+        floor["delivered_pct"] = min(before["delivered_pct"], after["delivered_pct"])
+        for key in ("cpu_ms_per_execution", "rss_kb_per_open_stream"):
+            floor[key + "_before_after"] = [before[key], after[key]]
+        return {"rpa-gateway": service, "floor": floor}
 
 
 def main() -> int:
@@ -153,25 +193,42 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--method", choices=["sequential", "side-by-side", "both"], default="both")
     parser.add_argument(
+        "--fixed",
         "--no-learn",
         dest="learn",
         action="store_false",
-        help="skip the 20 runs of the project before the load (no learned schedule)",
+        help="the floor's own schedule: the project's runs are not shown to rpa-gateway"
+        " first, so it learns none",
     )
     args = parser.parse_args()
     raise_fd_limit()
     if args.mode == "serve":
         web.run_app(floor_app(args.create, args.query), host=HOST, port=args.port, print=None)
         return 0
-    return ratio_rounds(
-        args,
-        round_side_by_side,
-        ("rpa-gateway", "floor"),
-        f"floor-{args.streams}x{int(args.rate)}" + ("" if args.learn else "-unlearned"),
-        {"learned": args.learn},
-    )
+    name = f"floor-{args.streams}x{int(args.rate)}" + ("" if args.learn else "-unlearned")
+    status = 0
+    if args.method in ("sequential", "both"):
+        print("sequential: each alone on the machine (floor, rpa-gateway, floor)", flush=True)
+        status |= ratio_rounds(
+            args,
+            round_sequential,
+            ("rpa-gateway", "floor"),
+            name + "-sequential",
+            {"learned": args.learn, "method": "sequential"},
+        )
+    if args.method in ("side-by-side", "both"):
+        print("side by side: both under load at the same moment", flush=True)
+        status |= ratio_rounds(
+            args,
+            round_side_by_side,
+            ("rpa-gateway", "floor"),
+            name,
+            {"learned": args.learn, "method": "side by side"},
+        )
+    return status
 
 
 if __name__ == "__main__":
