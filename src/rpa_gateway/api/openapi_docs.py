@@ -27,7 +27,6 @@ _WHY = {
     429: "this token has as much under way as it may; see Retry-After",
     431: "request head larger than RPA_MAX_HEADER_BYTES",
     500: "a fault inside the service",
-    501: "not available with this store",
     503: "shutting down, store unavailable, or too many connections; see Retry-After",
 }
 _ALWAYS = (408, 431, 500, 503)

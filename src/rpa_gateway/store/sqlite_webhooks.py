@@ -7,6 +7,7 @@ that stores the event (``SqliteStore.finish``): no crash can keep one without th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable
@@ -66,15 +67,11 @@ CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (created_at)
     WHERE status != 'pending';
 """
 
-_ENDPOINT_COLUMNS = (
-    "id, owner, url, events, project_id, description, enabled, secret, previous_secret,"
-    " previous_until, created_at, updated_at, failing_since, disabled_reason"
-)
-_DELIVERY_COLUMNS = (
-    "id, webhook_id, execution_id, event_type, event_at, status, created_at, attempts,"
-    " next_attempt_at, last_attempt_at, last_status, last_latency_ms, last_response,"
-    " last_error, delivered_at, body"
-)
+# Columns named as the dataclasses' fields, in their order.
+_ENDPOINT_FIELDS = tuple(f.name for f in dataclasses.fields(Endpoint))
+_DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery))
+_ENDPOINT_COLUMNS = ", ".join(_ENDPOINT_FIELDS)
+_DELIVERY_COLUMNS = ", ".join(_DELIVERY_FIELDS)
 
 
 def enqueue(
@@ -130,8 +127,8 @@ class SqliteWebhooks:
                 if count >= limit:
                     raise TooManyEndpoints(limit)
                 self._db.execute(
-                    f"INSERT INTO webhooks ({_ENDPOINT_COLUMNS}) VALUES"
-                    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO webhooks ({_ENDPOINT_COLUMNS})"
+                    f" VALUES ({','.join('?' * len(_ENDPOINT_FIELDS))})",
                     _endpoint_row(endpoint),
                 )
         except sqlite3.Error as exc:
@@ -209,7 +206,8 @@ class SqliteWebhooks:
     async def add_delivery(self, delivery: Delivery) -> None:
         self._write(
             "add a delivery",
-            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES ({','.join('?' * 16)})",
+            f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"
+            f" VALUES ({','.join('?' * len(_DELIVERY_FIELDS))})",
             _delivery_row(delivery),
         )
 
@@ -383,114 +381,27 @@ class SqliteWebhooks:
 
 
 def _endpoint_row(endpoint: Endpoint) -> tuple[Any, ...]:
-    return (
-        endpoint.id,
-        endpoint.owner,
-        endpoint.url,
-        json.dumps(list(endpoint.events)),
-        endpoint.project_id,
-        endpoint.description,
-        int(endpoint.enabled),
-        endpoint.secret,
-        endpoint.previous_secret,
-        endpoint.previous_until,
-        endpoint.created_at,
-        endpoint.updated_at,
-        endpoint.failing_since,
-        endpoint.disabled_reason,
-    )
+    stored = {"events": json.dumps(list(endpoint.events)), "enabled": int(endpoint.enabled)}
+    return tuple(stored.get(name, getattr(endpoint, name)) for name in _ENDPOINT_FIELDS)
 
 
 def _endpoint(row: Any) -> Endpoint:
-    (
-        id_,
-        owner,
-        url,
-        events,
-        project_id,
-        description,
-        enabled,
-        secret,
-        previous_secret,
-        previous_until,
-        created_at,
-        updated_at,
-        failing_since,
-        disabled_reason,
-    ) = row
-    return Endpoint(
-        id=id_,
-        owner=owner,
-        url=url,
-        events=tuple(json.loads(events)),
-        project_id=project_id,
-        description=description,
-        enabled=bool(enabled),
-        secret=secret,
-        created_at=created_at,
-        updated_at=updated_at,
-        previous_secret=previous_secret,
-        previous_until=previous_until,
-        failing_since=failing_since,
-        disabled_reason=disabled_reason,
-    )
+    fields = dict(zip(_ENDPOINT_FIELDS, row, strict=True))
+    fields["events"] = tuple(json.loads(fields["events"]))
+    fields["enabled"] = bool(fields["enabled"])
+    return Endpoint(**fields)
 
 
 def _delivery_row(delivery: Delivery) -> tuple[Any, ...]:
-    return (
-        delivery.id,
-        delivery.webhook_id,
-        delivery.execution_id,
-        delivery.event_type,
-        delivery.event_at,
-        delivery.status.value,
-        delivery.created_at,
-        delivery.attempts,
-        delivery.next_attempt_at,
-        delivery.last_attempt_at,
-        delivery.last_status,
-        delivery.last_latency_ms,
-        delivery.last_response,
-        delivery.last_error,
-        delivery.delivered_at,
-        delivery.body,
+    return tuple(
+        delivery.status.value if name == "status" else getattr(delivery, name)
+        for name in _DELIVERY_FIELDS
     )
 
 
 def _delivery(row: Any) -> Delivery:
-    (
-        id_,
-        webhook_id,
-        execution_id,
-        event_type,
-        event_at,
-        status,
-        created_at,
-        attempts,
-        next_attempt_at,
-        last_attempt_at,
-        last_status,
-        last_latency_ms,
-        last_response,
-        last_error,
-        delivered_at,
-        body,
-    ) = row
-    return Delivery(
-        id=id_,
-        webhook_id=webhook_id,
-        execution_id=execution_id,
-        event_type=event_type,
-        event_at=event_at,
-        status=DeliveryStatus(status),
-        created_at=created_at,
-        attempts=attempts,
-        next_attempt_at=next_attempt_at,
-        last_attempt_at=last_attempt_at,
-        last_status=last_status,
-        last_latency_ms=last_latency_ms,
-        last_response=last_response,
-        last_error=last_error,
-        delivered_at=delivered_at,
-        body=bytes(body) if body is not None else None,
-    )
+    fields = dict(zip(_DELIVERY_FIELDS, row, strict=True))
+    fields["status"] = DeliveryStatus(fields["status"])
+    if fields["body"] is not None:
+        fields["body"] = bytes(fields["body"])
+    return Delivery(**fields)
