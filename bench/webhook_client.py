@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import statistics
 import time
@@ -19,7 +20,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
-from load import free_port
+from load import RESULTS, free_port, gateway_source
 from rpa_gateway.webhooks.sender import Sender
 
 BODY = b'{"type":"execution.succeeded","timestamp":"2026-01-01T00:00:00Z","data":{}}' * 8
@@ -78,9 +79,19 @@ async def compare(port: int, rounds: int, posts: int) -> None:
         aio.append(await cpu_us_per_post(theirs, url, posts))
     await ours.aclose()
     await theirs.aclose()
+    ratio = statistics.median(mine) / statistics.median(aio)
+    report = {
+        "source": gateway_source(),
+        "posts_per_round": posts,
+        "sender_cpu_us_per_post": [round(x, 1) for x in mine],
+        "aiohttp_cpu_us_per_post": [round(x, 1) for x in aio],
+        "ratio_of_medians": round(ratio, 3),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "webhook_client.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"webhook Sender: {[round(x) for x in mine]} µs CPU per POST")
     print(f"aiohttp client: {[round(x) for x in aio]} µs CPU per POST")
-    print(f"Sender / aiohttp: {statistics.median(mine) / statistics.median(aio):.2f}x")
+    print(f"Sender / aiohttp: {ratio:.2f}x")
 
 
 def main() -> None:
