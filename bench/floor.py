@@ -16,8 +16,9 @@ Two methods, two questions (``--method``; both by default, each its own median):
 - **side by side**: both under load at the same moment.  What each gets of a machine it
   shares: two processes on two cores measure contention as much as cost.
 
-``--fixed`` runs rpa-gateway on the floor's own schedule (no learned one: the project's
-runs are not shown to it first).
+``--fixed`` runs rpa-gateway on the floor's own schedule: the project's runs are not shown
+to it first, and it runs with ``RPA_POLL_LEARN=false`` (without it, the schedule learned
+from the first runs to end would take over the polls of those still running).
 
     .venv/bin/python bench/floor.py --streams 1000 --rate 100 --duration 10
 """
@@ -125,7 +126,8 @@ def _round(
     with ExitStack() as stack:
         (workdir / "rpa-gateway").mkdir(parents=True)
         (workdir / "floor").mkdir()
-        gateway = stack.enter_context(services(workdir / "rpa-gateway", {}))
+        settings = {} if args.learn else {"RPA_POLL_LEARN": "false"}
+        gateway = stack.enter_context(services(workdir / "rpa-gateway", settings))
         fake = stack.enter_context(services(workdir / "floor", {}))
         stop(fake.gateway)  # only its fake upstream is wanted
         port = free_port()
@@ -201,7 +203,7 @@ def main() -> int:
         dest="learn",
         action="store_false",
         help="the floor's own schedule: the project's runs are not shown to rpa-gateway"
-        " first, so it learns none",
+        " first, and it learns none (RPA_POLL_LEARN=false)",
     )
     args = parser.parse_args()
     raise_fd_limit()

@@ -103,3 +103,20 @@ def test_the_platform_gets_no_more_requests_a_second_than_the_budget(
     # room for arrivals bunched by a loaded machine (without the budget: all within ~0.1 s).
     for i in range(len(created) - 30):
         assert created[i + 30] - created[i] > 0.4
+
+
+def test_with_learning_off_every_run_keeps_the_backoff_schedule(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    project_id = new_project_id()
+    fake.script(project_id, duration=RUN_SECONDS)
+    gateway = start_gateway(XIAOWU_RPA_TASK_QUERY_INTERVAL="1", RPA_POLL_LEARN="false")
+    run_many(gateway.base_url, project_id, MIN_SAMPLES)
+    # Past the next sync of run durations (every 5 s), when a schedule would be learned.
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        run_many(gateway.base_url, project_id, 1)
+    runs = fake.runs_for(project_id)
+    assert len(runs) > MIN_SAMPLES + 3
+    # Today's schedule (0.02 s, doubling) polls a 0.6 s run at 0.02, 0.06, 0.14, 0.3, 0.62 s.
+    assert min(run.queries for run in runs) >= 4, "a learned schedule was used"

@@ -265,7 +265,12 @@ def create_app(settings: Settings) -> FastAPI:
         policy = poll_policy(settings)
         schedules = DurationModels(
             store,
-            SchedulePolicy(policy.today(), settings.rpa_poll_target_latency, policy.ceiling),
+            SchedulePolicy(
+                policy.today(),
+                settings.rpa_poll_target_latency,
+                policy.ceiling,
+                learn=settings.rpa_poll_learn,
+            ),
         )
         supervisor = Supervisor(store, backend, policy, schedules)
         stewardship = Stewardship(

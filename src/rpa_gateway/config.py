@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # Seconds from a run's end to its result aimed for by the schedules learned from each
     # project's recent runs (within no more polls than XIAOWU_RPA_TASK_QUERY_INTERVAL makes).
     rpa_poll_target_latency: PositiveSeconds = 2.0
+    # false: every project is polled on the backoff schedule above, none on a learned one
+    # (run durations are still recorded, to learn from once it is true again).
+    rpa_poll_learn: bool = True
     # Requests a second to the RPA platform at most, from all executions together (0: no
     # limit); more wait their turn, first come first served.
     rpa_upstream_max_rps: Annotated[float, Field(ge=0)] = 500.0

@@ -73,8 +73,11 @@ class SchedulePolicy:
     today: Schedule  # for projects without enough history
     target_latency: float
     ceiling: float
+    learn: bool = True  # False: ``today`` for every project
 
     def schedule(self, durations: Sequence[float]) -> Schedule:
+        if not self.learn:
+            return self.today
         model = DurationModel.fit(durations)
         if model is None:
             return self.today

@@ -8,13 +8,15 @@ what either sends back.  This module holds the requests and the transport.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
+from aiohttp.resolver import DefaultResolver
 
+from rpa_gateway import __version__
 from rpa_gateway.backends import legacy, managed, replies
 from rpa_gateway.backends.base import (
     CancelReply,
@@ -30,6 +32,14 @@ from rpa_gateway.backends.json_limits import check_params
 from rpa_gateway.backends.replies import SUCCESS
 from rpa_gateway.backends.request_budget import RequestBudget
 from rpa_gateway.executions import ExecutionRequest, JsonObject
+from rpa_gateway.http_client import (
+    CachingResolver,
+    ConnectFailed,
+    ConnectTimedOut,
+    HttpClient,
+    ReplyError,
+    ReplyTooLarge,
+)
 from rpa_gateway.json_rules import decode_reply
 from rpa_gateway.telemetry.calls import NO_CALLS, Call, Calls
 
@@ -41,6 +51,9 @@ CONTRACT_QUERY = "contract=1"
 # Replies to a managed create that say nothing of whether the platform took it: the
 # create is sent again, byte for byte, under the same idempotency key.
 _UNCERTAIN_STATUSES = frozenset({408, 425, 429})
+# A reply longer than this is refused, not read: no platform reply is near it.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+USER_AGENT = f"rpa-gateway/{__version__}"
 
 
 class AstronBackend:
@@ -70,16 +83,15 @@ class AstronBackend:
         self._base_url = (base_url or _base_of(create_url)).rstrip("/")
         self.contract_mode = contract
         self._probe = ContractProbe(self.fetch_integration, contract, ready_ttl=probe_ttl)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=max_connections, keepalive_timeout=keepalive_timeout, ttl_dns_cache=300
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout, sock_read=read_timeout
-            ),
-            # The caller's token travels in a header only; nothing reads cookies back.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
+        # The caller's token travels in a header only; no cookie is kept, no proxy used.
+        self._client = HttpClient(
+            CachingResolver(DefaultResolver(), seconds=300.0),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+            idle_per_origin=max_connections,
+            idle_in_all=max_connections,
+            idle_seconds=keepalive_timeout,
         )
 
     @property
@@ -215,12 +227,21 @@ class AstronBackend:
     async def answer(self, method: str, url: str, token: str) -> tuple[int, dict[str, str], bytes]:
         """One request as a diagnosis makes it: (status, headers, body); a transport
         failure is status 0 with the reason as the body."""
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
         try:
-            async with self._session.request(method, url, headers=headers) as reply:
-                return reply.status, dict(reply.headers), await reply.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return 0, {}, str(exc).encode()
+            reply = await self._client.request(
+                method,
+                url,
+                headers,
+                read_limit=MAX_REPLY_BYTES,
+                resend_stale=method == "GET",
+                keep_headers=True,
+            )
+        except TimeoutError:
+            return 0, {}, b"timed out"
+        except (OSError, ValueError) as exc:
+            return 0, {}, (str(exc) or type(exc).__name__).encode()
+        return reply.status, dict(reply.headers), reply.body
 
     async def discover(self, token: str) -> Discovery:
         """The dialect this caller's executions use now (kept per caller, see contract)."""
@@ -355,35 +376,48 @@ class AstronBackend:
         data: bytes | None = None,
     ) -> tuple[int, bytes]:
         """One request and its whole reply; transport failures become _TransportError.
-        ``data``: a JSON body sent exactly as given."""
-        headers = {"Authorization": f"Bearer {token}", **call.headers}
+        ``data``: a JSON body sent exactly as given.  Only a GET is sent again when a kept
+        connection turns out closed: a create may have been read by the platform."""
+        headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, **call.headers}
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
         if data is not None:
             headers["Content-Type"] = "application/json"
         await self._budget.acquire()
         try:
-            async with self._session.request(
-                method, url, json=body, data=data, headers=headers
-            ) as reply:
-                return reply.status, await reply.read()
-        except aiohttp.ClientConnectorError as exc:
-            call.failed("connect")
-            raise _TransportError(
-                f"cannot connect to the RPA platform: {_os_reason(exc)}", never_sent=True
-            ) from None
-        except aiohttp.ConnectionTimeoutError:
+            reply = await self._client.request(
+                method, url, headers, data, read_limit=MAX_REPLY_BYTES, resend_stale=method == "GET"
+            )
+        except ConnectTimedOut:
             call.failed("connect")
             raise _TransportError(
                 "timed out connecting to the RPA platform", never_sent=True
             ) from None
+        except ConnectFailed as exc:
+            call.failed("connect")
+            raise _TransportError(
+                f"cannot connect to the RPA platform: {exc.strerror or exc}", never_sent=True
+            ) from None
         except TimeoutError:
             call.failed("timeout")
             raise _TransportError("timed out waiting for the RPA platform's reply") from None
-        except aiohttp.ClientError as exc:
+        except ReplyTooLarge:
+            call.failed("bad_reply")
+            raise _TransportError(
+                f"the RPA platform's reply is longer than {MAX_REPLY_BYTES} bytes"
+            ) from None
+        except ReplyError as exc:
             call.failed("connection")
-            raise _TransportError(f"connection failed: {_client_error(exc)}") from None
+            raise _TransportError(f"connection failed: {exc}") from None
+        except ValueError as exc:  # not an http(s) URL (the settings say which)
+            call.failed("connect")
+            raise _TransportError(
+                f"cannot connect to the RPA platform: {exc}", never_sent=True
+            ) from None
+        return reply.status, reply.body
 
     async def aclose(self) -> None:
-        await self._session.close()
+        await self._client.aclose()
 
 
 def _rejected_key(reply: str) -> str:
@@ -437,19 +471,3 @@ class _TransportError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.never_sent = never_sent
-
-
-def _client_error(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return _os_reason(exc)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "reply was cut short"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return type(exc).__name__
-
-
-def _os_reason(exc: aiohttp.ClientOSError) -> str:
-    return exc.strerror or type(exc).__name__

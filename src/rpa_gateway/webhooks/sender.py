@@ -10,8 +10,8 @@ import time
 
 from aiohttp.resolver import DefaultResolver
 
+from rpa_gateway.http_client import HttpClient
 from rpa_gateway.webhooks.addresses import GuardedResolver, describe, literal_refused
-from rpa_gateway.webhooks.http1 import Http1Client
 from rpa_gateway.webhooks.model import Attempt
 
 RESPONSE_KEPT = 1024  # bytes of a reply a delivery records
@@ -32,7 +32,7 @@ class Sender:
         self._allow_private = allow_private
         self._refusals: dict[str, str | None] = {}  # by URL: literal_refused's answer
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent}
-        self._client = Http1Client(
+        self._client = HttpClient(
             GuardedResolver(DefaultResolver(), allow_private), ssl_context=ssl_context
         )
 
