@@ -120,3 +120,18 @@ def test_with_learning_off_every_run_keeps_the_backoff_schedule(
     assert len(runs) > MIN_SAMPLES + 3
     # Today's schedule (0.02 s, doubling) polls a 0.6 s run at 0.02, 0.06, 0.14, 0.3, 0.62 s.
     assert min(run.queries for run in runs) >= 4, "a learned schedule was used"
+
+
+def test_each_run_is_polled_once_at_each_of_the_schedule_s_times(
+    start_gateway: GatewayFactory, fake: FakeUpstream
+) -> None:
+    project_id = new_project_id()
+    fake.script(project_id, duration=RUN_SECONDS)
+    gateway = start_gateway(RPA_POLL_LEARN="false")
+    for _ in range(3):
+        outputs = run_many(gateway.base_url, project_id, 20)
+        assert all("completed_at" in o for o in outputs)
+    # Today's schedule with the tests' settings (0.02 s, doubling, every 0.2 s at most):
+    # 0.02, 0.06, 0.14, 0.3, 0.5, 0.7 s; a 0.6 s run is seen ended at the sixth.  A timer
+    # that fires a little early must not poll the same time twice.
+    assert sorted({run.queries for run in fake.runs_for(project_id)}) == [6]

@@ -521,12 +521,16 @@ class Supervisor:
         upstream_status = "PENDING"  # what a freshly created upstream run reports
         origin = execution.created_at if run_began is None else run_began
         delay: float | None = policy.first_delay if run_began is None else None
+        # The poll time last aimed at: the next is the schedule's after it, not after the
+        # time now (a timer may fire a little early: the same poll time again, at once).
+        aimed_at = 0.0
         while True:
             if execution.cancel_requested:  # its task's cancel may have been swallowed by a
                 return await self._cancelled(execution, token)  # library call it was in
             if delay is None:
                 elapsed = time.time() - origin
-                delay = self._schedules.current(project).next_poll(elapsed) - elapsed
+                aimed_at = self._schedules.current(project).next_poll(max(elapsed, aimed_at))
+                delay = aimed_at - elapsed
             await asyncio.sleep(delay)
             delay = None
             execution.polls += 1
