@@ -1,6 +1,6 @@
-"""Why webhooks have their own HTTP/1.1 client (src/rpa_gateway/http_client.py): CPU
+"""Why the service has its own HTTP/1.1 client (src/rpa_gateway/http_client.py): CPU
 per POST of the service's webhook Sender against the same POST through an aiohttp
-ClientSession (the library the service uses for the platform), both to one local aiohttp
+ClientSession (the library the service used for the platform before), both to one local aiohttp
 receiver answering 204, 8 at a time on kept-alive connections, alternating rounds in one
 invocation (this machine's speed drifts), median of ``--rounds``.
 

@@ -95,6 +95,12 @@ def configure_logging(settings: Settings) -> None:
             )
         )
     key = settings.rpa_token_key.get_secret_value() if settings.rpa_token_key else ""
+    # No format prints the caller's file and line, thread or process: not gathering them
+    # for every record is the logging HOWTO's advice ("Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
