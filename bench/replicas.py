@@ -1,11 +1,13 @@
 """Three replicas on Redis behind nginx, against one process on SQLite, in one invocation.
 
-1. **Load**, ``--rounds`` times side by side (the order alternating, as this machine's
-   speed drifts): ``--streams`` compat streams at ``--rate`` per second (runs of
-   ``--duration`` seconds) against one gateway on SQLite, and through nginx against three
-   replicas sharing one Redis.  CPU per execution is summed over the replicas and
-   ``redis-server`` (nginx, a proxy both setups could have, is reported apart); the ratio
-   of each round and their median are printed.
+1. **Load**, ``--rounds`` times, each set-up alone on the machine one after another (the
+   order turning, as this machine's speed drifts): ``--streams`` compat streams at
+   ``--rate`` per second (runs of ``--duration`` seconds) against one gateway on SQLite,
+   through nginx against one gateway on Redis, and through nginx against three replicas
+   sharing one Redis.  CPU per execution is summed over the replicas and
+   ``redis-server`` (nginx, a proxy both setups could have, is reported apart); the ratios
+   of each round (replicas to one process on SQLite: what Redis and scale-out cost
+   together; to one process on Redis: what scale-out costs) and their medians are printed.
 2. **Cross-replica delivery**: executions created at replica A, their native event streams
    followed at A and at B; the added delay is the terminal event's arrival time less the
    time it was written (its ``at``), cross-replica against same-replica.
@@ -238,8 +240,10 @@ def takeover_delays(cluster: Replicated, fake_url: str, executions: int) -> list
     return sorted(taken.get(i, float("inf")) for i in ids)
 
 
-def replicated_load(args: argparse.Namespace, workdir: Path, svc: Services) -> dict[str, Any]:
-    cluster = Replicated(workdir, svc.fake_url, lease_seconds=None, replicas=args.replicas)
+def replicated_load(
+    args: argparse.Namespace, workdir: Path, svc: Services, replicas: int
+) -> dict[str, Any]:
+    cluster = Replicated(workdir, svc.fake_url, lease_seconds=None, replicas=replicas)
     try:
         run_client(Load(cluster.nginx.base_url, "warmup", WARMUP_STREAMS, 50, 60))
         creates_before = svc.upstream_stats()["creates"]
@@ -286,19 +290,35 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         svc.script("bench", {"duration": args.duration})
         svc.script("warmup", {"duration": 0.1})
         for index in range(args.rounds):
-            # Side by side, the order alternating: this machine's speed drifts.
-            phases = ["single", "replicated"] if index % 2 == 0 else ["replicated", "single"]
+            # One after another, each alone, the order turning: this machine's speed drifts.
+            phases = ["single", "one_redis", "replicated"]
+            phases = phases[index % 3 :] + phases[: index % 3]
             figures: dict[str, dict[str, Any]] = {}
             for phase in phases:
                 where = workdir / f"{phase}{index}"
                 if phase == "single":
                     figures[phase] = single_sqlite(args, where)
+                elif phase == "one_redis":
+                    figures[phase] = replicated_load(args, where, svc, 1)
                 else:
-                    figures[phase] = replicated_load(args, where, svc)
-            single, replicated = figures["single"], figures["replicated"]
-            ratio = replicated["cpu_ms_per_execution"] / max(0.01, single["cpu_ms_per_execution"])
-            rounds.append({"order": phases, **figures, "cpu_ratio": round(ratio, 3)})
-            print(f"round {index + 1}: CPU ratio {ratio:.3f}", flush=True)
+                    figures[phase] = replicated_load(args, where, svc, args.replicas)
+            single, one, replicated = (figures[p] for p in ("single", "one_redis", "replicated"))
+            cost = replicated["cpu_ms_per_execution"]
+            ratio = cost / max(0.01, single["cpu_ms_per_execution"])
+            scale_out = cost / max(0.01, one["cpu_ms_per_execution"])
+            rounds.append(
+                {
+                    "order": phases,
+                    **figures,
+                    "cpu_ratio": round(ratio, 3),
+                    "cpu_ratio_to_one_on_redis": round(scale_out, 3),
+                }
+            )
+            print(
+                f"round {index + 1}: CPU ratio {ratio:.3f} to one process on SQLite,"
+                f" {scale_out:.3f} to one on Redis",
+                flush=True,
+            )
 
         cluster = Replicated(workdir / "delivery", svc.fake_url, lease_seconds=None)
         stack.callback(cluster.close)
@@ -313,6 +333,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         takeover = takeover_delays(takeover_cluster, svc.fake_url, args.takeover)
 
     ratios = sorted(r["cpu_ratio"] for r in rounds)
+    to_one = sorted(r["cpu_ratio_to_one_on_redis"] for r in rounds)
     return {
         "streams": args.streams,
         "rate": args.rate,
@@ -321,6 +342,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "rounds": rounds,
         "cpu_ratios": [r["cpu_ratio"] for r in rounds],
         "cpu_ratio_median": ratios[len(ratios) // 2],
+        "cpu_ratios_to_one_on_redis": [r["cpu_ratio_to_one_on_redis"] for r in rounds],
+        "cpu_ratio_to_one_on_redis_median": to_one[len(to_one) // 2],
         "delivery_ms": {
             "same_replica": {f"p{q}": percentile(same, q) for q in (50, 99)},
             "cross_replica": {f"p{q}": percentile(cross, q) for q in (50, 99)},
@@ -344,10 +367,15 @@ def report(result: dict[str, Any], path: Path) -> None:
     ]
     for number, round_ in enumerate(result["rounds"], start=1):
         single, replicated = round_["single"], round_["replicated"]
+        one = round_["one_redis"]
         lines += [
-            f"round {number} ({' then '.join(round_['order'])}): CPU ratio {round_['cpu_ratio']}",
+            f"round {number} ({' then '.join(round_['order'])}): CPU ratio {round_['cpu_ratio']}"
+            f" (to one on Redis {round_['cpu_ratio_to_one_on_redis']})",
             f"  single SQLite    delivered {single['delivered_pct']}%, creates"
             f" {single['creates']}, CPU {single['cpu_ms_per_execution']} ms/execution",
+            f"  1 replica+Redis  delivered {one['delivered_pct']}%, creates {one['creates']},"
+            f" CPU {one['cpu_ms_per_execution']} ms/execution (replica"
+            f" {one['cpu_ms_per_execution_replicas']}, redis {one['cpu_ms_per_execution_redis']})",
             f"  {result['replicas']} replicas+Redis delivered {replicated['delivered_pct']}%,"
             f" creates {replicated['creates']}, CPU {replicated['cpu_ms_per_execution']}"
             f" ms/execution (replicas {replicated['cpu_ms_per_execution_replicas']}, redis"
@@ -356,7 +384,10 @@ def report(result: dict[str, Any], path: Path) -> None:
             f" {replicated['redis_connections_max']}",
         ]
     lines += [
-        f"CPU ratio        median {result['cpu_ratio_median']} of {result['cpu_ratios']}",
+        f"CPU ratio        median {result['cpu_ratio_median']} of {result['cpu_ratios']}"
+        " (to one process on SQLite)",
+        f"                 median {result['cpu_ratio_to_one_on_redis_median']} of"
+        f" {result['cpu_ratios_to_one_on_redis']} (to one process on Redis)",
         f"delivery ms      same replica {delivery['same_replica']}, cross replica"
         f" {delivery['cross_replica']}: added at p99 {delivery['added_p99']} ms",
         f"takeover s       lease {takeover['lease_seconds']} s: p50 {takeover['p50']}"
@@ -375,7 +406,7 @@ def main() -> int:
     parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
     parser.add_argument("--lease-seconds", type=float, default=10.0)
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the load phase")
-    parser.add_argument("--rounds", type=int, default=5, help="side-by-side load rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="load rounds")
     parser.add_argument("--gateway-env", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     result = run_and_record(
@@ -386,7 +417,7 @@ def main() -> int:
     ok = all(
         phase["delivered_pct"] == 100.0 and phase["creates"] == args.streams
         for round_ in result["rounds"]
-        for phase in (round_["single"], round_["replicated"])
+        for phase in (round_["single"], round_["one_redis"], round_["replicated"])
     )
     return 0 if ok else 1
 

@@ -136,9 +136,10 @@ class RedisExecutions:
         args += [holder or "", ms(lease_seconds) if holder else "0"]
         if self._one_server:
             keys += [self._keys.unfinished, self._keys.owner(execution.owner)]
-            keys.append(self._keys.every)
+            keys += [self._keys.every, self._keys.stored_bytes(execution.owner)]
         args += ["1" if self._one_server else "0", repr(execution.created_at), execution.id]
         args += self._change(execution, EventKind.STATE, data, execution.created_at)
+        args.append(str(stored_size(execution)))
         args += pairs(record_fields(execution))
         async with self._redis.call("record execution"):
             idempotency = await self._reserve_idempotency(execution)
@@ -157,7 +158,7 @@ class RedisExecutions:
                 if idempotency is not None:
                     await self._forget_reservation(execution.id, *idempotency)
                 raise
-        if created:
+        if created and not self._one_server:
             await self._count_bytes(execution.owner, stored_size(execution))
         if not created:
             raise StoreError(f"execution {execution.id} is recorded already")
@@ -296,6 +297,9 @@ class RedisExecutions:
         args += [self._holder, event_json(EventKind.TERMINAL, data, now)]
         event_type = webhook_events.terminal_event(outcome.status)
         args += self._fan_out_args(execution, event_type, True, now)
+        args.append(str(grown))
+        if self._one_server:
+            keys.append(self._keys.stored_bytes(execution.owner))
         keys.append(self._keys.lease(execution.id))  # the last key (see FINISH)
         async with self._redis.call("finish execution"):
             seq = int(await self._redis.eval(FINISH, keys, [*args, *pairs(fields)]))
@@ -305,7 +309,7 @@ class RedisExecutions:
             tidy_apart = seq > 0 and not self._one_server
             if tidy_apart and await self._fan_out_apart(execution, event_type, now):
                 await self._tidy_finished(execution, member)
-        if seq > 0:
+        if seq > 0 and not self._one_server:
             await self._count_bytes(execution.owner, grown)
         if seq < 0:
             raise self._fenced(execution.id)

@@ -16,15 +16,18 @@ from rpa_gateway.store.redis_webhooks import FANOUT_LUA
 # server (ARGV[8] '1') the indexes KEYS[5..7] are written here too, by score ARGV[9]
 # and member ARGV[10] (the id); a cluster cannot, and create() writes them apart.  Each
 # script also publishes the execution's change for feeds: channel and message, here ARGV[11],
-# ARGV[12] (APPEND: ARGV[4], ARGV[5]; FINISH: ARGV[9], ARGV[10]); then the record's pairs.
+# ARGV[12] (APPEND: ARGV[4], ARGV[5]; FINISH: ARGV[9], ARGV[10]).  On one server the owner's
+# stored bytes KEYS[8] grow by ARGV[13] here too (a cluster counts them apart); then the
+# record's pairs.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[5], ARGV[9], ARGV[10])
   redis.call('ZADD', KEYS[6], ARGV[9], ARGV[10])
   redis.call('ZADD', KEYS[7], ARGV[9], ARGV[10])
+  redis.call('INCRBY', KEYS[8], ARGV[13])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 13))
+redis.call('HSET', KEYS[1], unpack(ARGV, 14))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4]) end
 if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
@@ -64,7 +67,8 @@ return seq
 # ARGV[12] as published (with it).  ARGV[4]: retention in milliseconds, '0' to keep the
 # execution forever.  ARGV[5]: on one
 # server the indexes are tidied here too ('1'; '2' also the idempotency key KEYS[6]): the
-# id ARGV[6] leaves KEYS[4] (unfinished), ARGV[7] enters KEYS[5] (finished) at ARGV[8].
+# id ARGV[6] leaves KEYS[4] (unfinished), ARGV[7] enters KEYS[5] (finished) at ARGV[8], and
+# the owner's stored bytes (the key before the lease) grow by ARGV[18].
 FINISH = (
     FANOUT_LUA
     + """
@@ -76,13 +80,14 @@ if ARGV[11] ~= '' then
   if holder and holder ~= ARGV[11] then return -1 end
 end
 local seq = redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 18))
+redis.call('HSET', KEYS[1], 'last_seq', seq, unpack(ARGV, 19))
 redis.call('DEL', KEYS[3])
 if ARGV[4] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 if ARGV[5] ~= '0' then
+  redis.call('INCRBY', KEYS[#KEYS - 1], ARGV[18])
   redis.call('ZREM', KEYS[4], ARGV[6])
   if ARGV[4] ~= '0' then
     redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
