@@ -6,7 +6,8 @@ settings (INFO logs).  Every stream is open from the moment the last one opened 
 the first run ends: in that window nothing happens but pings (every 3 s each), so the
 gateway's CPU there is what idle streams cost.  The streams come from one caller per
 thousand (a caller may have ``RPA_MAX_UNFINISHED_PER_TOKEN``, 1000, under way).  Before
-the load the gateway sees 20 runs of the project, as a service in use would have: it
+the load the gateway sees 20 runs of the project from each caller (schedules are learned
+per caller), as a service in use would have: it
 polls each run when it ends, not during the window (``--no-learn``: today's schedule,
 polls in the window too).
 
@@ -60,8 +61,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rpa-many-") as tmp, services(Path(tmp), {}) as svc:
         svc.script("long", {"duration": args.duration})
         warm_up(svc)
-        if args.learn:  # the project's runs so far; learned at the next sync (every 5 s)
-            run_client(Load(svc.gw_url, "long", WARMUP_STREAMS, 100, args.duration + 60))
+        # As many callers as it takes: one may have RPA_MAX_UNFINISHED_PER_TOKEN (1000) open.
+        callers = -(-args.streams // 1000)
+        if args.learn:
+            # Each caller's runs of the project so far (schedules are learned per caller),
+            # learned at the next sync (every 5 s).
+            warm = Load(
+                svc.gw_url, "long", WARMUP_STREAMS * callers, 100, args.duration + 60, callers
+            )
+            run_client(warm)
             time.sleep(6.0)
         pid = svc.gateway.pid
         before = svc.upstream_stats()
@@ -78,8 +86,6 @@ def main() -> int:
             if "cpu_to" not in marks and t >= window[1]:
                 marks["cpu_to"], marks["t_to"] = cpu_ms(pid), t
 
-        # As many callers as it takes: one may have RPA_MAX_UNFINISHED_PER_TOKEN (1000) open.
-        callers = -(-args.streams // 1000)
         load = Load(svc.gw_url, "long", args.streams, args.rate, args.duration + 120, callers)
         result = run_client(load, sample)
         after = svc.upstream_stats()

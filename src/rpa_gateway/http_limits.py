@@ -34,6 +34,7 @@ from rpa_gateway.api.edge import normalised
 from rpa_gateway.api.refusals import COMPAT_PATH, reads_data_lines
 from rpa_gateway.connection import SCOPE_KEY, Connection
 from rpa_gateway.http10 import CloseDelimitedCycle
+from rpa_gateway.lazy_event import LazyEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow._is_writable_event = LazyEvent(is_set=True)  # see lazy_event
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,6 +105,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             # The request's task is scheduled, not begun: it sees the scope with this.
             if self.cycle is not None and self.cycle.scope is self.scope:
+                self.cycle.message_event = LazyEvent()  # nothing has set it yet
                 if self.scope["http_version"] == "1.0":
                     self.cycle.__class__ = CloseDelimitedCycle
                 self._connection = Connection(self.cycle)
