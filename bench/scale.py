@@ -15,14 +15,18 @@ per destination).  One caller for all the streams, ``RPA_MAX_UNFINISHED_PER_TOKE
 to let it (schedules are learned per caller: a hundred callers would each need 20 runs
 first, each as long as the level's).
 
-Per level it prints and writes (``bench/results/scale.json``): streams delivered, the
+Per level it prints and writes (``bench/results/scale-<stores>.json``): streams delivered, the
 most open at once (the replicas' open descriptors above their idle count), memory per open
 stream (the replicas' RSS growth over that), and CPU per execution (replicas and Redis
 together, from the first stream opened to the last result), with pings per stream (every
-3 s while open: the longer a level's streams stay open, the more each costs).
+3 s while open: the longer a level's streams stay open, the more each costs).  A level the
+machine cannot take at ``--rate`` shows as failures: 408s are request heads not read within
+``RPA_HEADER_TIMEOUT`` of the connection (the replicas' loops were that far behind).
 
 Descriptors: each replica needs one per stream; this raises the limit of the processes it
-starts as far as it may (root: to what ``fs.nr_open`` allows) and says what it got.
+starts as far as it may (with CAP_SYS_RESOURCE: to what ``fs.nr_open`` allows; otherwise to
+the hard limit), says what it got, and cuts a level to what the replicas can then hold
+(a replica serves at most its limit less what it keeps for other files, see server.py).
 
     .venv/bin/python bench/scale.py [--levels 1000,10000,100000 --rate 250 --stores redis,cluster]
 """
@@ -66,6 +70,10 @@ from tests.redis_servers import RedisClusterNodes, RedisServer
 from rpa_gateway.security import new_key
 
 WARMUP_RUNS = 20
+DEFAULT_TIMEOUT_S = 300  # XIAOWU_RPA_TIMEOUT's default: raised for levels whose runs outlast it
+# What a replica keeps of its descriptor limit for other than client connections (server.py:
+# 128, the upstream pool's 256, 4 per local run slot), at default settings.
+RESERVED_DESCRIPTORS = 128 + 256 + 4 * 8
 PING_S = 3.0
 
 
@@ -207,15 +215,17 @@ def run_clients(shares: list[Share], sample: Any) -> dict[str, Any]:
 class Fleet:
     """The store, the replicas and the fake upstream of one level."""
 
-    def __init__(self, workdir: Path, store: str, replicas: int, streams: int) -> None:
+    def __init__(
+        self, workdir: Path, store: str, replicas: int, streams: int, run_s: float
+    ) -> None:
         self._stack = ExitStack()
         try:
-            self._start(workdir, store, replicas, streams)
+            self._start(workdir, store, replicas, streams, run_s)
         except BaseException:
             self._stack.close()
             raise
 
-    def _start(self, workdir: Path, store: str, replicas: int, streams: int) -> None:
+    def _start(self, workdir: Path, store: str, replicas: int, streams: int, run_s: float) -> None:
         workdir.mkdir(parents=True)
         fake_port = free_port()
         self.fake_url = f"http://{HOST}:{fake_port}"
@@ -234,6 +244,8 @@ class Fleet:
             "RPA_TOKEN_KEY": new_key(),
             "RPA_MAX_UNFINISHED_PER_TOKEN": str(streams + WARMUP_RUNS),
         }
+        if run_s + 30 > DEFAULT_TIMEOUT_S:  # runs longer than an execution may last
+            env["XIAOWU_RPA_TIMEOUT"] = str(int(run_s + 60))
         if store == "cluster":
             cluster = RedisClusterNodes(workdir / "cluster").start()
             self._stack.callback(cluster.stop)
@@ -320,7 +332,7 @@ def shares_of(
 def one_level(args: argparse.Namespace, workdir: Path, store: str, level: int) -> dict[str, Any]:
     opening_s = level / args.rate
     duration = opening_s + args.hold
-    fleet = Fleet(workdir, store, args.replicas, level)
+    fleet = Fleet(workdir, store, args.replicas, level, duration)
     try:
         fleet.script("scale", duration)
         # The runs seen first: polled once each, when it ends, from then on.
@@ -339,7 +351,9 @@ def one_level(args: argparse.Namespace, workdir: Path, store: str, level: int) -
 
         cpu_before = fleet.cpu_ms()
         began = time.monotonic()
-        shares = shares_of(level, args.rate, args.clients, fleet.ports, "scale", duration + 120)
+        # Each client under its descriptor limit, with room for its other files.
+        clients = max(args.clients, -(-level // (args.descriptor_limit - 1000)))
+        shares = shares_of(level, args.rate, clients, fleet.ports, "scale", duration + 120)
         result = run_clients(shares, sample)
         wall_s = time.monotonic() - began
         cpu = fleet.cpu_ms() - cpu_before
@@ -357,7 +371,9 @@ def one_level(args: argparse.Namespace, workdir: Path, store: str, level: int) -
         "most_open": most_open,
         "rss_kb_per_open_stream": round((peaks["rss"] - rss_before) / max(1, most_open), 2),
         "cpu_ms_per_execution": round(cpu / level, 3),
-        "pings_per_stream": round(duration / PING_S, 1),
+        # A stream opened at t is open from t to the runs' end: on average half the
+        # opening plus the hold.
+        "pings_per_stream": round((opening_s / 2 + args.hold) / PING_S, 1),
         "wall_s": round(wall_s, 1),
     }
 
@@ -375,7 +391,18 @@ def main() -> int:
     stores = args.stores.split(",")
     most = max(levels)
     limit = raise_descriptor_limit(max(most // args.replicas, most // args.clients) + 4096)
+    args.descriptor_limit = limit
     print(f"descriptors per process: {limit}", flush=True)
+    # Most they can hold, with a little room (checks, the warm-up), in whole thousands.
+    held = int(args.replicas * (limit - RESERVED_DESCRIPTORS) * 0.97) // 1000 * 1000
+    if most > held:
+        print(
+            f"more streams than {args.replicas} replicas hold at this limit (each serves at"
+            f" most {limit - RESERVED_DESCRIPTORS} connections, see server.py): levels above"
+            f" {held} are cut to it",
+            flush=True,
+        )
+        levels = [min(level, held) for level in levels]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rpa-scale-") as tmp:
         for store in stores:
@@ -389,7 +416,7 @@ def main() -> int:
                     f" pings each){'' if not row['failures'] else ' ' + str(row['failures'])}",
                     flush=True,
                 )
-    path = RESULTS / "scale.json"
+    path = RESULTS / f"scale-{'-'.join(stores)}.json"
     report = {"gateway": gateway_source(), "descriptor_limit": limit, "rows": rows}
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {path.relative_to(ROOT)}")
