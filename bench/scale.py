@@ -49,6 +49,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvloop
 
 from load import (
@@ -67,13 +68,12 @@ from load import (
 sys.path.insert(0, str(ROOT))
 from tests.redis_servers import RedisClusterNodes, RedisServer
 
+from rpa_gateway.config import Settings
 from rpa_gateway.security import new_key
+from rpa_gateway.server import http_limits
 
 WARMUP_RUNS = 20
-DEFAULT_TIMEOUT_S = 300  # XIAOWU_RPA_TIMEOUT's default: raised for levels whose runs outlast it
-# What a replica keeps of its descriptor limit for other than client connections (server.py:
-# 128, the upstream pool's 256, 4 per local run slot), at default settings.
-RESERVED_DESCRIPTORS = 128 + 256 + 4 * 8
+DEFAULTS = Settings()  # the settings the replicas run with, less the bench's own
 PING_S = 3.0
 
 
@@ -244,7 +244,8 @@ class Fleet:
             "RPA_TOKEN_KEY": new_key(),
             "RPA_MAX_UNFINISHED_PER_TOKEN": str(streams + WARMUP_RUNS),
         }
-        if run_s + 30 > DEFAULT_TIMEOUT_S:  # runs longer than an execution may last
+        # Runs longer than an execution may last by default: the bound raised for them.
+        if run_s + 30 > DEFAULTS.xiaowu_rpa_timeout:
             env["XIAOWU_RPA_TIMEOUT"] = str(int(run_s + 60))
         if store == "cluster":
             cluster = RedisClusterNodes(workdir / "cluster").start()
@@ -280,8 +281,6 @@ class Fleet:
             wait_ready(f"http://{HOST}:{port}/rpa/v1/ready", gateway)
 
     def script(self, project: str, duration: float) -> None:
-        import httpx
-
         url = f"{self.fake_url}/_fake/projects/{project}"
         httpx.put(url, json={"duration": duration}, timeout=10).raise_for_status()
 
@@ -394,11 +393,12 @@ def main() -> int:
     args.descriptor_limit = limit
     print(f"descriptors per process: {limit}", flush=True)
     # Most they can hold, with a little room (checks, the warm-up), in whole thousands.
-    held = int(args.replicas * (limit - RESERVED_DESCRIPTORS) * 0.97) // 1000 * 1000
+    each = http_limits(DEFAULTS, limit).max_connections  # what a replica serves at most
+    held = int(args.replicas * each * 0.97) // 1000 * 1000
     if most > held:
         print(
             f"more streams than {args.replicas} replicas hold at this limit (each serves at"
-            f" most {limit - RESERVED_DESCRIPTORS} connections, see server.py): levels above"
+            f" most {each} connections, see server.py): levels above"
             f" {held} are cut to it",
             flush=True,
         )

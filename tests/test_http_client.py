@@ -146,6 +146,8 @@ def test_no_more_requests_in_flight_than_the_bound() -> None:
 
 
 class _Hanging(AbstractResolver):
+    """A lookup that never answers, scripted: no name server can be made to hang here."""
+
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:

@@ -262,14 +262,12 @@ class HttpClient:
         connection = self._take_idle(origin)
         if connection is not None:
             try:
-                return await self._timed_exchange(
-                    origin, connection, request, read_limit, keep_headers
-                )
+                return await self._exchange(origin, connection, request, read_limit, keep_headers)
             except _Stale:
                 if not resend_stale:
                     raise
         connection = await self._connect(*origin)
-        return await self._timed_exchange(origin, connection, request, read_limit, keep_headers)
+        return await self._exchange(origin, connection, request, read_limit, keep_headers)
 
     def _take_idle(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -341,19 +339,6 @@ class HttpClient:
             return _Connection(reader, writer)
         raise failure or OSError(f"{host} has no address")
 
-    async def _timed_exchange(
-        self,
-        origin: Origin,
-        connection: _Connection,
-        request: bytes,
-        read_limit: int,
-        keep_headers: bool,
-    ) -> Reply:
-        if self._read_timeout is None:
-            return await self._exchange(origin, connection, request, read_limit, keep_headers)
-        async with asyncio.timeout(self._read_timeout):
-            return await self._exchange(origin, connection, request, read_limit, keep_headers)
-
     async def _exchange(
         self,
         origin: Origin,
@@ -367,22 +352,24 @@ class HttpClient:
         reply.parser = parser
         keep = False
         try:
-            connection.writer.write(request)
-            while not reply.done and not reply.cut:
-                try:
-                    data = await connection.reader.read(_CHUNK)
-                except (ConnectionResetError, BrokenPipeError) as exc:
-                    if not reply.received:
-                        raise _Stale(f"the connection was reset before a reply: {exc}") from exc
-                    raise ReplyError(f"the connection broke during the reply: {exc}") from exc
-                if not data:
-                    if not reply.received:
-                        raise _Stale("the connection closed before a reply")
-                    if reply.head_done:
-                        break  # a body read to the connection's end
-                    raise ReplyError("the connection closed in the middle of a reply")
-                reply.received = True
-                parser.feed_data(data)
+            # The read timeout bounds the whole reply from the send (None: no bound).
+            async with asyncio.timeout(self._read_timeout):
+                connection.writer.write(request)
+                while not reply.done and not reply.cut:
+                    try:
+                        data = await connection.reader.read(_CHUNK)
+                    except (ConnectionResetError, BrokenPipeError) as exc:
+                        if not reply.received:
+                            raise _Stale(f"the connection was reset before a reply: {exc}") from exc
+                        raise ReplyError(f"the connection broke during the reply: {exc}") from exc
+                    if not data:
+                        if not reply.received:
+                            raise _Stale("the connection closed before a reply")
+                        if reply.head_done:
+                            break  # a body read to the connection's end
+                        raise ReplyError("the connection closed in the middle of a reply")
+                    reply.received = True
+                    parser.feed_data(data)
             keep = reply.done and reply.keep_alive and not (reply.cut or reply.extra)
         except httptools.HttpParserUpgrade as exc:
             raise ReplyError("the server switched protocols instead of answering") from exc
