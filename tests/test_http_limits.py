@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
 
+from rpa_gateway.http_limits import HttpLimits, LimitedHttpToolsProtocol
 from tests.astron_node import NodeFailed, node_call
 from tests.conftest import FAST, GatewayFactory
 from tests.fakes.rpa_upstream import FakeUpstream, new_project_id
@@ -222,3 +226,81 @@ def test_an_http_1_0_client_gets_its_stream_close_delimited_not_chunked(
     sock = raw(gateway)
     sock.sendall(b"GET /rpa/v1/ping HTTP/1.0\r\n\r\n")
     assert b"content-length: " in read_reply(sock).lower()
+
+
+def test_a_head_sent_in_time_is_served_when_the_loop_reads_it_late() -> None:
+    """An overloaded loop runs its due timers before it polls its sockets again: a head
+    that arrived in time but was not read yet must not get the 408 (sent before the
+    request line is read, the 408 is JSON, which astron-agent's node reads as a success).
+
+    In process, on uvloop as the service runs: one connection's read holds the loop (as a
+    long batch of reads does under load) while another sends its whole request, past the
+    head timeout; when the hold ends, the due deadline runs before the next poll."""
+    holding = threading.Event()
+
+    class Holding(LimitedHttpToolsProtocol):
+        def data_received(self, data: bytes) -> None:
+            if data == b"HOLD":
+                holding.set()
+                time.sleep(self._limits.header_timeout * 3)
+                return
+            super().data_received(data)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"6")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"served"})
+
+    limits = HttpLimits(max_header_bytes=8192, header_timeout=0.5, max_connections=10)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http=Holding.with_limits(limits),
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started
+        client = socket.create_connection(("127.0.0.1", port))
+        holder = socket.create_connection(("127.0.0.1", port))
+        with client, holder:
+            client.settimeout(10)
+            # Served after both were accepted (one queue of connections, taken in order).
+            with socket.create_connection(("127.0.0.1", port)) as warm:
+                warm.settimeout(10)
+                warm.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert read_reply_of(warm).startswith(b"HTTP/1.1 200 ")
+            holder.sendall(b"HOLD")
+            assert holding.wait(10)
+            client.sendall(b"POST /rpa/v1/exec HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            reply = read_reply_of(client)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:120]
+        assert reply.endswith(b"served")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def read_reply_of(sock: socket.socket) -> bytes:
+    reply = b""
+    try:
+        while chunk := sock.recv(65536):
+            reply += chunk
+            if reply.endswith(b"served"):  # else until the server closes (a refusal)
+                break
+    except ConnectionResetError:  # a refusal closing with the request unread
+        pass
+    return reply

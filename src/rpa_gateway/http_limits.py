@@ -9,6 +9,10 @@
   ``header_timeout`` seconds of opening (or of its previous response) is closed
   with a 408: idle sockets were held forever, and enough of them exhausted the
   file descriptors (uvicorn's keep-alive timeout starts only after a response).
+  Unless its bytes are waiting unread in the socket: then the client was on time and
+  the loop is late (an overloaded loop runs its due timers before it reads), and the
+  head gets one more ``header_timeout``.  A 408 sent before the request line is read
+  cannot be a ``data:`` frame, which astron-agent's node reads as a success.
 - Beyond ``max_connections`` open connections a request is answered with a 503
   refusal (``Retry-After``, connection closed) before anything else runs.
 
@@ -20,7 +24,9 @@ only those), JSON elsewhere.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import termios
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -57,6 +63,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = self.limits
         self._head_bytes = 0
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_extended = False
         self._connection: Connection | None = None  # of the request being answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -130,6 +137,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _await_head(self) -> None:
         self._head_bytes = 0
+        self._head_extended = False
         self._head_deadline = self.loop.call_later(self._limits.header_timeout, self._head_late)
 
     def _head_received(self) -> None:
@@ -139,12 +147,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_late(self) -> None:
         self._head_deadline = None
-        if not self.transport.is_closing():
-            self._refuse(
-                408,
-                "request_timeout",
-                f"no complete request within {self._limits.header_timeout:g} s",
-            )
+        if self.transport.is_closing():
+            return
+        if not self._head_extended and _unread_bytes(self.transport) > 0:
+            self._head_extended = True
+            self._head_deadline = self.loop.call_later(self._limits.header_timeout, self._head_late)
+            return
+        self._refuse(
+            408,
+            "request_timeout",
+            f"no complete request within {self._limits.header_timeout:g} s",
+        )
 
     def _refuse(self, status: int, error: str, message: str) -> None:
         url: bytes = getattr(self, "url", b"")  # set once a request begins
@@ -166,6 +179,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+def _unread_bytes(transport: asyncio.Transport) -> int:
+    """Bytes the client sent that this process has not read yet (0 if unknown)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int.from_bytes(waiting, "little")
 
 
 def _refusal_app(status: int, error: str, message: str, extra: list[tuple[bytes, bytes]]) -> Any:
