@@ -14,8 +14,10 @@
 3. **Takeover**: ``--takeover`` executions running, one replica SIGKILLed; for each of its
    executions, the time until another replica holds its lease (read from Redis every 20 ms).
 
-Default settings (INFO logs) but for ``RPA_LEASE_SECONDS`` where stated.  Prints the
-figures, writes ``bench/results/replicas-<streams>x<rate>.json``.
+Every set-up first runs the load's project ``WARMUP_STREAMS`` times and waits for the sync
+of run durations, so the load polls on the schedule learned from them, as a user's callers
+do after their first runs.  Default settings (INFO logs) but for ``RPA_LEASE_SECONDS``
+where stated.  Prints the figures, writes ``bench/results/replicas-<streams>x<rate>.json``.
 
     .venv/bin/python bench/replicas.py --streams 1000 --rate 100 --duration 10
 """
@@ -81,13 +83,23 @@ def single_sqlite(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with services(workdir, {}) as svc:
         svc.script("bench", {"duration": args.duration})
         warm_up(svc)
+        teach(svc.gw_url, args)
+        creates_before = svc.upstream_stats()["creates"]
         pid = svc.gateway.pid
         before = cpu_ms(pid)
         load = Load(svc.gw_url, "bench", args.streams, args.rate, args.duration + 60)
         result = run_client(load)
         figures = load_figures(result, cpu_ms(pid) - before, args.streams)
-        figures["creates"] = svc.upstream_stats()["creates"] - WARMUP_STREAMS
+        figures["creates"] = svc.upstream_stats()["creates"] - creates_before
     return figures
+
+
+def teach(url: str, args: argparse.Namespace) -> None:
+    """Run the load's project WARMUP_STREAMS times as the load's caller, then wait for the
+    next sync of run durations (every 5 s): the load runs on the schedule a user's callers
+    have after their first runs (schedules are learned per caller and project)."""
+    run_client(Load(url, "bench", WARMUP_STREAMS, 100, args.duration + 60))
+    time.sleep(6.0)
 
 
 class Replicated:
@@ -246,6 +258,7 @@ def replicated_load(
     cluster = Replicated(workdir, svc.fake_url, lease_seconds=None, replicas=replicas)
     try:
         run_client(Load(cluster.nginx.base_url, "warmup", WARMUP_STREAMS, 50, 60))
+        teach(cluster.nginx.base_url, args)
         creates_before = svc.upstream_stats()["creates"]
         commands_before = cluster.commands()
         before = cluster.cpu_ms()
@@ -320,17 +333,22 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 flush=True,
             )
 
-        cluster = Replicated(workdir / "delivery", svc.fake_url, lease_seconds=None)
-        stack.callback(cluster.close)
-        svc.script("delivery", {"duration": 1.0})
-        delays = uvloop.run(cross_replica_delays(cluster, "delivery", args.delivery))
-        same, cross = sorted(delays["same"]), sorted(delays["cross"])
-        cluster.close()
+        same: list[float] = []
+        cross: list[float] = []
+        if args.delivery:
+            cluster = Replicated(workdir / "delivery", svc.fake_url, lease_seconds=None)
+            stack.callback(cluster.close)
+            svc.script("delivery", {"duration": 1.0})
+            delays = uvloop.run(cross_replica_delays(cluster, "delivery", args.delivery))
+            same, cross = sorted(delays["same"]), sorted(delays["cross"])
+            cluster.close()
 
         lease = args.lease_seconds
-        takeover_cluster = Replicated(workdir / "takeover", svc.fake_url, lease_seconds=lease)
-        stack.callback(takeover_cluster.close)
-        takeover = takeover_delays(takeover_cluster, svc.fake_url, args.takeover)
+        takeover: list[float] = []
+        if args.takeover:
+            takeover_cluster = Replicated(workdir / "takeover", svc.fake_url, lease_seconds=lease)
+            stack.callback(takeover_cluster.close)
+            takeover = takeover_delays(takeover_cluster, svc.fake_url, args.takeover)
 
     ratios = sorted(r["cpu_ratio"] for r in rounds)
     to_one = sorted(r["cpu_ratio_to_one_on_redis"] for r in rounds)
@@ -402,8 +420,12 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--delivery", type=int, default=200, help="executions followed twice")
-    parser.add_argument("--takeover", type=int, default=100, help="executions of the victim")
+    parser.add_argument(
+        "--delivery", type=int, default=200, help="executions followed twice (0: skip)"
+    )
+    parser.add_argument(
+        "--takeover", type=int, default=100, help="executions of the victim (0: skip)"
+    )
     parser.add_argument("--lease-seconds", type=float, default=10.0)
     parser.add_argument("--replicas", type=int, default=3, help="replicas of the load phase")
     parser.add_argument("--rounds", type=int, default=3, help="load rounds")
