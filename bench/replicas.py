@@ -3,11 +3,16 @@
 1. **Load**, ``--rounds`` times, each set-up alone on the machine one after another (the
    order turning, as this machine's speed drifts): ``--streams`` compat streams at
    ``--rate`` per second (runs of ``--duration`` seconds) against one gateway on SQLite,
-   through nginx against one gateway on Redis, and through nginx against three replicas
-   sharing one Redis.  CPU per execution is summed over the replicas and
-   ``redis-server`` (nginx, a proxy both setups could have, is reported apart); the ratios
-   of each round (replicas to one process on SQLite: what Redis and scale-out cost
-   together; to one process on Redis: what scale-out costs) and their medians are printed.
+   through nginx against one gateway on Redis, through nginx against three replicas
+   sharing one Redis, and through nginx against one gateway on Redis given a replica's
+   share of the load (a third of the streams at a third of the rate: what each of the three
+   receives), which separates what replication adds from what a process's lower rate costs
+   (a process's fixed costs per second and per wake-up are shared by fewer executions).
+   CPU per execution is summed over the replicas and ``redis-server`` (nginx, a proxy
+   every set-up could have, is reported apart); the ratios of each round (replicas to one
+   process on SQLite: what Redis and scale-out cost together; to one process on Redis:
+   what scale-out costs; to one given a replica's share: what replication itself adds)
+   and their medians are printed.
 2. **Cross-replica delivery**: executions created at replica A, their native event streams
    followed at A and at B; the added delay is the terminal event's arrival time less the
    time it was written (its ``at``), cross-replica against same-replica.
@@ -253,8 +258,11 @@ def takeover_delays(cluster: Replicated, fake_url: str, executions: int) -> list
 
 
 def replicated_load(
-    args: argparse.Namespace, workdir: Path, svc: Services, replicas: int
+    args: argparse.Namespace, workdir: Path, svc: Services, replicas: int, share: int = 1
 ) -> dict[str, Any]:
+    """The load (``1/share`` of it: as many streams at the rate a replica of ``share``
+    receives) through nginx against ``replicas`` gateways on one Redis."""
+    streams, rate = args.streams // share, args.rate / share
     cluster = Replicated(workdir, svc.fake_url, lease_seconds=None, replicas=replicas)
     try:
         run_client(Load(cluster.nginx.base_url, "warmup", WARMUP_STREAMS, 50, 60))
@@ -262,12 +270,12 @@ def replicated_load(
         creates_before = svc.upstream_stats()["creates"]
         commands_before = cluster.commands()
         before = cluster.cpu_ms()
-        load = Load(cluster.nginx.base_url, "bench", args.streams, args.rate, args.duration + 60)
+        load = Load(cluster.nginx.base_url, "bench", streams, rate, args.duration + 60)
         connections: list[int] = []
         result = run_client(load, sample=lambda: connections.append(cluster.connections()))
         after = cluster.cpu_ms()
         commands = cluster.commands() - commands_before
-        replicated = cluster_figures(args, result, before, after, commands, connections)
+        replicated = cluster_figures(streams, result, before, after, commands, connections)
         replicated["creates"] = svc.upstream_stats()["creates"] - creates_before
     finally:
         cluster.close()
@@ -275,7 +283,7 @@ def replicated_load(
 
 
 def cluster_figures(
-    args: argparse.Namespace,
+    streams: int,
     result: dict[str, Any],
     before: tuple[float, float, float],
     after: tuple[float, float, float],
@@ -283,13 +291,13 @@ def cluster_figures(
     connections: list[int],
 ) -> dict[str, Any]:
     replicas_cpu, redis_cpu, nginx_cpu = (b - a for a, b in zip(before, after, strict=True))
-    figures = load_figures(result, replicas_cpu + redis_cpu, args.streams)
-    figures["cpu_ms_per_execution_replicas"] = round(replicas_cpu / args.streams, 2)
-    figures["cpu_ms_per_execution_redis"] = round(redis_cpu / args.streams, 2)
-    figures["cpu_ms_per_execution_nginx"] = round(nginx_cpu / args.streams, 2)
+    figures = load_figures(result, replicas_cpu + redis_cpu, streams)
+    figures["cpu_ms_per_execution_replicas"] = round(replicas_cpu / streams, 2)
+    figures["cpu_ms_per_execution_redis"] = round(redis_cpu / streams, 2)
+    figures["cpu_ms_per_execution_nginx"] = round(nginx_cpu / streams, 2)
     figures["redis_connections_max"] = max(connections, default=0)
     figures["redis_commands_per_execution"] = {
-        name: round(count / args.streams, 2) for name, count in commands.most_common(12)
+        name: round(count / streams, 2) for name, count in commands.most_common(12)
     }
     return figures
 
@@ -304,8 +312,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         svc.script("warmup", {"duration": 0.1})
         for index in range(args.rounds):
             # One after another, each alone, the order turning: this machine's speed drifts.
-            phases = ["single", "one_redis", "replicated"]
-            phases = phases[index % 3 :] + phases[: index % 3]
+            phases = ["single", "one_redis", "replicated", "one_redis_share"]
+            phases = phases[index % 4 :] + phases[: index % 4]
             figures: dict[str, dict[str, Any]] = {}
             for phase in phases:
                 where = workdir / f"{phase}{index}"
@@ -313,23 +321,28 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     figures[phase] = single_sqlite(args, where)
                 elif phase == "one_redis":
                     figures[phase] = replicated_load(args, where, svc, 1)
+                elif phase == "one_redis_share":
+                    figures[phase] = replicated_load(args, where, svc, 1, share=args.replicas)
                 else:
                     figures[phase] = replicated_load(args, where, svc, args.replicas)
             single, one, replicated = (figures[p] for p in ("single", "one_redis", "replicated"))
             cost = replicated["cpu_ms_per_execution"]
             ratio = cost / max(0.01, single["cpu_ms_per_execution"])
             scale_out = cost / max(0.01, one["cpu_ms_per_execution"])
+            at_share = cost / max(0.01, figures["one_redis_share"]["cpu_ms_per_execution"])
             rounds.append(
                 {
                     "order": phases,
                     **figures,
                     "cpu_ratio": round(ratio, 3),
                     "cpu_ratio_to_one_on_redis": round(scale_out, 3),
+                    "cpu_ratio_to_one_at_a_replicas_share": round(at_share, 3),
                 }
             )
             print(
                 f"round {index + 1}: CPU ratio {ratio:.3f} to one process on SQLite,"
-                f" {scale_out:.3f} to one on Redis",
+                f" {scale_out:.3f} to one on Redis, {at_share:.3f} to one on Redis given"
+                " a replica's share of the load",
                 flush=True,
             )
 
@@ -352,6 +365,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     ratios = sorted(r["cpu_ratio"] for r in rounds)
     to_one = sorted(r["cpu_ratio_to_one_on_redis"] for r in rounds)
+    to_share = sorted(r["cpu_ratio_to_one_at_a_replicas_share"] for r in rounds)
     return {
         "streams": args.streams,
         "rate": args.rate,
@@ -362,6 +376,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "cpu_ratio_median": ratios[len(ratios) // 2],
         "cpu_ratios_to_one_on_redis": [r["cpu_ratio_to_one_on_redis"] for r in rounds],
         "cpu_ratio_to_one_on_redis_median": to_one[len(to_one) // 2],
+        "cpu_ratios_to_one_at_a_replicas_share": [
+            r["cpu_ratio_to_one_at_a_replicas_share"] for r in rounds
+        ],
+        "cpu_ratio_to_one_at_a_replicas_share_median": to_share[len(to_share) // 2],
         "delivery_ms": {
             "same_replica": {f"p{q}": percentile(same, q) for q in (50, 99)},
             "cross_replica": {f"p{q}": percentile(cross, q) for q in (50, 99)},
@@ -385,7 +403,7 @@ def report(result: dict[str, Any], path: Path) -> None:
     ]
     for number, round_ in enumerate(result["rounds"], start=1):
         single, replicated = round_["single"], round_["replicated"]
-        one = round_["one_redis"]
+        one, share = round_["one_redis"], round_["one_redis_share"]
         lines += [
             f"round {number} ({' then '.join(round_['order'])}): CPU ratio {round_['cpu_ratio']}"
             f" (to one on Redis {round_['cpu_ratio_to_one_on_redis']})",
@@ -400,12 +418,19 @@ def report(result: dict[str, Any], path: Path) -> None:
             f" {replicated['cpu_ms_per_execution_redis']}; nginx apart"
             f" {replicated['cpu_ms_per_execution_nginx']}), Redis clients at most"
             f" {replicated['redis_connections_max']}",
+            f"  1 replica+Redis given a replica's share ({share['creates']} creates)"
+            f" delivered {share['delivered_pct']}%, CPU {share['cpu_ms_per_execution']}"
+            f" ms/execution (replica {share['cpu_ms_per_execution_replicas']}, redis"
+            f" {share['cpu_ms_per_execution_redis']})",
         ]
     lines += [
         f"CPU ratio        median {result['cpu_ratio_median']} of {result['cpu_ratios']}"
         " (to one process on SQLite)",
         f"                 median {result['cpu_ratio_to_one_on_redis_median']} of"
         f" {result['cpu_ratios_to_one_on_redis']} (to one process on Redis)",
+        f"                 median {result['cpu_ratio_to_one_at_a_replicas_share_median']} of"
+        f" {result['cpu_ratios_to_one_at_a_replicas_share']} (to one process on Redis given"
+        " a replica's share of the load: what replication adds beyond each process's rate)",
         f"delivery ms      same replica {delivery['same_replica']}, cross replica"
         f" {delivery['cross_replica']}: added at p99 {delivery['added_p99']} ms",
         f"takeover s       lease {takeover['lease_seconds']} s: p50 {takeover['p50']}"
@@ -436,10 +461,16 @@ def main() -> int:
     )
     if result is None:
         return 130
+    share = args.streams // args.replicas
     ok = all(
-        phase["delivered_pct"] == 100.0 and phase["creates"] == args.streams
+        round_[name]["delivered_pct"] == 100.0 and round_[name]["creates"] == streams
         for round_ in result["rounds"]
-        for phase in (round_["single"], round_["one_redis"], round_["replicated"])
+        for name, streams in (
+            ("single", args.streams),
+            ("one_redis", args.streams),
+            ("replicated", args.streams),
+            ("one_redis_share", share),
+        )
     )
     return 0 if ok else 1
 

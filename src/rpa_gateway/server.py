@@ -55,15 +55,40 @@ class DrainingServer(uvicorn.Server):
         self._first_signal_at: float | None = None
         self._drain: asyncio.Task[None] | None = None  # held: the loop keeps weak references
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_asked: asyncio.Event | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
 
+    async def main_loop(self) -> None:
+        """uvicorn's, ticking once a second instead of ten times: its tick only renews the
+        Date header (a second's resolution) and looks for a request to exit, which wakes
+        this loop at once instead.  An idle replica woke 15 times a second, 10 of them
+        for this tick, each costing a cold process ~0.2 ms."""
+        self._exit_asked = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864_000  # uvicorn's tenths: each tick a whole second
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._exit_asked.wait()
+            except TimeoutError:
+                pass
+            should_exit = await self.on_tick(counter)
+
+    def _exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's exit (or forced exit on a repeated SIGINT), its main loop woken."""
+        super().handle_exit(sig, frame)
+        loop, asked = self._loop, self._exit_asked
+        if loop is not None and asked is not None:
+            loop.call_soon_threadsafe(asked.set)  # from a signal handler as well
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         loop = self._loop
         if loop is None or self.should_exit:
-            super().handle_exit(sig, frame)
+            self._exit(sig, frame)
             return
         # A signal handler interrupts the loop anywhere; act (and log) from the loop itself.
         now = time.monotonic()
@@ -84,7 +109,7 @@ class DrainingServer(uvicorn.Server):
         try:
             await self._lifecycle.drain(self._drain_seconds)
         finally:
-            super().handle_exit(sig, None)
+            self._exit(sig, None)
 
     def _stop_taking_connections(self) -> None:
         for server in self.servers:
