@@ -38,6 +38,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -92,6 +93,14 @@ class Share:
     source: str
 
 
+def _refusal(reply: bytes) -> str:
+    """A refusal's status and content type: a compat caller reads only ``data:`` lines, so
+    a refusal in any form but an event stream would read as a success to it."""
+    status = reply.split(b"\r\n", 1)[0].decode(errors="replace")
+    kind = re.search(rb"(?im)^content-type:\s*([^;\r\n]+)", reply)
+    return f"{status} ({kind.group(1).decode() if kind else 'no content type seen'})"
+
+
 @dataclass
 class _Stream(asyncio.Protocol):
     done: asyncio.Future[str | None]
@@ -109,7 +118,7 @@ class _Stream(asyncio.Protocol):
             if len(buffer) < 12:
                 return
             if not buffer.startswith(b"HTTP/1.1 200"):
-                self._end(f"not 200: {bytes(buffer[:40])!r}")
+                self._end(_refusal(bytes(buffer)))
                 return
             self.head_ok = True
         at = buffer.find(b"data:")
@@ -128,7 +137,7 @@ class _Stream(asyncio.Protocol):
         self._end(None if code == 0 else f"code {code}: {str(frame.get('message'))[:60]}")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._end("closed without a data frame")
+        self._end("closed without a data frame" if self.buffer else "closed unanswered")
 
     def _end(self, failure: str | None) -> None:
         if not self.done.done():

@@ -80,10 +80,12 @@ def test_a_socket_that_sends_no_complete_request_is_closed(
     idle, slow = raw(gateway), raw(gateway)
     slow.sendall(b"GET /rpa/v1/ping HTTP/1.1\r\nHost: x\r\n")  # and never the rest
     started = time.monotonic()
-    for sock in (idle, slow):
-        reply = read_reply(sock)
-        assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
-        assert b"no complete request within 1 s" in reply
+    reply = read_reply(slow)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    assert b"no complete request within 1 s" in reply
+    # One that sent nothing is closed unanswered: a request it sent later would read a 408
+    # written before it as its answer (a success to astron-agent's node, if JSON).
+    assert read_reply(idle) == b""
     assert time.monotonic() - started < 5
     # Idle after a response, a kept-alive connection is closed by the keep-alive timeout (5 s).
     kept = raw(gateway)

@@ -12,7 +12,8 @@
   Unless its bytes are waiting unread in the socket: then the client was on time and
   the loop is late (an overloaded loop runs its due timers before it reads), and the
   head gets one more ``header_timeout``.  A 408 sent before the request line is read
-  cannot be a ``data:`` frame, which astron-agent's node reads as a success.
+  cannot be a ``data:`` frame, which astron-agent's node reads as a success; a
+  connection that sent nothing at all is closed without one.
 - Beyond ``max_connections`` open connections a request is answered with a 503
   refusal (``Retry-After``, connection closed) before anything else runs.
 
@@ -152,6 +153,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._head_extended and _unread_bytes(self.transport) > 0:
             self._head_extended = True
             self._head_deadline = self.loop.call_later(self._limits.header_timeout, self._head_late)
+            return
+        if self._head_bytes == 0:
+            # Nothing was asked: closed unanswered (as nginx does).  A request sent after
+            # this would read a 408 written before it as its answer, and a JSON one is a
+            # success to astron-agent's node; a closed connection is a failure to every client.
+            self.transport.close()
             return
         self._refuse(
             408,
