@@ -17,11 +17,13 @@ first, each as long as the level's).
 
 Per level it prints and writes (``bench/results/scale-<stores>.json``): streams delivered, the
 most open at once (the replicas' open descriptors above their idle count), memory per open
-stream (the replicas' RSS growth over that), and CPU per execution (replicas and Redis
-together, from the first stream opened to the last result), with pings per stream (every
-3 s while open: the longer a level's streams stay open, the more each costs).  A level the
-machine cannot take at ``--rate`` shows as failures: 408s are request heads not read within
-``RPA_HEADER_TIMEOUT`` of the connection (the replicas' loops were that far behind).
+stream (the replicas' RSS growth, at its most over the run and when the most were open,
+over that), and CPU per execution (replicas and Redis together, from the first stream
+opened to the last result), with pings per stream (every 3 s while open: the longer a
+level's streams stay open, the more each costs).  A level the machine cannot take at
+``--rate`` shows as failures, each named by what the client got: a connection closed
+unanswered had sent nothing the replica could read within ``RPA_HEADER_TIMEOUT`` (the
+load generator late to send), a 408 had sent part of its head.
 
 Descriptors: each replica needs one per stream; this raises the limit of the processes it
 starts as far as it may (with CAP_SYS_RESOURCE: to what ``fs.nr_open`` allows; otherwise to
@@ -351,11 +353,14 @@ def one_level(args: argparse.Namespace, workdir: Path, store: str, level: int) -
         time.sleep(6.0)  # the next sync of run durations makes the learned schedule
         idle_fds = fleet.descriptors()
         rss_before = fleet.rss_kb()
-        peaks = {"fds": idle_fds, "rss": rss_before}
+        # The most descriptors open, the RSS then, and the most RSS over the whole run.
+        peaks = {"fds": idle_fds, "rss_then": rss_before, "rss": rss_before}
 
         def sample() -> None:
-            peaks["fds"] = max(peaks["fds"], fleet.descriptors())
-            peaks["rss"] = max(peaks["rss"], fleet.rss_kb())
+            fds, rss = fleet.descriptors(), fleet.rss_kb()
+            if fds > peaks["fds"]:
+                peaks["fds"], peaks["rss_then"] = fds, rss
+            peaks["rss"] = max(peaks["rss"], rss)
 
         cpu_before = fleet.cpu_ms()
         began = time.monotonic()
@@ -378,6 +383,11 @@ def one_level(args: argparse.Namespace, workdir: Path, store: str, level: int) -
         "failures": result["failures"],
         "most_open": most_open,
         "rss_kb_per_open_stream": round((peaks["rss"] - rss_before) / max(1, most_open), 2),
+        # RSS when the most were open, against them: what a stream holds while open, without
+        # what the replicas grew later (as the runs ended).
+        "rss_kb_per_open_stream_at_most_open": round(
+            (peaks["rss_then"] - rss_before) / max(1, most_open), 2
+        ),
         "cpu_ms_per_execution": round(cpu / level, 3),
         # A stream opened at t is open from t to the runs' end: on average half the
         # opening plus the hold.
@@ -420,7 +430,8 @@ def main() -> int:
                 rows.append(row)
                 print(
                     f"{store:8} {level:>7} streams: delivered {row['delivered']}, most open"
-                    f" {row['most_open']}, RSS {row['rss_kb_per_open_stream']} KB/stream, CPU"
+                    f" {row['most_open']}, RSS {row['rss_kb_per_open_stream']} KB/stream"
+                    f" ({row['rss_kb_per_open_stream_at_most_open']} when most were open), CPU"
                     f" {row['cpu_ms_per_execution']} ms/execution ({row['pings_per_stream']}"
                     f" pings each){'' if not row['failures'] else ' ' + str(row['failures'])}",
                     flush=True,
