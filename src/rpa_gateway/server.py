@@ -82,7 +82,7 @@ class DrainingServer(uvicorn.Server):
         """uvicorn's exit (or forced exit on a repeated SIGINT), its main loop woken."""
         super().handle_exit(sig, frame)
         loop, asked = self._loop, self._exit_asked
-        if loop is not None and asked is not None:
+        if loop is not None and asked is not None and not loop.is_closed():
             loop.call_soon_threadsafe(asked.set)  # from a signal handler as well
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
