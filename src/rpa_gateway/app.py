@@ -153,6 +153,7 @@ def build_webhooks(
         per_caller=settings.rpa_webhooks_per_token,
         rotation_seconds=settings.rpa_webhook_rotation_seconds,
         wake_worker=worker.wake,
+        endpoints_added=worker.endpoints_added,
     )
     return worker, registry
 

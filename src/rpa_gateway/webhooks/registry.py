@@ -67,6 +67,7 @@ class WebhookRegistry:
         per_caller: int,
         rotation_seconds: float,
         wake_worker: Callable[[], None] = lambda: None,
+        endpoints_added: Callable[[str], None] = lambda owner: None,
     ) -> None:
         self._webhooks = webhooks
         self._vault = vault
@@ -75,6 +76,7 @@ class WebhookRegistry:
         self._per_caller = per_caller
         self._rotation_seconds = rotation_seconds
         self._wake_worker = wake_worker
+        self._endpoints_added = endpoints_added
 
     async def add(
         self,
@@ -100,6 +102,7 @@ class WebhookRegistry:
             updated_at=now,
         )
         await self._webhooks.add_endpoint(self._sealer.sealed(endpoint), self._per_caller)
+        self._endpoints_added(endpoint.owner)
         return endpoint
 
     async def endpoints(self, token: str, *, every_owner: bool) -> list[Endpoint]:

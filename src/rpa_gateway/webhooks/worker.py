@@ -4,7 +4,8 @@ It claims due deliveries (a lease, so a process killed mid-delivery leaves them 
 next claim), sends each with bounded concurrency (overall and per endpoint), and records
 what came of it: a 2xx delivers; a 410 disables the endpoint; anything else is retried on
 the schedule, with jitter, then fails.  An endpoint failing longer than ``disable_after``
-is disabled.  A terminal event wakes it at once; retries fall due on their own.
+is disabled.  A terminal event wakes it at once when its caller has endpoints; retries
+fall due on their own.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ _GATHER = 0.1
 # moment as a rule) so they are not read back: at most so many, for so long.
 _ENDED_KEPT = 64
 _ENDED_SECONDS = 5.0
+# Seconds a caller found without endpoints is taken to have none, so that its runs' starts
+# and ends do not wake the loop (a look at the outbox each: most of a replica's upkeep per
+# execution where nobody registered a webhook).  One registered meanwhile at another
+# process still gets its deliveries at the next idle look, _IDLE_CHECK later at most.
+_OWNERS_FRESHNESS = 5.0
+_OWNERS_KEPT = 10_000
 _UNSEALED = (
     "the endpoint's secret cannot be opened: it was sealed with another RPA_TOKEN_KEY"
     " (rotate the secret, or give the service that key)"
@@ -103,6 +110,9 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
         self._ended: OrderedDict[str, tuple[float, Execution]] = OrderedDict()
+        # Caller -> (when looked up, whether it has endpoints); and those to look up.
+        self._owners: dict[str, tuple[float, bool]] = {}
+        self._owners_to_check: set[str] = set()
         self._gather = False
         # Due deliveries were left unclaimed (their endpoints at their share): an attempt's
         # end frees a turn, so it wakes the loop.  Otherwise ends do not: a claim per end
@@ -119,17 +129,40 @@ class DeliveryWorker:
         self._gather = True
         self._wake.set()
 
+    def endpoints_added(self, owner: str) -> None:
+        """The caller registered an endpoint here: its next events wake the loop."""
+        self._owners.pop(owner, None)
+
     def _on_event(self, event: Event, execution: Execution) -> None:
         # An end, or a run the platform took (execution.started): deliveries may be due.
+        if event.kind is not EventKind.TERMINAL and "upstream_id" not in event.data:
+            return
+        if not self._may_have_endpoints(execution.owner):
+            return
         if event.kind is EventKind.TERMINAL:
             now = time.monotonic()
             ended = self._ended
             ended[execution.id] = (now, execution)
             while len(ended) > _ENDED_KEPT or next(iter(ended.values()))[0] < now - _ENDED_SECONDS:
                 ended.popitem(last=False)
-            self.wake()
-        elif "upstream_id" in event.data:
-            self.wake()
+        self.wake()
+
+    def _may_have_endpoints(self, owner: str) -> bool:
+        """False when the caller was found without endpoints a moment ago; a caller not
+        looked up lately is looked up at the loop's next turn (and may have some)."""
+        known = self._owners.get(owner)
+        if known is not None and time.monotonic() - known[0] < _OWNERS_FRESHNESS:
+            return known[1]
+        self._owners_to_check.add(owner)
+        return True
+
+    async def _look_up_owners(self) -> None:
+        owners, self._owners_to_check = self._owners_to_check, set()
+        if len(self._owners) + len(owners) > _OWNERS_KEPT:
+            self._owners.clear()
+        for owner in owners:
+            found = await self._webhooks.endpoints(owner)
+            self._owners[owner] = (time.monotonic(), bool(found))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -153,6 +186,7 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             try:
+                await self._look_up_owners()
                 await self._count_outbox()
                 wait = await self._send_due()
             except Exception as exc:  # a store fault, or a bug: the loop must go on
