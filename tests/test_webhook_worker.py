@@ -80,8 +80,10 @@ def test_ends_wake_the_worker_only_for_callers_with_endpoints(tmp_path: Path) ->
             owner = vault.fingerprint(token)
             without = await looks_during_ends(store, reads, owner)
             # Registered here: the caller's next ends wake the worker, though it found the
-            # caller without endpoints a moment ago.
-            await registry.add(token, "https://hooks.example.com/in", None, None, "")
+            # caller without endpoints a moment ago.  For starts only, so that these ends
+            # leave nothing to deliver: every look is one an end woke it for.
+            url = "https://hooks.example.com/in"
+            await registry.add(token, url, ["execution.started"], None, "")
             with_one = await looks_during_ends(store, reads, owner)
         finally:
             await worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -127,8 +128,10 @@ def defer_accept(sock: socket.socket) -> None:
     second; then as they are): accepting and reading a request take one wake-up of the
     loop instead of two (nginx's ``deferred``).  A connection that sends nothing is handed
     over a second late, its header timeout running from then."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)  # Linux's
+    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # refused (a sandbox): accepted as they come
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
 
 def _repeat_ignored(sig: int) -> None:

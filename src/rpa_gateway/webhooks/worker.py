@@ -131,38 +131,51 @@ class DeliveryWorker:
 
     def endpoints_added(self, owner: str) -> None:
         """The caller registered an endpoint here: its next events wake the loop."""
-        self._owners.pop(owner, None)
+        self._owners[owner] = (time.monotonic(), True)
 
     def _on_event(self, event: Event, execution: Execution) -> None:
         # An end, or a run the platform took (execution.started): deliveries may be due.
-        if event.kind is not EventKind.TERMINAL and "upstream_id" not in event.data:
+        terminal = event.kind is EventKind.TERMINAL
+        if not terminal and "upstream_id" not in event.data:
             return
-        if not self._may_have_endpoints(execution.owner):
+        now = time.monotonic()
+        ended = self._ended
+        while ended and (
+            len(ended) >= _ENDED_KEPT or next(iter(ended.values()))[0] < now - _ENDED_SECONDS
+        ):
+            ended.popitem(last=False)
+        if not self._may_have_endpoints(execution.owner, now):
             return
-        if event.kind is EventKind.TERMINAL:
-            now = time.monotonic()
-            ended = self._ended
+        if terminal:
             ended[execution.id] = (now, execution)
-            while len(ended) > _ENDED_KEPT or next(iter(ended.values()))[0] < now - _ENDED_SECONDS:
-                ended.popitem(last=False)
         self.wake()
 
-    def _may_have_endpoints(self, owner: str) -> bool:
+    def _may_have_endpoints(self, owner: str, now: float) -> bool:
         """False when the caller was found without endpoints a moment ago; a caller not
         looked up lately is looked up at the loop's next turn (and may have some)."""
         known = self._owners.get(owner)
-        if known is not None and time.monotonic() - known[0] < _OWNERS_FRESHNESS:
+        if known is not None and now - known[0] < _OWNERS_FRESHNESS:
             return known[1]
         self._owners_to_check.add(owner)
         return True
 
     async def _look_up_owners(self) -> None:
+        """Whether each caller due a look-up has endpoints.  One that cannot be looked up
+        is taken to have some (its events wake the loop) until its next look-up."""
         owners, self._owners_to_check = self._owners_to_check, set()
         if len(self._owners) + len(owners) > _OWNERS_KEPT:
             self._owners.clear()
         for owner in owners:
-            found = await self._webhooks.endpoints(owner)
-            self._owners[owner] = (time.monotonic(), bool(found))
+            asked_at = time.monotonic()
+            try:
+                found = bool(await self._webhooks.endpoints(owner))
+            except Exception as exc:  # a store fault, or an endpoint that does not parse
+                if not isinstance(exc, StoreError):
+                    log.exception("webhook endpoints of a caller cannot be read")
+                found = True
+            known = self._owners.get(owner)
+            if known is None or known[0] <= asked_at:  # not registered here meanwhile
+                self._owners[owner] = (asked_at, found)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -186,9 +199,9 @@ class DeliveryWorker:
         while True:
             self._wake.clear()
             try:
-                await self._look_up_owners()
                 await self._count_outbox()
                 wait = await self._send_due()
+                await self._look_up_owners()  # after the look it was woken for
             except Exception as exc:  # a store fault, or a bug: the loop must go on
                 if not isinstance(exc, StoreError):
                     log.exception("webhook deliveries: a fault inside the service")
