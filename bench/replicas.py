@@ -54,6 +54,7 @@ from load import (
     Services,
     cpu_ms,
     free_port,
+    gateway_source,
     percentile,
     run_and_record,
     run_client,
@@ -303,6 +304,7 @@ def cluster_figures(
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    source = gateway_source()  # as the run begins: its gateways start all through it
     rounds: list[dict[str, Any]] = []
     with ExitStack() as stack:
         (workdir / "fake-only").mkdir()
@@ -367,6 +369,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     to_one = sorted(r["cpu_ratio_to_one_on_redis"] for r in rounds)
     to_share = sorted(r["cpu_ratio_to_one_at_a_replicas_share"] for r in rounds)
     return {
+        "gateway": source,
         "streams": args.streams,
         "rate": args.rate,
         "duration_s": args.duration,
