@@ -123,8 +123,6 @@ def test_beyond_the_connection_cap_requests_get_a_clear_503(
 ) -> None:
     gateway = start_gateway(upstream=False, RPA_MAX_CONNECTIONS="5")
     held = [raw(gateway) for _ in range(6)]
-    for sock in held:  # a request begun: the service holds the connection from then on
-        sock.sendall(b"GET /rpa/v1/ping HTTP/1.1\r\n")
     try:
         refused = httpx.get(gateway.base_url + "/rpa/v1/ping")
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"

@@ -6,7 +6,7 @@
   ten clients sending 32 MB lines grew the process by 380 MB), a complete one is
   measured before the app sees it.
 - A connection that has not sent a complete request head within
-  ``header_timeout`` seconds of being accepted (or of its previous response) is closed
+  ``header_timeout`` seconds of opening (or of its previous response) is closed
   with a 408: idle sockets were held forever, and enough of them exhausted the
   file descriptors (uvicorn's keep-alive timeout starts only after a response).
   Unless its bytes are waiting unread in the socket: then the client was on time and

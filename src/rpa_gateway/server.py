@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import resource
@@ -61,9 +60,6 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
-        for server in self.servers:
-            for sock in server.sockets:
-                defer_accept(sock)
 
     async def main_loop(self) -> None:
         """uvicorn's, ticking once a second instead of ten times: its tick only renews the
@@ -121,17 +117,6 @@ class DrainingServer(uvicorn.Server):
         # Idle keep-alive connections close now; busy ones (open streams) after their response.
         for connection in list(self.server_state.connections):
             connection.shutdown()
-
-
-def defer_accept(sock: socket.socket) -> None:
-    """Connections are handed over once their first bytes have come (for at most about a
-    second; then as they are): accepting and reading a request take one wake-up of the
-    loop instead of two (nginx's ``deferred``).  A connection that sends nothing is handed
-    over a second late, its header timeout running from then."""
-    option = getattr(socket, "TCP_DEFER_ACCEPT", None)  # Linux's
-    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):  # refused (a sandbox): accepted as they come
-            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
 
 
 def _repeat_ignored(sig: int) -> None:
