@@ -8,7 +8,7 @@
   else (even the error handlers) before the response has started still gets a
   ``data:`` frame with a non-zero code: without one, the node reads success.
 - An event stream the app handed off (``event_stream``) is served here, after the
-  app's call chain has returned.
+  app's call chain has returned, without the request's headers.
 - A start-up failure the user can fix (:class:`CannotStart`) reaches uvicorn as its
   one-line message, not as a traceback.
 """
@@ -74,6 +74,11 @@ class Edge:
         connection = scope.get(SCOPE_KEY)
         if isinstance(connection, Connection) and connection.handed_off is not None:
             stream, connection.handed_off = connection.handed_off, None
+            # The app has read the request: its headers (the caller's token among them)
+            # are not kept for the stream's whole life.  Shared with the server's scope.
+            headers = scope.get("headers")
+            if isinstance(headers, list):
+                headers.clear()
             await stream.serve(send, connection)
 
     async def _compat(self, scope: Scope, receive: Receive, send: Send) -> None:
