@@ -340,7 +340,9 @@ class Supervisor:
             async with deadline_scope:
                 if self._backend.pushes:
                     return await self._follow_pushes(execution, execution.upstream_id)
-                return await self._watch(execution, execution.upstream_id, token, run_began)
+                return await self._watch(
+                    execution, execution.upstream_id, token, run_began, deadline_scope
+                )
         except TimeoutError:
             if not deadline_scope.expired():
                 raise
@@ -505,9 +507,15 @@ class Supervisor:
             raise CreateFailed("no answer before the deadline", idempotent=True) from None
 
     async def _watch(
-        self, execution: Execution, task_id: str, token: str, run_began: float | None
+        self,
+        execution: Execution,
+        task_id: str,
+        token: str,
+        run_began: float | None,
+        deadline: asyncio.Timeout,
     ) -> Outcome:
-        """Poll on the project's schedule (times after ``run_began``) until the run ends.
+        """Poll on the project's schedule (times after ``run_began``) until the run ends,
+        inside the ``deadline`` scope.
 
         ``run_began`` None: created before this process drove it (a restart, a takeover),
         so it may have ended meanwhile: the first poll comes soon, then the schedule from
@@ -531,7 +539,7 @@ class Supervisor:
                 elapsed = time.time() - origin
                 aimed_at = self._schedules.current(project).next_poll(max(elapsed, aimed_at))
                 delay = aimed_at - elapsed
-            await asyncio.sleep(delay)
+            await _sleep_within(delay, deadline)
             delay = None
             execution.polls += 1
             try:
@@ -798,6 +806,21 @@ def _outcome_of(state: TaskState) -> Outcome | None:
 
 class _NotCancellable(Exception):
     """The backend cannot cancel this run (the platform answered CANCEL_UNSUPPORTED)."""
+
+
+async def _sleep_within(delay: float, deadline: asyncio.Timeout) -> None:
+    """Sleep ``delay`` seconds inside the ``deadline`` scope, whose timer is off while the
+    sleep ends first: a waiting execution holds one loop timer, not two (under uvloop a
+    timer is some 550 bytes, kept for each open stream's whole wait)."""
+    when = deadline.when()
+    if when is None or asyncio.get_running_loop().time() + delay >= when:
+        await asyncio.sleep(delay)  # the deadline comes first: its timer ends the sleep
+        return
+    deadline.reschedule(None)
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        deadline.reschedule(when)  # a time already past: it expires at the next await
 
 
 def _redact_outcome(outcome: Outcome, token: str) -> Outcome:
