@@ -539,7 +539,8 @@ class Supervisor:
                 elapsed = time.time() - origin
                 aimed_at = self._schedules.current(project).next_poll(max(elapsed, aimed_at))
                 delay = aimed_at - elapsed
-            await _sleep_within(delay, deadline)
+            with _DeadlineOff(deadline, delay):
+                await asyncio.sleep(delay)
             delay = None
             execution.polls += 1
             try:
@@ -808,19 +809,28 @@ class _NotCancellable(Exception):
     """The backend cannot cancel this run (the platform answered CANCEL_UNSUPPORTED)."""
 
 
-async def _sleep_within(delay: float, deadline: asyncio.Timeout) -> None:
-    """Sleep ``delay`` seconds inside the ``deadline`` scope, whose timer is off while the
-    sleep ends first: a waiting execution holds one loop timer, not two (under uvloop a
-    timer is some 550 bytes, kept for each open stream's whole wait)."""
-    when = deadline.when()
-    if when is None or asyncio.get_running_loop().time() + delay >= when:
-        await asyncio.sleep(delay)  # the deadline comes first: its timer ends the sleep
-        return
-    deadline.reschedule(None)
-    try:
-        await asyncio.sleep(delay)
-    finally:
-        deadline.reschedule(when)  # a time already past: it expires at the next await
+class _DeadlineOff:
+    """The ``deadline`` scope's timer off for a sleep of ``delay`` that ends before it, and
+    back on after: a waiting execution holds one loop timer, not two (under uvloop a timer
+    is some 550 bytes, kept for each open stream's whole wait).  A sleep that would outlast
+    the deadline keeps it on: its timer ends the sleep.  (A context manager rather than a
+    coroutine around the sleep: a coroutine's frame, held as long, is 250 bytes.)"""
+
+    __slots__ = ("_deadline", "_when")
+
+    def __init__(self, deadline: asyncio.Timeout, delay: float) -> None:
+        self._deadline = deadline
+        when = deadline.when()
+        ends_first = when is not None and asyncio.get_running_loop().time() + delay < when
+        self._when = when if ends_first else None
+
+    def __enter__(self) -> None:
+        if self._when is not None:
+            self._deadline.reschedule(None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._when is not None:  # a time already past: it expires at the next await
+            self._deadline.reschedule(self._when)
 
 
 def _redact_outcome(outcome: Outcome, token: str) -> Outcome:
