@@ -401,6 +401,9 @@ def test_unfinished_and_claimable_leave_out_finished_ones(stores: Stores) -> Non
             await store.create(execution, None)
         await store.finish(executions[1], SUCCEEDED)
         assert [e.id for e in await store.unfinished()] == [executions[0].id, executions[2].id]
+        assert await store.unfinished(created_before=base + 1.5) == [executions[0]]
+        assert await store.unfinished(created_before=base + 2) == [executions[0], executions[2]]
+        assert await store.unfinished(created_before=base - 1) == []
         assert await store.claimable(10) == [executions[0], executions[2]]
         assert await store.claimable(1) == [executions[0]]
 

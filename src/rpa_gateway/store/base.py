@@ -135,7 +135,10 @@ class Store(Protocol):
 
     async def events_after(self, execution_id: str, seq: int) -> list[Event]: ...
 
-    async def unfinished(self) -> list[Execution]: ...
+    async def unfinished(self, created_before: float | None = None) -> list[Execution]:
+        """Executions not finished, oldest first; only those created before the time when
+        given (a sweep for executions past their deadline need not read every open one)."""
+        ...
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
         """The owner's executions, newest first, after ``query.before``."""

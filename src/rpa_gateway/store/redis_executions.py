@@ -414,9 +414,12 @@ class RedisExecutions:
             return 0
         return len(members)
 
-    async def unfinished(self) -> list[Execution]:
+    async def unfinished(self, created_before: float | None = None) -> list[Execution]:
+        newest = "+inf" if created_before is None else repr(created_before)
         async with self._redis.call("read executions"):
-            rows = await self._client.zrange(self._keys.unfinished, 0, -1, withscores=True)
+            rows = await self._client.zrangebyscore(
+                self._keys.unfinished, "-inf", newest, withscores=True
+            )
             found, stale = await self._unfinished_of(decoded(rows))
             await self._reads.drop(self._keys.unfinished, stale)
         return found

@@ -461,9 +461,16 @@ class SqliteStore:
             raise StoreError(f"cannot read events: {exc}") from exc
         return events
 
-    async def unfinished(self) -> list[Execution]:
+    async def unfinished(self, created_before: float | None = None) -> list[Execution]:
+        if created_before is None:
+            return self._many(
+                f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL ORDER BY created_at",
+                (),
+            )
         return self._many(
-            f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL ORDER BY created_at", ()
+            f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL AND created_at <= ?"
+            " ORDER BY created_at",
+            (created_before,),
         )
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
