@@ -28,7 +28,10 @@ class PipelineQueue(Generic[Item]):
     def pop(self) -> Item:
         if self._queue is None:
             raise IndexError("pop from an empty pipeline")
-        return self._queue.pop()
+        item = self._queue.pop()
+        if not self._queue:
+            self._queue = None
+        return item
 
     def __len__(self) -> int:
         return 0 if self._queue is None else len(self._queue)

@@ -539,8 +539,10 @@ class Supervisor:
                 elapsed = time.time() - origin
                 aimed_at = self._schedules.current(project).next_poll(max(elapsed, aimed_at))
                 delay = aimed_at - elapsed
-            with _DeadlineOff(deadline, delay):
+            with _DeadlineOff(deadline, delay) as off:
                 await asyncio.sleep(delay)
+            if off.woke_past_it:  # a late loop: the deadline (due now) ends it, not a poll
+                await asyncio.sleep(0)
             delay = None
             execution.polls += 1
             try:
@@ -816,20 +818,25 @@ class _DeadlineOff:
     the deadline keeps it on: its timer ends the sleep.  (A context manager rather than a
     coroutine around the sleep: a coroutine's frame, held as long, is 250 bytes.)"""
 
-    __slots__ = ("_deadline", "_when")
+    __slots__ = ("_deadline", "_when", "woke_past_it")
 
     def __init__(self, deadline: asyncio.Timeout, delay: float) -> None:
         self._deadline = deadline
         when = deadline.when()
-        ends_first = when is not None and asyncio.get_running_loop().time() + delay < when
+        now = asyncio.get_running_loop().time()
+        ends_first = not deadline.expired() and when is not None and now + delay < when
         self._when = when if ends_first else None
+        self.woke_past_it = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _DeadlineOff:
         if self._when is not None:
             self._deadline.reschedule(None)
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._when is not None:  # a time already past: it expires at the next await
+        if self._when is not None:
+            # Past already (the loop woke the sleep late): it expires once the loop runs.
+            self.woke_past_it = self._when <= asyncio.get_running_loop().time()
             self._deadline.reschedule(self._when)
 
 

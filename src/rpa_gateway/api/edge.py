@@ -74,8 +74,8 @@ class Edge:
         connection = scope.get(SCOPE_KEY)
         if isinstance(connection, Connection) and connection.handed_off is not None:
             stream, connection.handed_off = connection.handed_off, None
-            # The app has read the request: its headers (the caller's token among them)
-            # are not kept for the stream's whole life.  Shared with the server's scope.
+            # The app has read the request: its headers (a copy of the caller's token among
+            # them) are not kept for the stream's whole life.  Shared with the server's scope.
             headers = scope.get("headers")
             if isinstance(headers, list):
                 headers.clear()
