@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -266,26 +267,7 @@ def test_a_head_sent_in_time_is_served_when_the_loop_reads_it_late() -> None:
         await send({"type": "http.response.body", "body": b"served"})
 
     limits = HttpLimits(max_header_bytes=8192, header_timeout=0.5, max_connections=10)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http=Holding.with_limits(limits),
-        lifespan="off",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started
+    with serving_in_a_thread(app, Holding.with_limits(limits)) as (_, port):
         client = socket.create_connection(("127.0.0.1", port))
         holder = socket.create_connection(("127.0.0.1", port))
         with client, holder:
@@ -301,9 +283,6 @@ def test_a_head_sent_in_time_is_served_when_the_loop_reads_it_late() -> None:
             reply = read_reply_of(client)
         assert reply.startswith(b"HTTP/1.1 200 "), reply[:120]
         assert reply.endswith(b"served")
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def read_reply_of(sock: socket.socket) -> bytes:
@@ -386,11 +365,44 @@ def _while_streaming(
 ) -> T:
     """What ``look`` sees of the connection's protocol while it serves an open stream."""
     _released.clear()
+    try:
+        with serving_in_a_thread(app, protocol) as (server, port):
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                client.settimeout(10)
+                client.sendall(
+                    b"POST /rpa/v1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+                    b"X-Real-IP: 10.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+                )
+                received = b""
+                while b"open" not in received:
+                    chunk = client.recv(65536)
+                    assert chunk, received
+                    received += chunk
+                (connection,) = server.server_state.connections
+                seen = look(connection)
+                _released.set()
+            return seen
+    finally:
+        _released.set()
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], protocol: type[asyncio.Protocol]
+) -> Iterator[tuple[uvicorn.Server, int]]:
+    """uvicorn on uvloop, as the service runs, serving ``app`` with ``protocol`` in a thread
+    of this process (so a test can reach into its connections); the server and its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=protocol, lifespan="off", log_level="warning"
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http=protocol,
+        lifespan="off",
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -400,22 +412,7 @@ def _while_streaming(
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.started
-        with socket.create_connection(("127.0.0.1", port)) as client:
-            client.settimeout(10)
-            client.sendall(
-                b"POST /rpa/v1/exec HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
-                b"X-Real-IP: 10.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
-            )
-            received = b""
-            while b"open" not in received:
-                chunk = client.recv(65536)
-                assert chunk, received
-                received += chunk
-            (connection,) = server.server_state.connections
-            seen = look(connection)
-            _released.set()
-        return seen
+        yield server, port
     finally:
-        _released.set()
         server.should_exit = True
         thread.join(10)
