@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import time
@@ -462,15 +463,10 @@ class SqliteStore:
         return events
 
     async def unfinished(self, created_before: float | None = None) -> list[Execution]:
-        if created_before is None:
-            return self._many(
-                f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL ORDER BY created_at",
-                (),
-            )
         return self._many(
             f"SELECT {_COLUMNS} FROM executions WHERE finished_at IS NULL AND created_at <= ?"
             " ORDER BY created_at",
-            (created_before,),
+            (math.inf if created_before is None else created_before,),
         )
 
     async def list_executions(self, query: ListQuery) -> list[Execution]:
